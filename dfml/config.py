@@ -1,0 +1,102 @@
+"""Dataclass configs <-> dict / YAML, with dotted overrides checked against the fields."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+C = TypeVar("C")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A (nested) dataclass as a plain dict, tuples as lists (YAML-friendly)."""
+    if not dataclasses.is_dataclass(cfg):
+        raise TypeError(f"expected a dataclass instance, got {type(cfg).__name__}")
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(cfg)
+
+
+def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+    """Build dataclass ``cls`` from ``data``; unknown keys raise ``ValueError`` naming the valid ones."""
+    if not isinstance(data, dict):
+        raise TypeError(f"config for {cls.__name__} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; valid fields: {sorted(names)}")
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        hint = hints.get(key)
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = from_dict(hint, value)
+        elif typing.get_origin(hint) is tuple and isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _parse_value(text: str) -> Any:
+    return yaml.safe_load(text)
+
+
+def apply_overrides(cfg: C, overrides: list[str] | None) -> C:
+    """Apply ``["meta.inner_lr=0.01", ...]`` to a (nested, frozen) dataclass; returns a new one.
+
+    Raises:
+        ValueError: a malformed override or a field that does not exist (the message lists valid fields).
+    """
+    for item in overrides or []:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form key=value (e.g. meta.inner_lr=0.01)")
+        key, text = item.split("=", 1)
+        cfg = _set(cfg, key.strip().split("."), _parse_value(text), key)
+    return cfg
+
+
+def _set(cfg: Any, path: list[str], value: Any, full: str) -> Any:
+    names = [f.name for f in dataclasses.fields(cfg)]
+    head = path[0]
+    if head not in names:
+        raise ValueError(f"unknown config key {full!r}: {type(cfg).__name__} has fields {names}")
+    if len(path) == 1:
+        current = getattr(cfg, head)
+        if isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)
+        elif isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        return dataclasses.replace(cfg, **{head: value})
+    child = getattr(cfg, head)
+    if not dataclasses.is_dataclass(child):
+        raise ValueError(f"config key {full!r}: {head!r} is not a section")
+    return dataclasses.replace(cfg, **{head: _set(child, path[1:], value, full)})
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing file or a non-mapping raises with the path."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file {str(p)!r} does not exist")
+    data = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {str(p)!r} must hold a mapping at top level, got {type(data).__name__}")
+    return data
+
+
+def save_yaml(cfg: Any, path: str | Path) -> None:
+    """Write a dataclass (or dict) as YAML."""
+    data = to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
