@@ -1,0 +1,316 @@
+"""The ``dfml`` command: argument parsing and dispatch only.
+
+    dfml pool build   pretrain a pool of models on a class split of a dataset
+    dfml pool import  convert a pool saved by the papers' code into a dfml pool
+    dfml pool info    show (and verify) a pool
+    dfml train        meta-train a recipe on a pool, select on meta-val, meta-test
+    dfml eval         score recipes (e.g. random, average) on the same fixed meta-test episodes
+    dfml compare      paired comparison of two finished runs
+    dfml demo         the whole pipeline on the built-in toy world
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from . import __version__
+from .config import apply_overrides, from_dict, load_yaml
+from .experiment import ExperimentConfig, run_experiment
+
+log = logging.getLogger("dfml")
+
+
+class _Bars:
+    """tqdm progress bars keyed by stage, fed by the library's progress callbacks."""
+
+    def __init__(self) -> None:
+        self.bars: dict[str, tqdm] = {}
+
+    def __call__(self, stage: str, i: int, n: int, info: dict[str, Any]) -> None:
+        bar = self.bars.get(stage)
+        if bar is None:
+            bar = self.bars[stage] = tqdm(total=n, desc=stage, leave=False, dynamic_ncols=True)
+        bar.n = i
+        if "val_acc" in info:
+            bar.set_postfix(val_acc=f"{info['val_acc']:.3f}")
+        elif "loss" in info:
+            bar.set_postfix(loss=f"{info['loss']:.3f}", refresh=False)
+        bar.refresh()
+        if i >= n:
+            bar.close()
+            del self.bars[stage]
+
+
+def _parse_kv(items: list[str] | None) -> dict[str, Any]:
+    import yaml
+
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"{item!r} is not of the form key=value (e.g. hidden=64)")
+        k, v = item.split("=", 1)
+        out[k] = yaml.safe_load(v)
+    return out
+
+
+# ---------------------------------------------------------------------------- pool
+def cmd_pool_build(args: argparse.Namespace) -> int:
+    from .data import get_dataset
+    from .pool import PretrainConfig, pretrain_pool
+
+    dataset = get_dataset(args.dataset, args.data_root, args.split)
+    arch_kwargs = _parse_kv(args.arch_arg)
+    if args.arch != "mlp":
+        arch_kwargs.setdefault("image_size", dataset.input_shape[-1])
+    else:
+        arch_kwargs.setdefault("in_features", dataset.input_shape[0])
+    cfg = PretrainConfig(
+        n_models=args.n_models,
+        n_way=args.n_way,
+        class_mode=args.class_mode,
+        arch=args.arch,
+        arch_kwargs=arch_kwargs,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+    )
+    bar = tqdm(total=args.n_models, desc="pool build", dynamic_ncols=True)
+
+    def progress(i: int, n: int, entry: Any) -> None:
+        bar.n = i + 1
+        bar.set_postfix(heldout_acc=f"{entry.heldout_acc:.3f}")
+        bar.refresh()
+
+    pool = pretrain_pool(dataset, args.out, cfg, device=args.device, progress=progress)
+    bar.close()
+    _print_pool(pool)
+    return 0
+
+
+def cmd_pool_import(args: argparse.Namespace) -> int:
+    from .data import get_dataset
+    from .pool import import_official_pool
+
+    dataset = get_dataset(args.dataset, args.data_root, args.split)
+    pool = import_official_pool(
+        args.src,
+        args.out,
+        class_names=dataset.classes,
+        dataset=args.dataset,
+        split=args.split,
+        arch=args.arch,
+        arch_kwargs=_parse_kv(args.arch_arg) or None,
+    )
+    _print_pool(pool)
+    return 0
+
+
+def cmd_pool_info(args: argparse.Namespace) -> int:
+    from .pool import ModelPool
+
+    pool = ModelPool(args.pool)
+    if args.verify:
+        pool.verify()
+        print(f"verified {len(pool)} model files (checksums and shapes)")
+    _print_pool(pool, show_all=True)
+    return 0
+
+
+def _print_pool(pool: Any, show_all: bool = False) -> None:
+    entries = list(pool.entries)
+    accs = [e.heldout_acc for e in entries if e.heldout_acc is not None]
+    print(f"pool {pool.path}: {len(entries)} models, architectures {pool.architectures()}")
+    if accs:
+        print(f"held-out accuracy: mean {100 * sum(accs) / len(accs):.2f}%, min {100 * min(accs):.2f}%, "
+              f"max {100 * max(accs):.2f}%")
+    if show_all:
+        print("| # | arch | dataset/split | classes | held-out acc |")
+        print("|---|---|---|---|---|")
+        for e in entries:
+            acc = "-" if e.heldout_acc is None else f"{100 * e.heldout_acc:.1f}%"
+            print(f"| {e.index} | {e.arch} | {e.dataset}/{e.split} | {', '.join(e.classes)} | {acc} |")
+
+
+# ------------------------------------------------------------------ train / eval
+def _experiment_config(args: argparse.Namespace, recipe: str) -> ExperimentConfig:
+    cfg = from_dict(ExperimentConfig, load_yaml(args.config)) if args.config else ExperimentConfig()
+    updates: dict[str, Any] = {"recipe": recipe}
+    for name in ("pool", "dataset", "data_root", "device"):
+        value = getattr(args, name)
+        if value is not None:
+            updates[name] = value
+    cfg = replace(cfg, **updates)
+    if args.episodes is not None:
+        cfg = replace(cfg, eval=replace(cfg.eval, episodes=args.episodes))
+    if args.shots:
+        cfg = replace(cfg, eval=replace(cfg.eval, shots=tuple(args.shots)))
+    return apply_overrides(cfg, args.set)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = _experiment_config(args, args.recipe)
+    results = run_experiment(cfg, args.out, progress=_Bars())
+    _print_results({cfg.recipe: results})
+    print(f"run directory: {args.out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    all_results = {}
+    for recipe in args.recipe:
+        cfg = _experiment_config(args, recipe)
+        if cfg.eval.episodes_dir is None:
+            cfg = replace(cfg, eval=replace(cfg.eval, episodes_dir=str(out / "episodes")))
+        all_results[recipe] = run_experiment(cfg, out / recipe, progress=_Bars())
+    _print_results(all_results)
+    print(f"results: {out}/<recipe>/results.json")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .demo import results_table
+
+    results = {}
+    for path in args.runs:
+        f = Path(path) / "results.json"
+        if not f.is_file():
+            raise FileNotFoundError(f"{str(f)!r} does not exist: is {path!r} a finished run directory?")
+        results[Path(path).name] = json.loads(f.read_text())
+    eps = {json.dumps(r["config"]["eval"], sort_keys=True) for r in results.values()}
+    if len(eps) != 1:
+        raise ValueError("these runs were scored with different meta-test protocols; a paired comparison "
+                         "needs the same episodes (same eval settings and eval.seed)")
+    print(results_table(results, baseline=Path(args.runs[0]).name))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import time
+
+    from .demo import results_table, run_demo
+
+    start = time.perf_counter()
+    results = run_demo(args.out, progress=_Bars(), episodes=args.episodes)
+    pool = results["_pool"]
+    print(f"toy pool: {pool['n_models']} MLPs, mean held-out accuracy {100 * pool['mean_heldout_acc']:.1f}%")
+    print(f"meta-test: {args.episodes} fixed episodes of unseen toy classes, mean ± 95% interval; the "
+          "last columns are paired differences to 'average' on the same episodes\n")
+    print(results_table(results))
+    print(f"\ndone in {time.perf_counter() - start:.1f} s; runs in {args.out}/")
+    return 0
+
+
+def _print_results(results: dict[str, Any]) -> None:
+    from .demo import results_table
+
+    print(results_table(results))
+
+
+# -------------------------------------------------------------------- parser
+def _add_experiment_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pool", help="pool directory (from `dfml pool build`)")
+    p.add_argument("--dataset", help="target dataset for meta-val/test: cifar_fs, mini_imagenet, toy")
+    p.add_argument("--data-root", dest="data_root", help="folder holding the dataset (e.g. ../shared/data)")
+    p.add_argument("--device", help="cpu (default) or cuda[:k]")
+    p.add_argument("--config", help="YAML preset (ExperimentConfig fields)")
+    p.add_argument("--episodes", type=int, help="number of fixed meta-test episodes (default 600)")
+    p.add_argument("--shots", type=int, nargs="+", help="meta-test shots (default 1 5)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set train.steps=500 (repeatable)")
+    p.add_argument("--out", required=True, help="run directory (re-run the same command to resume)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .data import DATASETS
+    from .models import MODELS
+    from .recipes import RECIPES
+
+    parser = argparse.ArgumentParser(prog="dfml", description="Data-free meta-learning from a pool of pre-trained models.")
+    parser.add_argument("--version", action="version", version=f"dfml {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    pool = sub.add_parser("pool", help="build, import and inspect model pools")
+    psub = pool.add_subparsers(dest="pool_command", required=True)
+    b = psub.add_parser("build", help="pretrain a pool on a class split of a dataset")
+    b.add_argument("--dataset", required=True, choices=DATASETS.names())
+    b.add_argument("--data-root", dest="data_root", help="folder holding the dataset")
+    b.add_argument("--split", default="train", help="class split the models are trained on (default train)")
+    b.add_argument("--out", required=True, help="pool directory (re-run the same command to resume)")
+    b.add_argument("--n-models", dest="n_models", type=int, default=20)
+    b.add_argument("--n-way", dest="n_way", type=int, default=5)
+    b.add_argument("--class-mode", dest="class_mode", default="random", choices=["random", "disjoint"])
+    b.add_argument("--arch", default="conv4", choices=MODELS.names())
+    b.add_argument("--arch-arg", dest="arch_arg", action="append", metavar="KEY=VALUE",
+                   help="architecture argument, e.g. --arch-arg hidden=64")
+    b.add_argument("--epochs", type=int, default=30)
+    b.add_argument("--batch-size", dest="batch_size", type=int, default=64)
+    b.add_argument("--lr", type=float, default=1e-3)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--device", default="cpu")
+    b.set_defaults(func=cmd_pool_build)
+
+    im = psub.add_parser("import", help="convert a pool saved by the papers' code (model_specific_<i>.pth files)")
+    im.add_argument("src", help="folder holding model_specific_<i>.pth files (searched recursively)")
+    im.add_argument("--out", required=True)
+    im.add_argument("--dataset", required=True, choices=DATASETS.names())
+    im.add_argument("--data-root", dest="data_root")
+    im.add_argument("--split", default="train")
+    im.add_argument("--arch", default="conv4")
+    im.add_argument("--arch-arg", dest="arch_arg", action="append", metavar="KEY=VALUE")
+    im.set_defaults(func=cmd_pool_import)
+
+    info = psub.add_parser("info", help="show a pool's manifest")
+    info.add_argument("pool")
+    info.add_argument("--verify", action="store_true", help="check every file's checksum and shapes")
+    info.set_defaults(func=cmd_pool_info)
+
+    t = sub.add_parser("train", help="meta-train a recipe, select on meta-val, meta-test once")
+    t.add_argument("--recipe", required=True, choices=RECIPES.names())
+    _add_experiment_args(t)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="score recipes on the same fixed meta-test episodes")
+    e.add_argument("--recipe", nargs="+", default=["random", "average"], choices=RECIPES.names())
+    _add_experiment_args(e)
+    e.set_defaults(func=cmd_eval)
+
+    c = sub.add_parser("compare", help="paired comparison of finished runs (first one is the baseline)")
+    c.add_argument("runs", nargs="+")
+    c.set_defaults(func=cmd_compare)
+
+    d = sub.add_parser("demo", help="the whole pipeline on the built-in toy world (about a minute)")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--episodes", type=int, default=600)
+    d.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, KeyError, FileNotFoundError, NotADirectoryError, RuntimeError,
+            FloatingPointError) as exc:
+        if args.verbose:
+            raise
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"dfml: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

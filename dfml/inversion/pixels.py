@@ -1,0 +1,178 @@
+"""The simplest white-box inversion: optimise the inputs themselves.
+
+Learnable inputs (images or feature vectors), a fixed number per class, are optimised so that
+the frozen teacher classifies them as their target class, while a prior keeps them plausible:
+the BatchNorm-statistics match of DeepInversion (for teachers with BatchNorm: the batch mean and
+variance entering every BN layer should equal the layer's running statistics) plus an L2 penalty.
+The recovered inputs become a pseudo task: support and query sets for the teacher's own classes,
+labels ``0..n_way-1`` in the teacher's output order.
+
+References:
+    Yin et al., "Dreaming to Distill: Data-free Knowledge Transfer via DeepInversion", CVPR 2020.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..types import Task, TaskSource
+
+
+@dataclass(frozen=True)
+class PixelInversionConfig:
+    """Hyper-parameters of :class:`PixelInverter`.
+
+    Attributes:
+        steps: optimisation steps per model.
+        lr: Adam learning rate on the inputs.
+        bn_weight: weight of the BatchNorm-statistics loss (teachers without BN ignore it).
+        l2_weight: weight of the mean squared input (a Gaussian prior on normalised inputs).
+        init_std: standard deviation of the Gaussian the inputs start from.
+    """
+
+    steps: int = 200
+    lr: float = 0.1
+    bn_weight: float = 1.0
+    l2_weight: float = 1e-2
+    init_std: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"inversion steps must be >= 1, got {self.steps}")
+        if self.lr <= 0:
+            raise ValueError(f"inversion lr must be > 0, got {self.lr}")
+
+
+@dataclass
+class InversionCost:
+    """What inversion spent: teacher forward calls, optimisation steps, seconds, inputs made."""
+
+    teacher_queries: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+    images: int = 0
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self.__dict__)
+
+
+class _BNStatLoss:
+    """Forward hooks measuring how far each BN layer's input statistics are from its running ones."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.terms: list[Tensor] = []
+        self.handles = [
+            m.register_forward_hook(self._hook)
+            for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
+        ]
+
+    def _hook(self, module: nn.Module, inputs: tuple[Tensor, ...], _out: Tensor) -> None:
+        x = inputs[0]
+        dims = [0] + list(range(2, x.dim()))
+        mean = x.mean(dims)
+        var = x.var(dims, unbiased=False)
+        self.terms.append(
+            torch.linalg.vector_norm(mean - module.running_mean) + torch.linalg.vector_norm(var - module.running_var)
+        )
+
+    def pop(self) -> Tensor | None:
+        out = torch.stack(self.terms).sum() if self.terms else None
+        self.terms = []
+        return out
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+class PixelInverter:
+    """Recover a pseudo task from a frozen classifier by optimising its inputs.
+
+    Args:
+        input_shape: shape of one input, e.g. ``(3, 32, 32)`` or ``(32,)``.
+        config: hyper-parameters.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], config: PixelInversionConfig | None = None) -> None:
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.config = config or PixelInversionConfig()
+        self.cost = InversionCost()
+
+    def synthesize(self, teacher: nn.Module, n_per_class: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Optimise ``n_per_class`` inputs for every output class of ``teacher``.
+
+        Returns:
+            ``(x, y)``: inputs ``[n_way * n_per_class, *input_shape]`` (detached) and labels
+            ``[n_way * n_per_class]`` grouped by class.
+        """
+        if teacher.training:
+            raise ValueError("the teacher must be in eval mode (its BN running statistics are the prior); call .eval()")
+        device = next(teacher.parameters()).device
+        start = time.perf_counter()
+        n_way = self._n_outputs(teacher, device)
+        y = torch.arange(n_way, device=device).repeat_interleave(n_per_class)
+        x0 = torch.randn((len(y), *self.input_shape), generator=generator) * self.config.init_std
+        x = x0.to(device).requires_grad_(True)
+        opt = torch.optim.Adam([x], lr=self.config.lr)
+        bn = _BNStatLoss(teacher)
+        try:
+            for _ in range(self.config.steps):
+                opt.zero_grad(set_to_none=True)
+                logits = teacher(x)
+                loss = F.cross_entropy(logits, y) + self.config.l2_weight * x.pow(2).mean()
+                bn_loss = bn.pop()
+                if bn_loss is not None:
+                    loss = loss + self.config.bn_weight * bn_loss
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"inversion loss became {loss.item()}; lower the inversion lr (now {self.config.lr})"
+                    )
+                loss.backward()
+                opt.step()
+        finally:
+            bn.remove()
+        for p in teacher.parameters():  # the hooks never touch them, but grads must not leak out
+            p.grad = None
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        self.cost.teacher_queries += self.config.steps * len(y) + len(y)
+        self.cost.steps += self.config.steps
+        self.cost.seconds += time.perf_counter() - start
+        self.cost.images += len(y)
+        return x.detach(), y
+
+    def invert(
+        self,
+        teacher: nn.Module,
+        n_shot: int,
+        n_query: int,
+        generator: torch.Generator,
+        *,
+        model_id: int | None = None,
+        classes: tuple[int, ...] = (),
+    ) -> Task:
+        """Recover one pseudo task (support + query) for ``teacher``'s own classes."""
+        x, y = self.synthesize(teacher, n_shot + n_query, generator)
+        n_way = int(y.max()) + 1
+        per = x.view(n_way, n_shot + n_query, *self.input_shape)
+        return Task(
+            support_x=per[:, :n_shot].reshape(-1, *self.input_shape),
+            support_y=torch.arange(n_way, device=x.device).repeat_interleave(n_shot),
+            query_x=per[:, n_shot:].reshape(-1, *self.input_shape),
+            query_y=torch.arange(n_way, device=x.device).repeat_interleave(n_query),
+            source=TaskSource(model_id=model_id, classes=tuple(classes), kind="synthetic"),
+        )
+
+    def _n_outputs(self, teacher: nn.Module, device: torch.device) -> int:
+        with torch.no_grad():
+            out = teacher(torch.zeros((2, *self.input_shape), device=device))
+        self.cost.teacher_queries += 2
+        if out.dim() != 2:
+            raise ValueError(f"the teacher must return logits [batch, classes], got shape {tuple(out.shape)}")
+        return int(out.shape[1])

@@ -1,0 +1,260 @@
+"""Meta-training on pseudo tasks recovered from a model pool.
+
+The loop: invert every pool model once into a bank of synthetic examples per class, then
+repeatedly sample a meta-batch of pseudo tasks from the bank (one model per task, its classes
+shuffled so the head cannot memorise a teacher's label order), take a MAML meta-step, score the
+meta-model on fixed meta-validation episodes now and then, and keep the best. Checkpoints hold the
+meta-model, the optimiser, the step, the sampling generator and the best-so-far, so a killed run
+resumes and reproduces the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..eval.protocol import evaluate
+from ..inversion.pixels import PixelInversionConfig, PixelInverter
+from ..runs import RunDir
+from ..types import Task, TaskSource
+from .maml import MAML
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Meta-training hyper-parameters (the shape vocabulary of the whole package).
+
+    Attributes:
+        n_way, n_shot, n_query: shape of the pseudo tasks.
+        meta_batch_size: tasks per meta-update.
+        steps: meta-updates.
+        inner_steps, inner_lr: MAML inner loop during meta-training.
+        first_order: FOMAML instead of second-order MAML.
+        outer_lr: Adam learning rate of the meta-update.
+        bank_per_class: synthetic examples recovered per class of every pool model.
+        val_every, val_episodes: meta-validation cadence and size (model selection uses it only).
+        test_inner_steps, test_inner_lr: fine-tuning at meta-validation/test (10 at 0.01, the papers').
+        checkpoint_every: meta-updates between checkpoints.
+        seed: seeds task sampling, inversion and the meta-model's initialisation.
+        inversion: the inverter's settings.
+    """
+
+    n_way: int = 5
+    n_shot: int = 1
+    n_query: int = 15
+    meta_batch_size: int = 4
+    steps: int = 300
+    inner_steps: int = 5
+    inner_lr: float = 0.01
+    first_order: bool = False
+    outer_lr: float = 1e-3
+    bank_per_class: int = 20
+    val_every: int = 100
+    val_episodes: int = 100
+    test_inner_steps: int = 10
+    test_inner_lr: float = 0.01
+    checkpoint_every: int = 50
+    seed: int = 0
+    inversion: PixelInversionConfig = field(default_factory=PixelInversionConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("n_way", "n_shot", "n_query", "meta_batch_size", "steps", "bank_per_class", "val_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_shot + self.n_query > self.bank_per_class:
+            raise ValueError(
+                f"bank_per_class={self.bank_per_class} is smaller than n_shot + n_query = "
+                f"{self.n_shot + self.n_query}; raise train.bank_per_class"
+            )
+
+
+@dataclass
+class SyntheticBank:
+    """Recovered examples: ``x[m]`` is ``[n_classes_m, per_class, *input_shape]`` for pool model ``m``."""
+
+    x: list[Tensor]
+    class_ids: list[tuple[int, ...]]
+    cost: dict[str, float]
+
+    def sample_task(self, n_way: int, n_shot: int, n_query: int, generator: torch.Generator, step: int) -> Task:
+        """One pseudo task from a random model's bank, classes and examples drawn at random."""
+        m = int(torch.randint(len(self.x), (1,), generator=generator))
+        xs = self.x[m]
+        if xs.shape[0] < n_way:
+            raise ValueError(f"pool model {m} has {xs.shape[0]} classes, fewer than n_way={n_way}")
+        classes = torch.randperm(xs.shape[0], generator=generator)[:n_way]
+        picks = torch.stack([torch.randperm(xs.shape[1], generator=generator)[: n_shot + n_query] for _ in classes])
+        data = xs[classes[:, None], picks]  # [n_way, n_shot + n_query, ...]
+        shape = xs.shape[2:]
+        return Task(
+            support_x=data[:, :n_shot].reshape(-1, *shape),
+            support_y=torch.arange(n_way).repeat_interleave(n_shot),
+            query_x=data[:, n_shot:].reshape(-1, *shape),
+            query_y=torch.arange(n_way).repeat_interleave(n_query),
+            source=TaskSource(
+                model_id=m,
+                classes=tuple(self.class_ids[m][int(c)] for c in classes),
+                step=step,
+                kind="synthetic",
+            ),
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"x": self.x, "class_ids": [list(c) for c in self.class_ids], "cost": self.cost}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> SyntheticBank:
+        return cls(list(state["x"]), [tuple(c) for c in state["class_ids"]], dict(state["cost"]))
+
+
+def build_bank(
+    teachers: Iterable[tuple[nn.Module, tuple[int, ...]]],
+    input_shape: tuple[int, ...],
+    config: TrainConfig,
+    generator: torch.Generator,
+    progress: Callable[[int], None] | None = None,
+) -> SyntheticBank:
+    """Invert every ``(teacher, class_ids)`` into ``config.bank_per_class`` examples per class."""
+    inverter = PixelInverter(input_shape, config.inversion)
+    xs, ids = [], []
+    for i, (teacher, class_ids) in enumerate(teachers):
+        x, _ = inverter.synthesize(teacher, config.bank_per_class, generator)
+        xs.append(x.cpu().view(-1, config.bank_per_class, *input_shape))
+        ids.append(tuple(class_ids))
+        if progress is not None:
+            progress(i)
+    return SyntheticBank(xs, ids, inverter.cost.as_dict())
+
+
+class MetaTrainer:
+    """Runs MAML on pseudo tasks with meta-validation selection and exact resume.
+
+    Args:
+        model: the meta-model (head with ``n_way`` outputs); trained in place.
+        bank: the recovered examples.
+        val_tasks: a factory returning the fixed meta-validation episodes (real, unseen classes).
+        config: hyper-parameters.
+        run: where metrics and checkpoints go (``None``: in memory only, no resume).
+        device: where meta-training runs.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        bank: SyntheticBank,
+        val_tasks: Callable[[], Iterable[Task]],
+        config: TrainConfig,
+        run: RunDir | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.config = config
+        self.device = torch.device(device)
+        self.learner = MAML(
+            model.to(self.device),
+            inner_steps=config.inner_steps,
+            inner_lr=config.inner_lr,
+            first_order=config.first_order,
+        )
+        self.model = self.learner.model
+        self.bank = bank
+        self.val_tasks = val_tasks
+        self.run = run
+        self.optimizer = torch.optim.Adam(self.learner.parameters(), lr=config.outer_lr)
+        self.generator = torch.Generator().manual_seed(config.seed + 1)
+        self.step = 0
+        self.best: dict[str, Any] = {"acc": -1.0, "step": -1, "state": None}
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "learner": self.learner.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "best": self.best,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.learner.load_state_dict(state["learner"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.best = state["best"]
+
+    def _checkpoint(self) -> None:
+        if self.run is not None:
+            self.run.save_checkpoint(self.state_dict())
+
+    # ------------------------------------------------------------------- loop
+    def validate(self) -> float:
+        """Mean accuracy on the meta-validation episodes (fine-tuned as at meta-test)."""
+        res = evaluate(
+            self.model,
+            self.val_tasks(),
+            steps=self.config.test_inner_steps,
+            lr=self.config.test_inner_lr,
+            device=self.device,
+        )
+        return float(res.mean)
+
+    def fit(self, progress: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
+        """Train to ``config.steps`` (resuming from the run's last checkpoint) and load the best weights.
+
+        Returns:
+            ``{"best_val_acc", "best_step", "steps", "seconds"}``.
+        """
+        cfg = self.config
+        if self.run is not None:
+            state = self.run.load_checkpoint()
+            if state is not None:
+                self.load_state_dict(state)
+                self.run.truncate_metrics(self.step)
+                log.info("resuming from step %d", self.step)
+        start = time.perf_counter()
+        while self.step < cfg.steps:
+            tasks = [
+                self.bank.sample_task(cfg.n_way, cfg.n_shot, cfg.n_query, self.generator, self.step).to(self.device)
+                for _ in range(cfg.meta_batch_size)
+            ]
+            metrics = self.learner.meta_step(tasks, self.optimizer)
+            if not all(torch.isfinite(torch.tensor(v)) for v in metrics.values()):
+                raise FloatingPointError(
+                    f"meta-training diverged at step {self.step} ({metrics}); lower train.outer_lr "
+                    f"(now {cfg.outer_lr}) or train.inner_lr (now {cfg.inner_lr}). The last good "
+                    "checkpoint is kept; fix the config in a new run directory."
+                )
+            self.step += 1
+            record: dict[str, Any] = {"step": self.step, **metrics}
+            if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+                acc = self.validate()
+                record["val_acc"] = acc
+                if acc > self.best["acc"]:
+                    self.best = {
+                        "acc": acc,
+                        "step": self.step,
+                        "state": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+                    }
+            if self.run is not None:
+                self.run.log_metrics(record)
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    self._checkpoint()
+            if progress is not None:
+                progress(self.step, record)
+        if self.best["state"] is not None:
+            self.model.load_state_dict(self.best["state"])
+        if self.run is not None:
+            self.run.save_checkpoint({"model": self.model.state_dict(), "step": self.best["step"]}, "best")
+        return {
+            "best_val_acc": self.best["acc"],
+            "best_step": self.best["step"],
+            "steps": self.step,
+            "seconds": time.perf_counter() - start,
+        }

@@ -1,0 +1,69 @@
+"""The recipe registry and what a recipe is handed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..meta.trainer import TrainConfig
+from ..models.registry import build_model
+from ..pool import ModelPool
+from ..registry import Registry
+from ..runs import RunDir
+from ..types import Task
+
+
+@dataclass
+class RecipeContext:
+    """Everything a recipe may use.
+
+    Attributes:
+        pool: the model pool (the only source of knowledge: recipes never see real training data).
+        train: meta-training hyper-parameters.
+        input_shape: shape of one input of the target domain.
+        val_tasks: factory of the fixed meta-validation episodes (model selection only).
+        run: the run directory (checkpoints, metrics), or ``None``.
+        device: where to train.
+        progress: optional callback ``(stage, i, n, info)`` for the CLI's progress bars.
+        info: filled in by the recipe (costs, best step...), copied into ``results.json``.
+    """
+
+    pool: ModelPool
+    train: TrainConfig
+    input_shape: tuple[int, ...]
+    val_tasks: Callable[[], Iterable[Task]]
+    run: RunDir | None = None
+    device: torch.device | str = "cpu"
+    progress: Callable[[str, int, int, dict[str, Any]], None] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def architecture(self) -> tuple[str, dict[str, Any]]:
+        """The pool's single architecture and its arguments; heterogeneous pools raise ``ValueError``."""
+        archs = {(e.arch, _frozen(e.arch_kwargs)) for e in self.pool.entries}
+        if len(archs) != 1:
+            names = sorted({a for a, _ in archs})
+            raise ValueError(
+                f"this recipe needs a pool of one architecture, got {len(archs)} ({', '.join(names)}); "
+                "use a recipe that supports heterogeneous pools or build a same-architecture pool"
+            )
+        e = self.pool.entry(0)
+        return e.arch, dict(e.arch_kwargs)
+
+    def build_meta_model(self, seed: int) -> nn.Module:
+        """A fresh meta-model of the pool's architecture with an ``n_way`` head, seeded."""
+        arch, kwargs = self.architecture()
+        kwargs["num_classes"] = self.train.n_way
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return build_model(arch, **kwargs)
+
+
+def _frozen(d: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, repr(v)) for k, v in d.items()))
+
+
+RECIPES: Registry[Callable[[RecipeContext], nn.Module]] = Registry("recipe")
