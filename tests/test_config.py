@@ -1,0 +1,66 @@
+from dataclasses import dataclass, field
+
+import pytest
+
+from dfml.config import apply_overrides, from_dict, load_yaml, save_yaml, to_dict
+from dfml.registry import Registry
+
+
+@dataclass(frozen=True)
+class Inner:
+    lr: float = 0.01
+    steps: int = 5
+
+
+@dataclass(frozen=True)
+class Outer:
+    name: str = "x"
+    shots: tuple[int, ...] = (1, 5)
+    inner: Inner = field(default_factory=Inner)
+
+
+def test_dotted_override_reaches_nested_fields_and_keeps_types():
+    cfg = apply_overrides(Outer(), ["inner.lr=1", "inner.steps=3", "shots=[5]", "name=demo"])
+    assert cfg == Outer(name="demo", shots=(5,), inner=Inner(lr=1.0, steps=3))
+    assert isinstance(cfg.inner.lr, float)
+
+
+def test_unknown_override_key_names_valid_fields():
+    with pytest.raises(ValueError, match=r"unknown config key 'inner.lrr'.*\['lr', 'steps'\]"):
+        apply_overrides(Outer(), ["inner.lrr=1"])
+
+
+def test_malformed_override_says_the_expected_form():
+    with pytest.raises(ValueError, match="key=value"):
+        apply_overrides(Outer(), ["inner.lr"])
+
+
+def test_dict_round_trip_through_yaml(tmp_path):
+    cfg = Outer(name="a", shots=(1,), inner=Inner(lr=0.5, steps=2))
+    save_yaml(cfg, tmp_path / "c.yaml")
+    assert from_dict(Outer, load_yaml(tmp_path / "c.yaml")) == cfg
+    assert to_dict(cfg) == {"name": "a", "shots": [1], "inner": {"lr": 0.5, "steps": 2}}
+
+
+def test_from_dict_rejects_unknown_fields():
+    with pytest.raises(ValueError, match=r"unknown Outer field\(s\) \['bogus'\]"):
+        from_dict(Outer, {"bogus": 1})
+
+
+def test_load_yaml_errors_name_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_yaml(tmp_path / "nope.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError, match="mapping"):
+        load_yaml(tmp_path / "list.yaml")
+
+
+def test_registry_lists_valid_names_on_unknown_key():
+    reg: Registry[int] = Registry("thing")
+    reg.register("b")(2)
+    reg.register("A")(1)
+    assert reg.get("a") == 1 and reg.names() == ["a", "b"] and "B" in reg
+    with pytest.raises(KeyError, match="unknown thing 'c'; valid names: a, b"):
+        reg.get("c")
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register("a")(3)
