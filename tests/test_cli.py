@@ -1,0 +1,72 @@
+"""The dfml command end to end on a tiny toy pool, and its error paths."""
+
+import json
+
+import pytest
+
+from dfml.cli import main
+
+
+@pytest.fixture(scope="module")
+def toy_pool(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "pool"
+    assert main(["pool", "build", "--dataset", "toy", "--arch", "mlp", "--out", str(out),
+                 "--n-models", "3", "--epochs", "15", "--lr", "0.01"]) == 0
+    return out
+
+
+def test_pool_build_is_resumable_and_info_verifies(toy_pool, capsys):
+    assert main(["pool", "build", "--dataset", "toy", "--arch", "mlp", "--out", str(toy_pool),
+                 "--n-models", "3", "--epochs", "15", "--lr", "0.01"]) == 0
+    assert main(["pool", "info", str(toy_pool), "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "verified 3 model files" in out and "3 models" in out
+
+
+def test_eval_scores_baselines_on_the_same_saved_episodes(toy_pool, tmp_path, capsys):
+    out = tmp_path / "ev"
+    assert main(["eval", "--recipe", "random", "average", "--pool", str(toy_pool), "--dataset", "toy",
+                 "--episodes", "20", "--shots", "1", "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "| random |" in table and "| average |" in table
+    r = json.loads((out / "random" / "results.json").read_text())
+    a = json.loads((out / "average" / "results.json").read_text())
+    assert len(r["scores"]["5way_1shot"]["per_episode"]) == 20
+    assert r["config"]["eval"]["episodes_dir"] == a["config"]["eval"]["episodes_dir"]
+    assert (out / "episodes" / "test_5w1s_20.json").exists()
+    assert main(["compare", str(out / "random"), str(out / "average")]) == 0
+    assert "vs random" in capsys.readouterr().out
+
+
+def test_train_writes_a_complete_run_directory_and_a_rerun_reuses_it(toy_pool, tmp_path, capsys):
+    out = tmp_path / "tr"
+    args = ["train", "--recipe", "maml", "--pool", str(toy_pool), "--dataset", "toy", "--episodes", "10",
+            "--shots", "1", "--out", str(out), "--set", "train.steps=4", "--set", "train.val_every=2",
+            "--set", "train.val_episodes=5", "--set", "train.bank_per_class=16",
+            "--set", "train.inversion.steps=10"]
+    assert main(args) == 0
+    for f in ("config.yaml", "run.json", "metrics.jsonl", "results.json", "model.pt", "bank.pt",
+              "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (out / f).exists(), f
+    res = json.loads((out / "results.json").read_text())
+    assert res["info"]["steps"] == 4 and res["info"]["inversion_cost"]["teacher_queries"] > 0
+    mtime = (out / "results.json").stat().st_mtime
+    assert main(args) == 0
+    assert (out / "results.json").stat().st_mtime == mtime
+
+
+def test_errors_are_one_clear_line_and_exit_2(toy_pool, tmp_path, capsys):
+    assert main(["eval", "--recipe", "random", "--pool", str(tmp_path / "missing"), "--dataset", "toy",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "pool.json" in capsys.readouterr().err
+    out = tmp_path / "clash"
+    base = ["eval", "--recipe", "random", "--pool", str(toy_pool), "--dataset", "toy", "--shots", "1",
+            "--out", str(out)]
+    assert main(base + ["--episodes", "5"]) == 0
+    assert main(base + ["--episodes", "6"]) == 2
+    assert "another configuration" in capsys.readouterr().err
+    assert main(["train", "--recipe", "maml", "--pool", str(toy_pool), "--dataset", "toy",
+                 "--out", str(tmp_path / "y"), "--set", "train.bogus=1"]) == 2
+    assert "unknown config key 'train.bogus'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--recipe", "nope", "--pool", str(toy_pool), "--out", str(tmp_path / "z")])
