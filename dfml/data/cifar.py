@@ -55,7 +55,9 @@ def _read_pickles(folder: Path, classes: list[str]) -> tuple[np.ndarray, np.ndar
             raise FileNotFoundError(f"CIFAR-100 pickle {folder / fname} is missing. {_HELP}")
     meta = load_data_pickle(folder / "meta")
     if not isinstance(meta, dict) or "fine_label_names" not in meta:
-        raise ValueError(f"{folder / 'meta'} has no 'fine_label_names'; is it the CIFAR-100 (not CIFAR-10) meta file? {_HELP}")
+        raise ValueError(
+            f"{folder / 'meta'} has no 'fine_label_names'; is it the CIFAR-100 (not CIFAR-10) meta file? {_HELP}"
+        )
     names = list(meta["fine_label_names"])
     missing = [c for c in classes if c not in names]
     if missing:
@@ -66,7 +68,9 @@ def _read_pickles(folder: Path, classes: list[str]) -> tuple[np.ndarray, np.ndar
     for fname in ("train", "test"):
         part = load_data_pickle(folder / fname)
         if not isinstance(part, dict) or "data" not in part or "fine_labels" not in part:
-            raise ValueError(f"{folder / fname} is not a CIFAR-100 pickle (expected keys 'data' and 'fine_labels'). {_HELP}")
+            raise ValueError(
+                f"{folder / fname} is not a CIFAR-100 pickle (expected keys 'data' and 'fine_labels'). {_HELP}"
+            )
         x, y = np.asarray(part["data"]), np.asarray(part["fine_labels"], dtype=np.int64)
         if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072 or len(x) != len(y):
             raise ValueError(

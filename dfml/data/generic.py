@@ -133,7 +133,9 @@ def class_split(
         arrays = [_to_array(items[i][0] if items is not None else dataset[i][0]) for i in keep]
         shapes = sorted({a.shape for a in arrays})
         if len(shapes) > 1:
-            raise ValueError(f"items have different shapes {shapes[:3]}; give the dataset a transform that resizes them")
+            raise ValueError(
+                f"items have different shapes {shapes[:3]}; give the dataset a transform that resizes them"
+            )
         x = np.stack(arrays)
     out = ArrayDataset(x, remap[labels[keep]], class_names, mean=mean, std=std,
                        name=name or f"{type(dataset).__name__}[{len(ids)} classes]")

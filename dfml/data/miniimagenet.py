@@ -41,7 +41,8 @@ def read_split_csv(path: Path) -> tuple[list[str], list[str]]:
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     if not rows or [c.strip() for c in rows[0]] != ["filename", "label"]:
-        raise ValueError(f"{path} must start with the header 'filename,label', got {rows[0] if rows else 'an empty file'}")
+        got = rows[0] if rows else "an empty file"
+        raise ValueError(f"{path} must start with the header 'filename,label', got {got}")
     body = [r for r in rows[1:] if r]
     bad = next((i for i, r in enumerate(body, start=2) if len(r) != 2), None)
     if bad is not None:

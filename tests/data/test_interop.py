@@ -36,7 +36,8 @@ def test_from_learn2learn_rejects_tasks_of_the_wrong_shape() -> None:
     batch = FakeTaskset().sample()
     with pytest.raises(ValueError, match=r"expected a 5-way task, got 3 classes \[10, 20, 30\]"):
         from_learn2learn(batch, 5, 1, 3)
-    with pytest.raises(ValueError, match=r"class 10 has 4 examples; expected n_shot \+ n_query = 6 .*KShots\(dataset, 6\)"):
+    msg = r"class 10 has 4 examples; expected n_shot \+ n_query = 6 .*KShots\(dataset, 6\)"
+    with pytest.raises(ValueError, match=msg):
         from_learn2learn(batch, 3, 1, 5)
     with pytest.raises(TypeError, match="expected a learn2learn task"):
         from_learn2learn(torch.zeros(3), 3, 1, 3)

@@ -106,7 +106,8 @@ def test_missing_files_name_the_csv_or_image_and_where_to_get_data(tmp_path: Pat
         MiniImageNet(tmp_path, "val")
     write_csv_layout(tmp_path)
     (tmp_path / "images" / "n01_1.png").unlink()
-    with pytest.raises(FileNotFoundError, match=r"1 of the 6 images listed in .*train.csv are missing, e.g. .*n01_1.png"):
+    msg = r"1 of the 6 images listed in .*train.csv are missing, e.g. .*n01_1.png"
+    with pytest.raises(FileNotFoundError, match=msg):
         MiniImageNet(tmp_path, "train")
 
 
