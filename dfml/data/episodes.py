@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,9 +246,9 @@ class EpisodeList(Sequence[Episode]):
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         try:
-            with os.fdopen(fd, "w") as f:
+            with open(tmp, "x") as f:  # a fresh file with the usual permissions (mkstemp would give 0600)
                 json.dump(self.to_dict(), f, separators=(",", ":"))
                 f.write("\n")
             os.replace(tmp, path)

@@ -142,3 +142,17 @@ def test_malformed_pickles_and_bad_arguments_raise_value_errors(tmp_path: Path) 
         CIFARFS(tmp_path, "valid")
     with pytest.raises(ValueError, match="unknown layout 'zip'"):
         CIFARFS(tmp_path, "val", layout="zip")
+
+
+def test_fixed_episodes_on_cifar_fs_test_are_checked_against_the_split(
+    cifar_fs: dict[str, CIFARFS], tmp_path: Path
+) -> None:
+    from dfml.data.episodes import EpisodeList
+
+    eps = EpisodeList.generate(cifar_fs["test"], 10, 5, 1, 15, seed=0)
+    path = eps.save(tmp_path / "cifar_fs_test_5w1s.json")
+    loaded = EpisodeList.load(path)
+    task = loaded.task(0, cifar_fs["test"])
+    assert task.support_x.shape == (5, 3, 32, 32) and task.query_x.shape == (75, 3, 32, 32)
+    with pytest.raises(ValueError, match="fingerprint field 'name' differs"):
+        loaded.check(cifar_fs["val"])

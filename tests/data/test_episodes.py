@@ -115,6 +115,8 @@ def test_save_load_round_trip_keeps_everything(tmp_path) -> None:
     raw = json.loads(path.read_text())
     assert set(raw) == {"format", "version", "n_way", "n_shot", "n_query", "seed", "fingerprint", "episodes"}
     assert [p.name for p in path.parent.iterdir()] == ["episodes.json"]  # no temp file left behind
+    (tmp_path / "plain.txt").write_text("x")
+    assert path.stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777  # usual permissions
 
 
 def test_save_refuses_to_overwrite_unless_asked(tmp_path) -> None:
