@@ -7,12 +7,24 @@ vectorised step (no per-item PIL work), which is what episode sampling uses.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+
+
+SPLITS = ("train", "val", "test")
+"""The meta-train / meta-val / meta-test split names every dfml dataset accepts."""
+
+
+def check_split(split: str, dataset: str) -> str:
+    """Return ``split`` if it is one of :data:`SPLITS`, else raise a ``ValueError`` naming the choices."""
+    if split not in SPLITS:
+        raise ValueError(f"{dataset}: unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    return split
 
 
 class ArrayDataset(Dataset):
@@ -59,6 +71,7 @@ class ArrayDataset(Dataset):
         self.transform = transform
         self.name = name
         self._by_class: list[np.ndarray] | None = None
+        self._digest: tuple[str, str] | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -101,8 +114,28 @@ class ArrayDataset(Dataset):
         return x
 
     def fingerprint(self) -> dict[str, object]:
-        """A small description used to refuse episode files or pools made on other data."""
-        return {"name": self.name, "n_examples": len(self), "classes": list(self.classes)}
+        """A small description used to refuse episode files or pools made on other data.
+
+        Besides the name, size and class names it holds ``labels_sha1`` (the label of every example,
+        in order) and ``data_sha1`` (a strided sample of 64 raw values of every example), so that the
+        same split loaded in another example order (e.g. from another file layout) is told apart:
+        episode files store example indices, which only mean the same images in the same order.
+        """
+        if self._digest is None:
+            flat = self.data.reshape(len(self), -1)
+            cols = torch.linspace(0, max(flat.shape[1] - 1, 0), steps=min(64, flat.shape[1])).long()
+            sample = np.ascontiguousarray(flat[:, cols].numpy()) if len(self) else np.zeros(0, np.uint8)
+            self._digest = (
+                hashlib.sha1(np.ascontiguousarray(self.labels).tobytes()).hexdigest(),
+                hashlib.sha1(sample.tobytes()).hexdigest(),
+            )
+        return {
+            "name": self.name,
+            "n_examples": len(self),
+            "classes": list(self.classes),
+            "labels_sha1": self._digest[0],
+            "data_sha1": self._digest[1],
+        }
 
     def subset_classes(self, class_ids: Sequence[int], name: str | None = None) -> ArrayDataset:
         """A new dataset with only ``class_ids`` (relabelled ``0..len-1`` in the given order)."""
