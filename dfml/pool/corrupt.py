@@ -69,7 +69,9 @@ def _check_inputs(entry: PoolEntry, dataset: ArrayDataset) -> None:
         )
 
 
-def _deceive(entry: PoolEntry, dataset: ArrayDataset, config: PretrainConfig, seed: int, path: Path, device: str) -> dict[str, Any]:
+def _deceive(
+    entry: PoolEntry, dataset: ArrayDataset, config: PretrainConfig, seed: int, path: Path, device: str
+) -> dict[str, Any]:
     others = [c for c, name in enumerate(dataset.classes) if name not in set(entry.classes)]
     if len(others) < entry.n_way:
         raise ValueError(
@@ -141,7 +143,8 @@ def add_untrustworthy(
     if out.resolve() == src.root.resolve():
         raise ValueError(f"out_dir {str(out)!r} is the source pool itself; choose a new directory")
     if config is None:
-        config = from_dict(PretrainConfig, src.build["config"]) if src.build.get("kind") == "pretrain" else PretrainConfig()
+        own = src.build.get("kind") == "pretrain"
+        config = from_dict(PretrainConfig, src.build["config"]) if own else PretrainConfig()
     build = json.loads(json.dumps({
         "kind": "untrustworthy", "source_pool": str(src.root.resolve()), "source_build": src.build, "ratio": ratio,
         "kinds": list(kinds), "seed": seed, "poor_epochs": poor_epochs, "config": to_dict(config),

@@ -42,7 +42,8 @@ _ALIAS = {"C": "conv", "trunk.0": "conv", "BN": "bn", "trunk.1": "bn"}
 
 def find_official_files(src_dir: str | Path) -> list[tuple[int, Path]]:
     """All ``model_specific_<i>.pth`` below ``src_dir``, sorted by ``i``; ``i`` must be ``0..n-1``."""
-    found = sorted((int(m.group(1)), p) for p in Path(src_dir).rglob("model_specific_*.pth") if (m := _FILE.search(p.name)))
+    paths = Path(src_dir).rglob("model_specific_*.pth")
+    found = sorted((int(m.group(1)), p) for p in paths if (m := _FILE.search(p.name)))
     ids = [i for i, _ in found]
     if ids != list(range(len(ids))):
         raise ValueError(f"{str(src_dir)!r}: model_specific_<i>.pth indices must run 0..n-1 once each, found {ids}")
@@ -63,7 +64,9 @@ def convert_official_conv4(state: dict[str, Tensor]) -> dict[str, Tensor]:
         elif m := _CONV4_KEY.match(key):
             new = f"encoder.{m.group(1)}.{_ALIAS[m.group(2)]}.{m.group(3)}"
         else:
-            raise ValueError(f"unexpected key {key!r} in an official Conv4 state dict (expected trunk.<k>.C/BN/trunk.*, trunk.5.*)")
+            raise ValueError(
+                f"unexpected key {key!r} in an official Conv4 state dict (expected trunk.<k>.C/BN/trunk.*, trunk.5.*)"
+            )
         if new in out and not torch.equal(out[new], value):
             raise ValueError(f"official state dict: the two copies of {new!r} differ (one is {key!r})")
         out[new] = value.detach().clone()
@@ -78,7 +81,37 @@ def infer_conv4_kwargs(state: dict[str, Tensor]) -> dict[str, Any]:
     if spatial * spatial * hidden != features:
         raise ValueError(f"head input size {features} is not hidden * s * s for hidden={hidden}; pass arch_kwargs")
     image_size = {2: 32, 5: 84}.get(spatial, spatial * 16)
-    return {"in_channels": int(in_channels), "num_classes": int(num_classes), "hidden": int(hidden), "image_size": image_size}
+    return {"in_channels": int(in_channels), "num_classes": int(num_classes), "hidden": int(hidden),
+            "image_size": image_size}
+
+
+def _read_official(
+    path: Path, arch: str, arch_kwargs: dict[str, Any] | None, n_names: int
+) -> tuple[dict[str, Tensor], dict[str, Any], list[int], float | None]:
+    """One official file -> (dfml state dict, arch kwargs, class ids, accuracy in [0, 1] or None)."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or "teacher" not in blob or "specific" not in blob:
+        keys = sorted(blob) if isinstance(blob, dict) else type(blob).__name__
+        raise ValueError(f"{path}: expected a dict with 'teacher' and 'specific', got {keys}")
+    if arch == "conv4":
+        state = convert_official_conv4(blob["teacher"])
+    else:
+        state = {k.removeprefix("module."): v for k, v in blob["teacher"].items()}
+    if arch_kwargs is not None:
+        kwargs = dict(arch_kwargs)
+    else:
+        kwargs = infer_conv4_kwargs(state) if arch == "conv4" else {}
+    check_state_dict(build_model(arch, **kwargs), state, str(path))
+    ids = [int(c) for c in blob["specific"]]
+    bad = [c for c in ids if not 0 <= c < n_names]
+    if bad:
+        raise ValueError(
+            f"{path}: class ids {bad} outside class_names (0..{n_names - 1}); pass the names of the right split"
+        )
+    acc = blob.get("acc")
+    if acc is not None:
+        acc = float(acc) / (100.0 if float(acc) > 1.0 else 1.0)  # some files store a percentage
+    return state, kwargs, ids, acc
 
 
 def import_official_pool(
@@ -115,25 +148,12 @@ def import_official_pool(
         raise FileNotFoundError(f"no model_specific_<i>.pth files under {str(src_dir)!r}")
     entries = []
     for i, path in files:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(blob, dict) or "teacher" not in blob or "specific" not in blob:
-            keys = sorted(blob) if isinstance(blob, dict) else type(blob).__name__
-            raise ValueError(f"{path}: expected a dict with 'teacher' and 'specific', got {keys}")
-        teacher = blob["teacher"]
-        state = convert_official_conv4(teacher) if arch == "conv4" else {k.removeprefix("module."): v for k, v in teacher.items()}
-        kwargs = dict(arch_kwargs) if arch_kwargs is not None else (infer_conv4_kwargs(state) if arch == "conv4" else {})
-        check_state_dict(build_model(arch, **kwargs), state, str(path))
-        ids = [int(c) for c in blob["specific"]]
-        bad = [c for c in ids if not 0 <= c < len(class_names)]
-        if bad:
-            raise ValueError(f"{path}: class ids {bad} outside class_names (0..{len(class_names) - 1}); pass the right split's names")
-        acc = blob.get("acc")
-        acc = None if acc is None else float(acc) / (100.0 if float(acc) > 1.0 else 1.0)  # some files store percent
+        state, kwargs, ids, acc = _read_official(path, arch, arch_kwargs, len(class_names))
         file = f"models/model_{i:04d}.pt"
         entries.append(PoolEntry(
-            index=i, file=file, arch=arch, arch_kwargs=kwargs, n_way=len(ids), classes=[str(class_names[c]) for c in ids],
-            class_ids=ids, dataset=dataset, split=split, seed=None, heldout_acc=acc, best_epoch=None,
-            sha256=save_state_dict(state, out / file), dfml_version=__version__,
+            index=i, file=file, arch=arch, arch_kwargs=kwargs, n_way=len(ids),
+            classes=[str(class_names[c]) for c in ids], class_ids=ids, dataset=dataset, split=split, seed=None,
+            heldout_acc=acc, best_epoch=None, sha256=save_state_dict(state, out / file), dfml_version=__version__,
         ))
     build = {"kind": "import", "source": str(Path(src_dir).resolve()), "dataset": dataset, "split": split, "arch": arch}
     PoolManifest(entries=entries, build=build).save(out)

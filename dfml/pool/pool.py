@@ -78,7 +78,9 @@ class ModelPool:
         manifest = path / MANIFEST_NAME
         if not manifest.is_file():
             where = "directory does not exist" if not path.exists() else "directory has no manifest"
-            raise FileNotFoundError(f"no model pool at {str(path)!r}: expected {str(manifest)!r} ({where}); {BUILD_HINT}")
+            raise FileNotFoundError(
+                f"no model pool at {str(path)!r}: expected {str(manifest)!r} ({where}); {BUILD_HINT}"
+            )
         self.manifest = PoolManifest.load(path)
 
     @property
@@ -167,5 +169,6 @@ class ModelPool:
             except (ValueError, FileNotFoundError) as err:
                 problems.append(str(err))
         if problems:
-            raise ValueError(f"{len(problems)} of {len(self)} models in {str(self.root)!r} failed:\n" + "\n".join(problems))
+            head = f"{len(problems)} of {len(self)} models in {str(self.root)!r} failed:\n"
+            raise ValueError(head + "\n".join(problems))
         logger.info("verified %d models in %s", len(self), self.root)

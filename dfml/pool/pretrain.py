@@ -120,10 +120,8 @@ def choose_classes(config: PretrainConfig, num_classes: int) -> list[list[int]]:
             )
         perm = np.random.default_rng(config.seed).permutation(num_classes)
         return [sorted(int(c) for c in perm[i * config.n_way : (i + 1) * config.n_way]) for i in range(config.n_models)]
-    return [
-        sorted(int(c) for c in np.random.default_rng(derive_seed(config.seed, i)).choice(num_classes, config.n_way, replace=False))
-        for i in range(config.n_models)
-    ]
+    rngs = [np.random.default_rng(derive_seed(config.seed, i)) for i in range(config.n_models)]
+    return [sorted(int(c) for c in rng.choice(num_classes, config.n_way, replace=False)) for rng in rngs]
 
 
 def dataset_record(dataset: ArrayDataset) -> dict[str, Any]:
@@ -168,7 +166,9 @@ def fit_and_save(
 def _check_resume(manifest: PoolManifest, build: dict[str, Any], out: Path) -> None:
     old = manifest.build
     if old.get("kind") != "pretrain":
-        raise ValueError(f"{out / MANIFEST_NAME} was not made by pretrain_pool (kind={old.get('kind')!r}); use a new out_dir")
+        raise ValueError(
+            f"{out / MANIFEST_NAME} was not made by pretrain_pool (kind={old.get('kind')!r}); use a new out_dir"
+        )
     for section in ("config", "dataset"):
         before, now = old.get(section, {}), build[section]
         diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
@@ -229,7 +229,8 @@ def pretrain_pool(
         )
         manifest.entries.append(entry)
         manifest.save(out)
-        logger.info("model %d/%d: held-out acc %.3f (epoch %d)", i + 1, config.n_models, result.heldout_acc, result.best_epoch)
+        logger.info("model %d/%d: held-out acc %.3f (epoch %d)", i + 1, config.n_models, entry.heldout_acc,
+                    entry.best_epoch)
         if progress is not None:
             progress(i, config.n_models, entry)
     return ModelPool(out)
