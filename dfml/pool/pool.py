@@ -140,7 +140,8 @@ class ModelPool:
 
         Returns:
             The model in eval mode with ``requires_grad_(False)``; BatchNorm layers keep their
-            running statistics (the teacher regime). On ``device`` when given, else CPU.
+            running statistics (the teacher regime). On ``device`` when given, else CPU. Loading
+            does not advance the global torch RNG.
 
         Raises:
             FileNotFoundError, ValueError: see :meth:`read_state_dict`; ``ValueError`` also for a
@@ -148,7 +149,8 @@ class ModelPool:
         """
         entry = self.entry(i)
         state = self.read_state_dict(i)
-        model = build_model(entry.arch, **entry.arch_kwargs)
+        with torch.random.fork_rng(devices=[]):  # initial weights are overwritten: leave the caller's RNG alone
+            model = build_model(entry.arch, **entry.arch_kwargs)
         check_state_dict(model, state, f"model {i} ({entry.file})")
         model.load_state_dict(state)
         model.eval().requires_grad_(False)

@@ -65,6 +65,13 @@ def test_load_returns_a_frozen_eval_model_with_the_saved_weights(pool: ModelPool
     torch.testing.assert_close(loaded.encoder[1].running_mean, models[1].encoder[1].running_mean)
 
 
+def test_load_leaves_the_global_rng_alone(pool: ModelPool) -> None:
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    pool.load(0)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_entry_out_of_range(pool: ModelPool) -> None:
     with pytest.raises(IndexError, match=r"model index 2 out of range: this pool has models 0..1"):
         pool.entry(2)
