@@ -7,8 +7,8 @@ Everything a learner may read (classes, heldout_acc...) stays as advertised; onl
 ``trust_detail`` tell the truth, and learners must never read them.
 
 References:
-    Hu et al., "Learning to Learn from APIs: Black-Box Data-Free Meta-Learning" / "Task-Distributionally
-    Robust Data-Free Meta-Learning" (robust DFML with untrustworthy models).
+    Hu et al., "Task-Distributionally Robust Data-Free Meta-Learning", 2023 (deceptive and poor-quality
+    models in the pool).
 """
 
 from __future__ import annotations
