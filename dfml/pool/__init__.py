@@ -1,0 +1,33 @@
+"""Model pools: the manifest, lazy loading, pretraining, importing, corruption and toy pools."""
+
+from __future__ import annotations
+
+from .corrupt import UNTRUSTWORTHY_KINDS as UNTRUSTWORTHY_KINDS
+from .corrupt import add_untrustworthy as add_untrustworthy
+from .importer import import_official_pool as import_official_pool
+from .manifest import MANIFEST_NAME as MANIFEST_NAME
+from .manifest import TRUST_LEVELS as TRUST_LEVELS
+from .manifest import PoolEntry as PoolEntry
+from .manifest import PoolManifest as PoolManifest
+from .pool import ModelPool as ModelPool
+from .pretrain import PretrainConfig as PretrainConfig
+from .pretrain import pretrain_pool as pretrain_pool
+from .toy import build_toy_pool as build_toy_pool
+from .training import TrainResult as TrainResult
+from .training import train_classifier as train_classifier
+
+__all__ = [
+    "MANIFEST_NAME",
+    "TRUST_LEVELS",
+    "UNTRUSTWORTHY_KINDS",
+    "ModelPool",
+    "PoolEntry",
+    "PoolManifest",
+    "PretrainConfig",
+    "TrainResult",
+    "add_untrustworthy",
+    "build_toy_pool",
+    "import_official_pool",
+    "pretrain_pool",
+    "train_classifier",
+]

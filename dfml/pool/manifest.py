@@ -1,0 +1,173 @@
+"""The pool manifest ``pool.json``: one record per pre-trained model, written atomically.
+
+Example entry::
+
+    {"index": 0, "file": "models/model_0000.pt", "arch": "conv4",
+     "arch_kwargs": {"in_channels": 3, "num_classes": 5, "hidden": 32, "image_size": 32},
+     "n_way": 5, "classes": ["apple", ...], "class_ids": [0, ...], "dataset": "cifar_fs",
+     "split": "train", "seed": 1234, "heldout_acc": 0.91, "best_epoch": 17,
+     "sha256": "9f...", "dfml_version": "0.1.0", "trust": "trusted", "trust_detail": {}}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "pool.json"
+FORMAT_VERSION = 1
+TRUST_LEVELS = ("trusted", "deceptive", "poor")
+
+
+@dataclass
+class PoolEntry:
+    """One pre-trained model of a pool.
+
+    Attributes:
+        index: position in the pool (``0..len-1``).
+        file: weights file, relative to the pool directory (a ``torch.save``'d state dict).
+        arch, arch_kwargs: rebuild with ``build_model(arch, **arch_kwargs)``.
+        n_way: number of classes the model predicts; output ``j`` is ``classes[j]``.
+        classes: the class names behind outputs ``0..n_way-1``, as advertised.
+        class_ids: the same classes as indices into the source split's class list.
+        dataset, split: where the classes come from (e.g. ``"cifar_fs"``, ``"train"``).
+        seed: the per-model seed it was trained with (``None`` for imported models).
+        heldout_acc: accuracy on the held-out part of its classes at ``best_epoch`` (``None`` if unknown).
+        best_epoch: 1-based epoch whose weights were kept (``0``: untrained, ``None``: unknown).
+        sha256: SHA-256 of the weights file, checked on every load.
+        dfml_version: the dfml version that wrote the entry.
+        trust: ``"trusted"``, ``"deceptive"`` (trained on other classes or data than advertised) or
+            ``"poor"`` (untrained or barely trained). **Ground truth for evaluating robustness:
+            learners, selectors and inverters must never read it** (nor ``trust_detail``); the
+            advertised fields (``classes``, ``heldout_acc``...) are all they may use.
+        trust_detail: what an untrustworthy model really is (e.g. the classes it was trained on).
+    """
+
+    index: int
+    file: str
+    arch: str
+    arch_kwargs: dict[str, Any]
+    n_way: int
+    classes: list[str]
+    class_ids: list[int]
+    dataset: str
+    split: str
+    seed: int | None
+    heldout_acc: float | None
+    best_epoch: int | None
+    sha256: str
+    dfml_version: str
+    trust: str = "trusted"
+    trust_detail: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.trust not in TRUST_LEVELS:
+            raise ValueError(f"pool entry {self.index}: trust must be one of {TRUST_LEVELS}, got {self.trust!r}")
+        if len(self.classes) != self.n_way or len(self.class_ids) != self.n_way:
+            raise ValueError(
+                f"pool entry {self.index}: n_way={self.n_way} but {len(self.classes)} class names and "
+                f"{len(self.class_ids)} class ids"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PoolEntry:
+        """Parse one manifest record; a missing or unknown field raises ``ValueError`` naming it."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING]  # type: ignore[misc]
+        missing = [n for n in required if n not in data]
+        unknown = sorted(set(data) - set(names))
+        if missing or unknown:
+            raise ValueError(
+                f"pool entry {data.get('index', '?')}: missing field(s) {missing}, unknown field(s) {unknown}; "
+                f"expected fields {names}"
+            )
+        return cls(**data)
+
+
+@dataclass
+class PoolManifest:
+    """The whole of ``pool.json``.
+
+    Attributes:
+        entries: the models, ``entries[i].index == i``.
+        build: how the pool was made (the pretraining config and data fingerprint, or the import
+            source); re-running a build compares against it.
+        format_version: manifest format (currently 1).
+    """
+
+    entries: list[PoolEntry] = field(default_factory=list)
+    build: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "build": self.build,
+            "entries": [e.to_dict() for e in self.entries],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "pool.json") -> PoolManifest:
+        if not isinstance(data, dict) or "entries" not in data:
+            raise ValueError(f"{source} is not a dfml pool manifest (no 'entries' list)")
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(
+                f"{source} has format_version {version!r}; this dfml reads version {FORMAT_VERSION}. "
+                f"Rebuild the pool with this version of dfml."
+            )
+        entries = [PoolEntry.from_dict(e) for e in data["entries"]]
+        for i, e in enumerate(entries):
+            if e.index != i:
+                raise ValueError(f"{source}: entry at position {i} has index {e.index}; indices must be 0..n-1")
+        return cls(entries=entries, build=dict(data.get("build") or {}), format_version=version)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``directory/pool.json`` atomically (temp file, fsync, ``os.replace``)."""
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+        return write_atomic(Path(directory) / MANIFEST_NAME, text.encode())
+
+    @classmethod
+    def load(cls, directory: str | Path) -> PoolManifest:
+        path = Path(directory) / MANIFEST_NAME
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON ({err}); it may be truncated. Rebuild the pool.") from err
+        return cls.from_dict(data, source=str(path))
+
+
+def write_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

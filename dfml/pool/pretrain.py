@@ -1,0 +1,236 @@
+"""Pretraining a pool: many small classifiers, each on its own N-class subset of a dataset.
+
+The build is deterministic (each model's seed is derived from ``(seed, index)``), keeps each
+model's best epoch by held-out accuracy (the papers' code kept the last one), and is resumable:
+``pool.json`` is rewritten after every model, and a re-run continues after the last model in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..config import to_dict
+from ..data.base import ArrayDataset
+from ..models.registry import MODELS, model_arguments
+from .manifest import MANIFEST_NAME, PoolEntry, PoolManifest, sha256_file
+from .pool import ModelPool, save_state_dict
+from .training import TrainResult, derive_seed, init_model, train_classifier
+
+logger = logging.getLogger(__name__)
+
+CLASS_MODES = ("random", "disjoint")
+Progress = Callable[[int, int, PoolEntry], None]
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """How to pretrain a pool.
+
+    Attributes:
+        n_models: number of models.
+        n_way: classes per model.
+        class_mode: ``"random"``: each model gets a random ``n_way``-subset, subsets may overlap
+            (BiDf-MKD, FREE, TGR); ``"disjoint"``: disjoint class blocks (PURER), which needs
+            ``n_models * n_way`` classes.
+        arch, arch_kwargs: the architecture; ``num_classes`` defaults to ``n_way`` and
+            ``in_channels`` / ``image_size`` / ``in_features`` default to the dataset's input shape.
+        epochs, batch_size, lr, weight_decay: Adam training of each model.
+        holdout_frac: part of each class held out to choose the best epoch.
+        augment: random crop (zero padding ``H // 8``) + horizontal flip for image datasets.
+        seed: the build seed; model ``i`` uses ``derive_seed(seed, i)``.
+    """
+
+    n_models: int = 10
+    n_way: int = 5
+    class_mode: str = "random"
+    arch: str = "conv4"
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    holdout_frac: float = 0.2
+    augment: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.class_mode not in CLASS_MODES:
+            raise ValueError(f"class_mode must be one of {CLASS_MODES}, got {self.class_mode!r}")
+        if self.arch not in MODELS:
+            raise ValueError(f"unknown arch {self.arch!r}; valid names: {', '.join(MODELS.names())}")
+        for name in ("n_models", "n_way", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"PretrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_way < 2:
+            raise ValueError(f"PretrainConfig.n_way must be >= 2 (a classifier), got {self.n_way}")
+        if self.epochs < 0:
+            raise ValueError(f"PretrainConfig.epochs must be >= 0, got {self.epochs}")
+        if not 0.0 < self.holdout_frac < 1.0:
+            raise ValueError(f"PretrainConfig.holdout_frac must lie strictly between 0 and 1, got {self.holdout_frac}")
+        if self.arch_kwargs.get("num_classes", self.n_way) != self.n_way:
+            raise ValueError(
+                f"arch_kwargs num_classes={self.arch_kwargs['num_classes']} contradicts n_way={self.n_way}; "
+                f"drop num_classes from arch_kwargs"
+            )
+
+
+def resolve_arch_kwargs(arch: str, arch_kwargs: dict[str, Any], n_way: int, dataset: ArrayDataset) -> dict[str, Any]:
+    """Fill ``num_classes`` and the input-size arguments ``arch`` accepts from the dataset."""
+    accepted = model_arguments(arch)
+    shape = dataset.input_shape
+    defaults: dict[str, Any] = {"num_classes": n_way}
+    if dataset.is_image:
+        defaults.update(in_channels=shape[0], image_size=shape[1])
+    else:
+        defaults.update(in_features=shape[0])
+    out = {k: v for k, v in defaults.items() if k in accepted}
+    out.update(arch_kwargs)
+    return to_dict_values(out)
+
+
+def to_dict_values(d: dict[str, Any]) -> dict[str, Any]:
+    """Tuples -> lists, so kwargs compare equal before and after a JSON round trip."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def choose_classes(config: PretrainConfig, num_classes: int) -> list[list[int]]:
+    """Each model's class ids (sorted; output ``j`` is ``class_ids[j]``).
+
+    Raises:
+        ValueError: ``n_way`` exceeds the classes available, or (disjoint) ``n_models * n_way`` does.
+    """
+    if config.n_way > num_classes:
+        raise ValueError(f"n_way={config.n_way} but the dataset has only {num_classes} classes")
+    if config.class_mode == "disjoint":
+        need = config.n_models * config.n_way
+        if need > num_classes:
+            raise ValueError(
+                f"class_mode='disjoint' needs n_models * n_way = {config.n_models} * {config.n_way} = {need} "
+                f"classes but the dataset has {num_classes}; use at most {num_classes // config.n_way} models, "
+                f"a smaller n_way, or class_mode='random'"
+            )
+        perm = np.random.default_rng(config.seed).permutation(num_classes)
+        return [sorted(int(c) for c in perm[i * config.n_way : (i + 1) * config.n_way]) for i in range(config.n_models)]
+    rngs = [np.random.default_rng(derive_seed(config.seed, i)) for i in range(config.n_models)]
+    return [sorted(int(c) for c in rng.choice(num_classes, config.n_way, replace=False)) for rng in rngs]
+
+
+def dataset_record(dataset: ArrayDataset) -> dict[str, Any]:
+    """What a pool remembers of its training data (compared when a build is resumed)."""
+    names = "\n".join(dataset.classes).encode()
+    return {
+        "name": dataset.name,
+        "n_examples": len(dataset),
+        "num_classes": dataset.num_classes,
+        "input_shape": list(dataset.input_shape),
+        "classes_sha256": hashlib.sha256(names).hexdigest(),
+    }
+
+
+def split_name(dataset: ArrayDataset) -> tuple[str, str]:
+    """``"cifar_fs/train"`` -> ``("cifar_fs", "train")``; a name without a slash gets split ``"unspecified"``."""
+    name, _, split = dataset.name.partition("/")
+    return name, split or "unspecified"
+
+
+def fit_and_save(
+    dataset: ArrayDataset,
+    class_ids: list[int],
+    config: PretrainConfig,
+    arch_kwargs: dict[str, Any],
+    seed: int,
+    path: Path,
+    *,
+    epochs: int | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[str, TrainResult]:
+    """Initialise and train one model from ``seed``, save its best weights to ``path``; returns ``(sha256, result)``."""
+    model = init_model(config.arch, arch_kwargs, seed)
+    result = train_classifier(
+        model, dataset, class_ids, epochs=config.epochs if epochs is None else epochs,
+        batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
+        holdout_frac=config.holdout_frac, augment=config.augment, seed=seed, device=device,
+    )
+    return save_state_dict(result.state, path), result
+
+
+def _check_resume(manifest: PoolManifest, build: dict[str, Any], out: Path) -> None:
+    old = manifest.build
+    if old.get("kind") != "pretrain":
+        raise ValueError(
+            f"{out / MANIFEST_NAME} was not made by pretrain_pool (kind={old.get('kind')!r}); use a new out_dir"
+        )
+    for section in ("config", "dataset"):
+        before, now = old.get(section, {}), build[section]
+        diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        if diff:
+            details = "; ".join(f"{k}: pool has {before.get(k)!r}, this call has {now.get(k)!r}" for k in diff)
+            raise ValueError(
+                f"the pool in {str(out)!r} was built with a different {section} ({details}). "
+                f"Use a new out_dir for a new pool, or the pool's original {section} to resume it."
+            )
+    for e in manifest.entries:
+        path = out / e.file
+        if not path.is_file() or sha256_file(path) != e.sha256:
+            raise ValueError(
+                f"cannot resume {str(out)!r}: model {e.index}'s file {e.file} is missing or was modified; "
+                f"delete the pool directory and build again"
+            )
+
+
+def pretrain_pool(
+    dataset: ArrayDataset,
+    out_dir: str | Path,
+    config: PretrainConfig,
+    *,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+) -> ModelPool:
+    """Train ``config.n_models`` classifiers on ``dataset`` and write them as a pool in ``out_dir``.
+
+    Re-running on the same ``out_dir`` with the same config and data resumes: models already in
+    ``pool.json`` are kept, never retrained. ``progress(i, n_models, entry)`` is called after model
+    ``i`` is saved and recorded.
+
+    Raises:
+        ValueError: ``out_dir`` holds a pool built with another config or dataset (names the field),
+            or the dataset cannot supply the classes (see :func:`choose_classes`).
+    """
+    out = Path(out_dir)
+    arch_kwargs = resolve_arch_kwargs(config.arch, config.arch_kwargs, config.n_way, dataset)
+    build = {"kind": "pretrain", "config": to_dict(config), "dataset": dataset_record(dataset)}
+    class_sets = choose_classes(config, dataset.num_classes)
+    if (out / MANIFEST_NAME).is_file():
+        manifest = PoolManifest.load(out)
+        _check_resume(manifest, build, out)
+        if manifest.entries:
+            logger.info("resuming pool %s at model %d of %d", out, len(manifest.entries), config.n_models)
+    else:
+        manifest = PoolManifest(build=build)
+    name, split = split_name(dataset)
+    for i in range(len(manifest.entries), config.n_models):
+        seed, class_ids = derive_seed(config.seed, i), class_sets[i]
+        file = f"models/model_{i:04d}.pt"
+        sha, result = fit_and_save(dataset, class_ids, config, arch_kwargs, seed, out / file, device=device)
+        entry = PoolEntry(
+            index=i, file=file, arch=config.arch, arch_kwargs=arch_kwargs, n_way=config.n_way,
+            classes=[dataset.classes[c] for c in class_ids], class_ids=class_ids, dataset=name, split=split,
+            seed=seed, heldout_acc=result.heldout_acc, best_epoch=result.best_epoch, sha256=sha,
+            dfml_version=__version__,
+        )
+        manifest.entries.append(entry)
+        manifest.save(out)
+        logger.info("model %d/%d: held-out acc %.3f (epoch %d)", i + 1, config.n_models, entry.heldout_acc,
+                    entry.best_epoch)
+        if progress is not None:
+            progress(i, config.n_models, entry)
+    return ModelPool(out)

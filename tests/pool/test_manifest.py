@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from dfml.pool.manifest import FORMAT_VERSION, PoolEntry, PoolManifest, sha256_file, write_atomic
+
+
+def make_entry(index: int = 0, **changes: object) -> PoolEntry:
+    fields = dict(
+        index=index, file=f"models/model_{index:04d}.pt", arch="mlp",
+        arch_kwargs={"in_features": 32, "num_classes": 2, "hidden": [8]}, n_way=2, classes=["a", "b"],
+        class_ids=[3, 7], dataset="toy", split="train", seed=11, heldout_acc=0.75, best_epoch=4,
+        sha256="0" * 64, dfml_version="0.1.0",
+    )
+    fields.update(changes)
+    return PoolEntry(**fields)  # type: ignore[arg-type]
+
+
+def test_manifest_round_trips_through_pool_json(tmp_path: Path) -> None:
+    manifest = PoolManifest(
+        entries=[make_entry(0), make_entry(1, trust="deceptive", trust_detail={"trained_on": {"classes": ["x", "y"]}})],
+        build={"kind": "pretrain", "config": {"epochs": 3}},
+    )
+    path = manifest.save(tmp_path)
+    assert path == tmp_path / "pool.json"
+    assert PoolManifest.load(tmp_path) == manifest
+    raw = json.loads(path.read_text())
+    assert raw["format_version"] == FORMAT_VERSION == 1
+    assert list(raw["entries"][0]) == [
+        "index", "file", "arch", "arch_kwargs", "n_way", "classes", "class_ids", "dataset", "split", "seed",
+        "heldout_acc", "best_epoch", "sha256", "dfml_version", "trust", "trust_detail",
+    ]
+    assert raw["entries"][0]["trust"] == "trusted"
+    assert sorted(os.listdir(tmp_path)) == ["pool.json"]  # no temp file left behind
+
+
+def test_entry_rejects_unknown_trust() -> None:
+    with pytest.raises(ValueError, match=r"trust must be one of \('trusted', 'deceptive', 'poor'\), got 'bad'"):
+        make_entry(trust="bad")
+
+
+def test_entry_rejects_class_count_mismatch() -> None:
+    with pytest.raises(ValueError, match="n_way=3 but 2 class names and 2 class ids"):
+        make_entry(n_way=3)
+
+
+def test_entry_from_dict_names_missing_and_unknown_fields() -> None:
+    data = make_entry().to_dict()
+    del data["sha256"]
+    data["colour"] = "red"
+    with pytest.raises(ValueError, match=r"missing field\(s\) \['sha256'\], unknown field\(s\) \['colour'\]"):
+        PoolEntry.from_dict(data)
+
+
+def test_manifest_rejects_other_format_versions_and_bad_indices(tmp_path: Path) -> None:
+    data = PoolManifest(entries=[make_entry(0)]).to_dict()
+    with pytest.raises(ValueError, match="format_version 99; this dfml reads version 1"):
+        PoolManifest.from_dict({**data, "format_version": 99})
+    data["entries"][0]["index"] = 5
+    with pytest.raises(ValueError, match="entry at position 0 has index 5"):
+        PoolManifest.from_dict(data)
+    (tmp_path / "pool.json").write_text('{"format_version": 1, "entr')
+    with pytest.raises(ValueError, match="not valid JSON.*truncated"):
+        PoolManifest.load(tmp_path)
+
+
+def test_write_atomic_keeps_the_old_file_when_the_replace_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "pool.json"
+    write_atomic(target, b"old")
+
+    def boom(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert sorted(os.listdir(tmp_path)) == ["pool.json"]
+
+
+def test_sha256_file_matches_hashlib(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"abc")
+    assert sha256_file(tmp_path / "f") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dfml.data.base import ArrayDataset
+from dfml.pool import ModelPool, PoolEntry, PretrainConfig, pretrain_pool
+from dfml.pool import pretrain as pretrain_module
+from dfml.pool.training import evaluate_accuracy, split_holdout
+
+from .conftest import fake_images
+
+FAST = PretrainConfig(n_models=4, n_way=3, arch="mlp", arch_kwargs={"hidden": [16]}, epochs=3, batch_size=64,
+                      lr=1e-2, weight_decay=0.0, augment=False, seed=0)
+
+
+def shas(pool: ModelPool) -> list[str]:
+    return [e.sha256 for e in pool]
+
+
+def test_pool_entries_describe_their_models(toy_world: dict[str, ArrayDataset], tmp_path: Path) -> None:
+    ds = toy_world["train"]
+    pool = pretrain_pool(ds, tmp_path, FAST)
+    assert len(pool) == 4
+    for e in pool:
+        assert (e.arch, e.n_way, e.dataset, e.split, e.trust) == ("mlp", 3, "toy", "train", "trusted")
+        assert e.arch_kwargs == {"num_classes": 3, "in_features": 32, "hidden": [16]}
+        assert e.classes == [ds.classes[c] for c in e.class_ids]
+        assert e.class_ids == sorted(e.class_ids) and len(set(e.class_ids)) == 3
+        assert 1 <= e.best_epoch <= 3
+    raw = json.loads((tmp_path / "pool.json").read_text())
+    assert raw["build"]["config"]["epochs"] == 3 and raw["build"]["dataset"]["name"] == "toy/train"
+
+
+def test_recorded_heldout_acc_is_that_of_the_saved_weights(toy_world: dict[str, ArrayDataset], tmp_path: Path) -> None:
+    ds = toy_world["train"]
+    pool = pretrain_pool(ds, tmp_path, FAST)
+    for e in pool:
+        _, _, held, held_y = split_holdout(ds, e.class_ids, FAST.holdout_frac, e.seed)
+        assert evaluate_accuracy(pool.load(e.index), ds, held, held_y) == e.heldout_acc
+
+
+def test_same_seed_same_weights_other_seed_other_weights(toy_world: dict[str, ArrayDataset], tmp_path: Path) -> None:
+    ds = toy_world["train"]
+    a = pretrain_pool(ds, tmp_path / "a", FAST)
+    b = pretrain_pool(ds, tmp_path / "b", FAST)
+    c = pretrain_pool(ds, tmp_path / "c", dataclasses.replace(FAST, seed=1))
+    assert shas(a) == shas(b)
+    assert [e.class_ids for e in a] == [e.class_ids for e in b]
+    assert set(shas(a)).isdisjoint(shas(c))
+    assert [e.class_ids for e in a] != [e.class_ids for e in c]
+
+
+def test_an_interrupted_build_resumes_without_retraining(toy_world: dict[str, ArrayDataset], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    ds = toy_world["train"]
+    reference = pretrain_pool(ds, tmp_path / "ref", FAST)
+    trained: list[str] = []
+    real_fit = pretrain_module.fit_and_save
+
+    def counting_fit(*args: object, **kwargs: object):  # noqa: ANN202
+        trained.append(Path(args[5]).name)  # type: ignore[arg-type]
+        return real_fit(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pretrain_module, "fit_and_save", counting_fit)
+
+    def stop_after_two(i: int, n: int, entry: PoolEntry) -> None:
+        assert n == 4
+        if i == 1:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "pool"
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_pool(ds, out, FAST, progress=stop_after_two)
+    assert trained == ["model_0000.pt", "model_0001.pt"]
+    assert len(ModelPool(out)) == 2
+    mtimes = [(out / f"models/model_{i:04d}.pt").stat().st_mtime_ns for i in range(2)]
+
+    seen: list[int] = []
+    pool = pretrain_pool(ds, out, FAST, progress=lambda i, n, e: seen.append(i))
+    assert trained == ["model_0000.pt", "model_0001.pt", "model_0002.pt", "model_0003.pt"]
+    assert seen == [2, 3]
+    assert [(out / f"models/model_{i:04d}.pt").stat().st_mtime_ns for i in range(2)] == mtimes
+    assert shas(pool) == shas(reference)
+    assert [e.to_dict() for e in pool] == [e.to_dict() for e in reference]
+
+    pretrain_pool(ds, out, FAST)  # complete: nothing to do
+    assert len(trained) == 4
+
+
+def test_another_config_on_an_existing_pool_names_the_field(toy_world: dict[str, ArrayDataset], tmp_path: Path) -> None:
+    ds = toy_world["train"]
+    pretrain_pool(ds, tmp_path, dataclasses.replace(FAST, n_models=1))
+    with pytest.raises(ValueError, match=r"different config \(epochs: pool has 3, this call has 4\).*new out_dir"):
+        pretrain_pool(ds, tmp_path, dataclasses.replace(FAST, n_models=1, epochs=4))
+    with pytest.raises(ValueError, match=r"different dataset \(.*name: pool has 'toy/train', this call has 'toy/val'"):
+        pretrain_pool(toy_world["val"], tmp_path, dataclasses.replace(FAST, n_models=1))
+
+
+def test_resume_refuses_a_modified_model_file(toy_world: dict[str, ArrayDataset], tmp_path: Path) -> None:
+    cfg = dataclasses.replace(FAST, n_models=2)
+    pretrain_pool(toy_world["train"], tmp_path, dataclasses.replace(cfg, n_models=2))
+    (tmp_path / "models/model_0000.pt").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="model 0's file models/model_0000.pt is missing or was modified"):
+        pretrain_pool(toy_world["train"], tmp_path, cfg)
+
+
+def test_disjoint_mode_gives_disjoint_classes(toy_world: dict[str, ArrayDataset], tmp_path: Path) -> None:
+    pool = pretrain_pool(toy_world["train"], tmp_path, dataclasses.replace(FAST, class_mode="disjoint", epochs=1))
+    ids = [c for e in pool for c in e.class_ids]
+    assert len(ids) == len(set(ids)) == 12
+
+
+def test_disjoint_mode_needs_enough_classes(toy_world: dict[str, ArrayDataset], tmp_path: Path) -> None:
+    cfg = dataclasses.replace(FAST, class_mode="disjoint", n_models=20, n_way=5)
+    with pytest.raises(ValueError, match=r"needs n_models \* n_way = 20 \* 5 = 100 classes but the dataset has 64; "
+                       r"use at most 12 models"):
+        pretrain_pool(toy_world["train"], tmp_path, cfg)
+    assert not (tmp_path / "pool.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"class_mode": "overlap"}, r"class_mode must be one of \('random', 'disjoint'\), got 'overlap'"),
+        ({"arch": "vgg"}, "unknown arch 'vgg'; valid names: conv4"),
+        ({"holdout_frac": 0.0}, "holdout_frac must lie strictly between 0 and 1, got 0.0"),
+        ({"n_way": 1}, "n_way must be >= 2"),
+        ({"arch_kwargs": {"num_classes": 4}}, "num_classes=4 contradicts n_way=3"),
+    ],
+)
+def test_config_checks_its_fields(changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(FAST, **changes)
+
+
+def test_conv4_pool_on_images_with_augmentation(tmp_path: Path) -> None:
+    ds = fake_images(n_classes=4, per_class=10, size=16)
+    cfg = PretrainConfig(n_models=2, n_way=2, arch="conv4", arch_kwargs={"hidden": 4}, epochs=2, batch_size=8,
+                         augment=True)
+    pool = pretrain_pool(ds, tmp_path, cfg)
+    e = pool.entry(0)
+    assert e.arch_kwargs == {"in_channels": 3, "num_classes": 2, "image_size": 16, "hidden": 4}
+    assert (e.dataset, e.split) == ("fake", "train")
+    model = pool.load(0)
+    assert model(ds.get_batch(np.arange(3))).shape == (3, 2)
+    again = pretrain_pool(ds, tmp_path / "again", cfg)
+    assert shas(again) == shas(pool)
+    assert torch.equal(model.head.weight, again.load(0).head.weight)
