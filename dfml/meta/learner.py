@@ -46,7 +46,7 @@ class Learner(nn.Module):
         """Query loss (scalar tensor) and query accuracy (0-d tensor in ``[0, 1]``, no graph)."""
         task = self._on_device(task)
         logits = self.query_logits(params, task)
-        acc = (logits.detach().argmax(-1) == task.query_y).float().mean()
+        acc = (logits.detach().argmax(-1) == task.query_y).double().mean()
         return F.cross_entropy(logits, task.query_y), acc
 
     def meta_loss(self, tasks: Sequence[Task]) -> tuple[Tensor, dict[str, float]]:
