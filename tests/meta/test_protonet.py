@@ -41,12 +41,12 @@ def test_logits_are_minus_squared_distances() -> None:
 
 
 def test_protonet_loss_and_predictions_on_a_two_way_toy_episode() -> None:
-    net = ProtoNet(identity_encoder())
-    t = toy_task()
+    net = ProtoNet(identity_encoder().double())
+    t = toy_task().to("cpu", dtype=torch.float64)
     params = net.params()
     assert net.predict(params, t).tolist() == [0, 1]
     expected = (math.log1p(math.exp(-4.0)) + math.log1p(math.exp(-16.0))) / 2
-    assert float(net.loss(params, t).detach()) == pytest.approx(expected, rel=1e-6)
+    assert float(net.loss(params, t).detach()) == pytest.approx(expected, rel=1e-12)
     assert net.adapt(params, t) == params
 
 
