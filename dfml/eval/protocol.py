@@ -1,0 +1,179 @@
+"""The meta-test protocol: fine-tune a copy on each support set, score the query set."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from ..meta.inner import functional_forward, inner_update
+from ..meta.learner import Learner
+from ..meta.protonet import ProtoNet
+from ..models.norm import use_batch_stats
+from ..types import Task
+from .stats import EvalResult, mean_ci95
+
+__all__ = ["METHODS", "evaluate", "feature_extractor"]
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("finetune", "protonet")
+
+
+class _Features(nn.Module):
+    """Wraps a model that has a ``features(x)`` method so it can be called functionally."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model.features(x)
+
+
+def feature_extractor(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` that outputs features instead of logits (for the ProtoNet head).
+
+    The features are, in order of preference: ``model.features(x)`` when the model defines such a
+    method; otherwise the output of a copy of the model whose ``head`` attribute is replaced by
+    ``nn.Identity`` (the convention of dfml backbones: the classifier is a module named ``head``).
+    ``model`` itself is not modified.
+
+    Raises:
+        ValueError: the model has neither a ``features`` method nor a ``head`` submodule.
+    """
+    if callable(getattr(model, "features", None)) and not isinstance(getattr(model, "features"), nn.Module):
+        return _Features(copy.deepcopy(model))
+    if isinstance(getattr(model, "head", None), nn.Module):
+        out = copy.deepcopy(model)
+        out.head = nn.Identity()
+        return out
+    raise ValueError(
+        f"method='protonet' needs features, but {type(model).__name__} has neither a features(x) method "
+        "nor a submodule named 'head'; add one of them, or pass an encoder whose output is the embedding "
+        "wrapped as ProtoNet(encoder)"
+    )
+
+
+def _prepare(model: nn.Module, method: str, device: torch.device | str | None) -> tuple[nn.Module, str]:
+    """A private, batch-statistics copy of the network to score (features only for protonet)."""
+    if isinstance(model, ProtoNet):  # its network is an encoder: no head to fine-tune
+        if method != "protonet":
+            logger.info("a ProtoNet learner is scored with method='protonet' (it has no classifier head)")
+        net, method = copy.deepcopy(model.network), "protonet"
+    else:
+        if isinstance(model, Learner):
+            model = model.network
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module or a dfml Learner, got {type(model).__name__}")
+        net = feature_extractor(model) if method == "protonet" else copy.deepcopy(model)
+    use_batch_stats(net)
+    net.eval()  # dropout off; BatchNorm already uses batch statistics whatever the mode
+    if device is not None:
+        net.to(device)
+    return net, method
+
+
+def _check_head(logits: Tensor, n_way: int) -> None:
+    if logits.dim() != 2 or logits.shape[1] != n_way:
+        raise ValueError(
+            f"the model outputs {tuple(logits.shape[1:])} values per example but the episodes are {n_way}-way; "
+            f"fine-tuning needs a head with n_way={n_way} outputs: build the model with {n_way} classes or "
+            f"replace its head (e.g. model.head = nn.Linear(in_features, {n_way}))"
+        )
+
+
+def _finetune_accuracy(net: nn.Module, task: Task, steps: int, lr: float, checked: set[int]) -> float:
+    params = {k: v.detach().clone().requires_grad_(v.is_floating_point()) for k, v in net.named_parameters()}
+    if task.n_way not in checked:  # one extra forward per distinct n_way
+        with torch.no_grad():
+            _check_head(functional_forward(net, params, task.support_x), task.n_way)
+        checked.add(task.n_way)
+    with torch.enable_grad():
+        fast = inner_update(net, params, task.support_x, task.support_y, steps=steps, lr=lr, first_order=True)
+    with torch.no_grad():
+        logits = functional_forward(net, {k: v.detach() for k, v in fast.items()}, task.query_x)
+    return float((logits.argmax(-1) == task.query_y).double().mean()) * 100.0
+
+
+def _protonet_accuracy(head: ProtoNet, task: Task) -> float:
+    with torch.no_grad():
+        pred = head.predict(head.params(), task)
+    return float((pred == task.query_y).double().mean()) * 100.0
+
+
+def evaluate(
+    model: nn.Module,
+    tasks: Iterable[Task],
+    *,
+    steps: int = 10,
+    lr: float = 0.01,
+    method: str = "finetune",
+    device: torch.device | str | None = None,
+    first_n: int | None = None,
+    progress: Callable[[int, float], None] | None = None,
+) -> EvalResult:
+    """Meta-test ``model`` on ``tasks``: per-episode query accuracy, its mean and 95% interval.
+
+    ``method="finetune"`` (the protocol of the DFML papers): for each task, a fresh copy of the
+    model's parameters takes ``steps`` SGD steps of size ``lr`` on the support set (first order,
+    no graph kept), then the query set is scored. ``method="protonet"``: no fine-tuning
+    (``steps``/``lr`` are ignored); queries go to the nearest class mean of the support features
+    (see ``feature_extractor`` for where the features come from). A ``ProtoNet`` learner is
+    always scored with ``protonet`` (its encoder has no head); a ``MAML`` learner is unwrapped. In both, BatchNorm uses batch statistics (``use_batch_stats`` on a private copy):
+    support while adapting, query while scoring, so no episode influences another and the
+    result does not depend on the model's train/eval mode or on the order of the episodes.
+
+    Args:
+        model: the meta-model (an ``nn.Module``, or a ``MAML``/``ProtoNet`` learner); not modified.
+            With ``finetune`` its output size must equal each task's ``n_way``.
+        tasks: the episodes (fix them, e.g. by seed, to compare methods with ``paired``).
+        steps: fine-tuning steps per episode.
+        lr: fine-tuning step size.
+        method: ``"finetune"`` or ``"protonet"``.
+        device: where to run (default: the model's device); episodes are moved there.
+        first_n: score only the first ``first_n`` episodes.
+        progress: called as ``progress(episodes_done, accuracy_percent)`` after each episode.
+
+    Returns:
+        ``EvalResult`` with accuracies in percent.
+
+    Raises:
+        ValueError: an unknown method, bad ``steps``/``first_n``, no episodes, or (finetune) a head
+            whose output size is not ``n_way``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+    if first_n is not None and (isinstance(first_n, bool) or not isinstance(first_n, int) or first_n < 1):
+        raise ValueError(f"first_n must be a positive integer or None, got {first_n!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    net, method = _prepare(model, method, device)
+    head = ProtoNet(net) if method == "protonet" else None
+    p = next(net.parameters(), None)
+    dev, dtype = (p.device, p.dtype) if p is not None else (torch.device(device or "cpu"), None)
+    start, scores, checked = time.perf_counter(), [], set()
+    for i, task in enumerate(tasks):
+        if first_n is not None and i >= first_n:
+            break
+        task = task.to(dev, dtype=dtype)
+        acc = _protonet_accuracy(head, task) if head is not None else _finetune_accuracy(net, task, steps, lr, checked)
+        scores.append(acc)
+        if progress is not None:
+            progress(i + 1, acc)
+    if not scores:
+        raise ValueError("no episodes to evaluate: tasks was empty")
+    if len(scores) == 1:
+        logger.warning("a single episode was scored; its 95%% interval is undefined (nan)")
+        mean, ci = scores[0], math.nan
+    else:
+        mean, ci = mean_ci95(scores)
+    seconds = time.perf_counter() - start
+    info = {"method": method, "steps": steps if method == "finetune" else 0, "lr": lr if method == "finetune" else 0.0}
+    logger.info("meta-test %s over %d episodes: %.2f ± %.2f %% (%.1f s)", method, len(scores), mean, ci, seconds)
+    return EvalResult(mean=mean, ci95=ci, n=len(scores), per_episode=scores, seconds=seconds, info=info)

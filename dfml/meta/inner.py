@@ -1,0 +1,150 @@
+"""The functional inner loop: SGD on fast weights with ``torch.func.functional_call``.
+
+Fast weights are a plain ``Params`` dict (name -> tensor). Nothing here mutates the module or
+the dict it is given: each step builds new tensors, so the same meta-parameters can be adapted
+to many tasks and differentiated through (second order) or not (first order).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from ..types import Params
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+LearningRate = float | Sequence[float] | Tensor
+
+__all__ = ["functional_forward", "inner_update", "step_lrs"]
+
+
+def functional_forward(
+    model: nn.Module, params: Mapping[str, Tensor], x: Tensor, buffers: Mapping[str, Tensor] | None = None
+) -> Tensor:
+    """Run ``model`` on ``x`` with ``params`` (and ``buffers``) in place of its own tensors.
+
+    Names missing from ``params``/``buffers`` fall back to the module's own tensors, so a partial
+    dict (e.g. only the head) is allowed.
+
+    Args:
+        model: the network; it is not modified.
+        params: fast weights, name -> tensor, as in ``model.named_parameters()``.
+        x: inputs ``[B, *input_shape]``.
+        buffers: optional buffers, name -> tensor, as in ``model.named_buffers()``.
+
+    Returns:
+        The model's output, e.g. logits ``[B, n_classes]``.
+    """
+    return functional_call(model, (dict(params), dict(buffers or {})), (x,))
+
+
+def step_lrs(lr: LearningRate, steps: int) -> list[float | Tensor]:
+    """Expand ``lr`` into one learning rate per inner step.
+
+    Args:
+        lr: a float (every step), a sequence of ``steps`` floats, or a tensor that is a scalar or
+            has shape ``[steps]`` (learnable per-step rates keep their graph).
+        steps: number of inner steps.
+
+    Returns:
+        ``steps`` learning rates (floats or 0-d tensors).
+
+    Raises:
+        ValueError: a sequence or tensor whose length is not ``steps``, or a non-finite rate.
+    """
+    if isinstance(lr, Tensor):
+        if lr.dim() == 0:
+            return [lr] * steps
+        if lr.dim() != 1 or lr.shape[0] != steps:
+            raise ValueError(
+                f"a tensor lr must be a scalar or have shape [steps]=[{steps}], got shape {tuple(lr.shape)}; "
+                "pass one rate per inner step or a single rate"
+            )
+        return list(lr.unbind(0))
+    if isinstance(lr, (int, float)):
+        if not math.isfinite(lr):
+            raise ValueError(f"lr must be finite, got {lr}")
+        return [float(lr)] * steps
+    rates = [float(v) for v in lr]
+    if len(rates) != steps:
+        raise ValueError(
+            f"got {len(rates)} per-step learning rates for steps={steps}; pass exactly one rate per step "
+            "or a single float"
+        )
+    if not all(math.isfinite(v) for v in rates):
+        raise ValueError(f"learning rates must be finite, got {rates}")
+    return rates
+
+
+def inner_update(
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    x: Tensor,
+    y: Tensor,
+    *,
+    steps: int,
+    lr: LearningRate,
+    first_order: bool = False,
+    loss_fn: LossFn = F.cross_entropy,
+    buffers: Mapping[str, Tensor] | None = None,
+) -> Params:
+    """Take ``steps`` SGD steps on ``loss_fn(model(x), y)`` and return the new fast weights.
+
+    Entries of ``params`` that require grad are adapted; the others (a frozen backbone, say) are
+    passed through unchanged. With ``first_order=False`` the returned tensors keep the graph of
+    the whole loop (``create_graph=True``), so the query loss can be differentiated through the
+    adaptation (second-order MAML). With ``first_order=True`` the step gradients are detached:
+    ``d new / d old`` is the identity and backpropagating the query loss gives the FOMAML
+    gradient; a per-step learning-rate tensor still receives its gradient ``-g_t . dL/dphi``.
+
+    Args:
+        model: the network; not modified (its tensors are replaced through ``functional_call``).
+        params: fast weights ``{name: tensor}``; the dict and its tensors are not modified.
+        x: support inputs ``[n_way * n_shot, *input_shape]``.
+        y: support labels ``[n_way * n_shot]``.
+        steps: number of SGD steps (``0`` returns a shallow copy of ``params``).
+        lr: step size: a float, one float per step, or a scalar / ``[steps]`` tensor (learnable).
+        first_order: drop second-order terms (no graph through the gradients).
+        loss_fn: ``loss_fn(output, y) -> scalar``.
+        buffers: optional buffers for ``functional_call``.
+
+    Returns:
+        New fast weights with the same keys as ``params``.
+
+    Raises:
+        ValueError: a negative or non-integer ``steps``, a malformed ``lr``, or no entry of
+            ``params`` requiring grad while ``steps > 0``.
+
+    References:
+        Finn et al., "Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks", ICML 2017;
+        Antoniou et al., "How to train your MAML" (per-step learning rates), ICLR 2019.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    rates = step_lrs(lr, steps)
+    fast: Params = dict(params)
+    if steps == 0:
+        return fast
+    names = [k for k, v in fast.items() if v.requires_grad]
+    if not names:
+        raise ValueError(
+            "no entry of params requires grad, so there is nothing to adapt; pass e.g. "
+            "{k: v.detach().requires_grad_() for k, v in params.items()}"
+        )
+    for rate in rates:
+        loss = loss_fn(functional_forward(model, fast, x, buffers), y)
+        grads = torch.autograd.grad(
+            loss, [fast[k] for k in names], create_graph=not first_order, allow_unused=True
+        )
+        for k, g in zip(names, grads):
+            if g is None:  # the parameter does not reach the loss: zero gradient
+                continue
+            if first_order:
+                g = g.detach()
+            fast[k] = fast[k] - rate * g
+    return fast
