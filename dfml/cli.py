@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm import tqdm
 
 from . import __version__
@@ -128,7 +129,7 @@ def cmd_pool_info(args: argparse.Namespace) -> int:
 def _print_pool(pool: Any, show_all: bool = False) -> None:
     entries = list(pool.entries)
     accs = [e.heldout_acc for e in entries if e.heldout_acc is not None]
-    print(f"pool {pool.path}: {len(entries)} models, architectures {pool.architectures()}")
+    print(f"pool {pool.root}: {len(entries)} models, architectures {pool.architectures()}")
     if accs:
         print(f"held-out accuracy: mean {100 * sum(accs) / len(accs):.2f}%, min {100 * min(accs):.2f}%, "
               f"max {100 * max(accs):.2f}%")
@@ -238,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dfml", description="Data-free meta-learning from a pool of pre-trained models.")
     parser.add_argument("--version", action="version", version=f"dfml {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op CPU threads (default: torch's choice; `demo` uses 1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     pool = sub.add_parser("pool", help="build, import and inspect model pools")
@@ -301,6 +304,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    threads = args.threads if args.threads is not None else (1 if args.command == "demo" else None)
+    if threads is not None:
+        if threads < 1:
+            parser.error(f"--threads must be >= 1, got {threads}")
+        # Small models gain nothing from intra-op parallelism, and OpenMP threads spinning against
+        # another busy process slowed the demo's meta-test more than tenfold on 2 cores.
+        torch.set_num_threads(threads)
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, KeyError, FileNotFoundError, NotADirectoryError, RuntimeError,

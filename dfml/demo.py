@@ -78,13 +78,13 @@ def results_table(results: dict[str, Any], baseline: str = "average") -> str:
         cells = []
         for s in settings:
             sc = res["scores"][s]
-            cells.append(f"{100 * sc['mean']:.2f} ± {100 * sc['ci95']:.2f}")
+            cells.append(f"{sc['mean']:.2f} ± {sc['ci95']:.2f}")
         diffs = []
         for s in settings:
             if name == baseline or baseline not in runs:
                 diffs.append("-")
                 continue
             d = paired(res["scores"][s]["per_episode"], runs[baseline]["scores"][s]["per_episode"])
-            diffs.append(f"{100 * d['diff']:+.2f} ± {100 * d['ci95']:.2f}")
+            diffs.append(f"{d['mean_diff']:+.2f} ± {d['ci95']:.2f}")
         lines.append(f"| {name} | " + " | ".join(cells + diffs) + " |")
     return "\n".join(lines)

@@ -149,7 +149,9 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: Progress | 
             cfg.eval.n_query,
             cfg.eval.seed,
         )
-        bar = None if progress is None else (lambda i, s=shot: progress(f"test {shot}-shot", i + 1, len(eps), {}))
+        bar = None
+        if progress is not None:
+            bar = lambda done, acc, s=shot, n=len(eps): progress(f"test {s}-shot", done, n, {"acc": acc})  # noqa: E731
         res: EvalResult = evaluate(model, eps.tasks(test_ds), steps=cfg.eval.steps, lr=cfg.eval.lr,
                                    device=torch.device(cfg.device), progress=bar)
         scores[f"{cfg.eval.n_way}way_{shot}shot"] = res.as_dict()

@@ -163,7 +163,7 @@ class MetaTrainer:
             inner_lr=config.inner_lr,
             first_order=config.first_order,
         )
-        self.model = self.learner.model
+        self.model = self.learner.network
         self.bank = bank
         self.val_tasks = val_tasks
         self.run = run

@@ -40,12 +40,3 @@ def images() -> ArrayDataset:
 
 def file_bytes(path: Path) -> bytes:
     return Path(path).read_bytes()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    """Tiny models train several times faster on one thread than on two contended ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
