@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from .pixels import InversionCost as InversionCost
+from . import losses as losses
+from .base import InversionCost as InversionCost
+from .base import Inverter as Inverter
+from .base import split_task as split_task
 from .pixels import PixelInversionConfig as PixelInversionConfig
 from .pixels import PixelInverter as PixelInverter
 
-__all__ = ["InversionCost", "PixelInversionConfig", "PixelInverter"]
+__all__ = ["InversionCost", "Inverter", "PixelInversionConfig", "PixelInverter", "losses", "split_task"]

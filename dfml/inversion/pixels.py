@@ -13,14 +13,15 @@ References:
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..types import Task, TaskSource
+from ..types import Task
+from .base import InversionCost, split_task
+from .losses import BNStatMatch, class_loss, l2_prior
 
 
 @dataclass(frozen=True)
@@ -48,49 +49,6 @@ class PixelInversionConfig:
             raise ValueError(f"inversion lr must be > 0, got {self.lr}")
 
 
-@dataclass
-class InversionCost:
-    """What inversion spent: teacher forward calls, optimisation steps, seconds, inputs made."""
-
-    teacher_queries: int = 0
-    steps: int = 0
-    seconds: float = 0.0
-    images: int = 0
-
-    def as_dict(self) -> dict[str, float]:
-        return dict(self.__dict__)
-
-
-class _BNStatLoss:
-    """Forward hooks measuring how far each BN layer's input statistics are from its running ones."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.terms: list[Tensor] = []
-        self.handles = [
-            m.register_forward_hook(self._hook)
-            for m in model.modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
-        ]
-
-    def _hook(self, module: nn.Module, inputs: tuple[Tensor, ...], _out: Tensor) -> None:
-        x = inputs[0]
-        dims = [0] + list(range(2, x.dim()))
-        mean = x.mean(dims)
-        var = x.var(dims, unbiased=False)
-        self.terms.append(
-            torch.linalg.vector_norm(mean - module.running_mean) + torch.linalg.vector_norm(var - module.running_var)
-        )
-
-    def pop(self) -> Tensor | None:
-        out = torch.stack(self.terms).sum() if self.terms else None
-        self.terms = []
-        return out
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-
 class PixelInverter:
     """Recover a pseudo task from a frozen classifier by optimising its inputs.
 
@@ -114,19 +72,16 @@ class PixelInverter:
         if teacher.training:
             raise ValueError("the teacher must be in eval mode (its BN running statistics are the prior); call .eval()")
         device = next(teacher.parameters()).device
-        start = time.perf_counter()
         n_way = self._n_outputs(teacher, device)
         y = torch.arange(n_way, device=device).repeat_interleave(n_per_class)
         x0 = torch.randn((len(y), *self.input_shape), generator=generator) * self.config.init_std
         x = x0.to(device).requires_grad_(True)
         opt = torch.optim.Adam([x], lr=self.config.lr)
-        bn = _BNStatLoss(teacher)
-        try:
+        with self.cost.timed(device), BNStatMatch(teacher) as bn:
             for _ in range(self.config.steps):
                 opt.zero_grad(set_to_none=True)
-                logits = teacher(x)
-                loss = F.cross_entropy(logits, y) + self.config.l2_weight * x.pow(2).mean()
-                bn_loss = bn.pop()
+                loss = class_loss(teacher(x), y) + self.config.l2_weight * l2_prior(x)
+                bn_loss = bn.loss()
                 if bn_loss is not None:
                     loss = loss + self.config.bn_weight * bn_loss
                 if not torch.isfinite(loss):
@@ -135,15 +90,10 @@ class PixelInverter:
                     )
                 loss.backward()
                 opt.step()
-        finally:
-            bn.remove()
         for p in teacher.parameters():  # the hooks never touch them, but grads must not leak out
             p.grad = None
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        self.cost.teacher_queries += self.config.steps * len(y) + len(y)
+        self.cost.teacher_queries += self.config.steps * len(y)
         self.cost.steps += self.config.steps
-        self.cost.seconds += time.perf_counter() - start
         self.cost.images += len(y)
         return x.detach(), y
 
@@ -156,18 +106,11 @@ class PixelInverter:
         *,
         model_id: int | None = None,
         classes: tuple[int, ...] = (),
+        student: nn.Module | None = None,
     ) -> Task:
         """Recover one pseudo task (support + query) for ``teacher``'s own classes."""
         x, y = self.synthesize(teacher, n_shot + n_query, generator)
-        n_way = int(y.max()) + 1
-        per = x.view(n_way, n_shot + n_query, *self.input_shape)
-        return Task(
-            support_x=per[:, :n_shot].reshape(-1, *self.input_shape),
-            support_y=torch.arange(n_way, device=x.device).repeat_interleave(n_shot),
-            query_x=per[:, n_shot:].reshape(-1, *self.input_shape),
-            query_y=torch.arange(n_way, device=x.device).repeat_interleave(n_query),
-            source=TaskSource(model_id=model_id, classes=tuple(classes), kind="synthetic"),
-        )
+        return split_task(x, int(y.max()) + 1, n_shot, n_query, model_id=model_id, classes=classes)
 
     def _n_outputs(self, teacher: nn.Module, device: torch.device) -> int:
         with torch.no_grad():
