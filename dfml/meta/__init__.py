@@ -11,9 +11,15 @@ from .maml import MAML as MAML
 from .protonet import ProtoNet as ProtoNet
 from .protonet import prototype_logits as prototype_logits
 from .protonet import prototypes as prototypes
+from .stream import BankStream as BankStream
+from .stream import MetaUpdate as MetaUpdate
+from .stream import TaskStream as TaskStream
 
 __all__ = [
     "MAML",
+    "BankStream",
+    "MetaUpdate",
+    "TaskStream",
     "Learner",
     "ProtoNet",
     "average_models",
