@@ -8,7 +8,7 @@ layer, mixes the hidden features and finishes the forward, so MAML differentiate
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,7 +47,9 @@ class MixedInputs(Tensor):
     forward, and ProtoNet) calls :meth:`dfml_forward`, which computes
     ``h = lam * f(inputs) + (1 - lam) * f(partner)`` where ``f`` is the encoder up to ``layer``
     (each branch normalised with its own batch statistics), then the rest of the network on ``h``.
-    Any other use as a tensor raises ``TypeError`` rather than silently training on ``inputs``.
+    Metadata (shape, dtype, device), moves (``to``, ``cpu``, ``clone``, ``detach``) and ``torch.cat``
+    of MixedInputs with the same ``lam`` and ``layer`` act on both tensors; any other use as a
+    tensor raises ``TypeError`` rather than silently training on ``inputs``.
 
     Args:
         inputs: the first task's inputs ``[B, *input_shape]`` (they fix the labels).
@@ -95,6 +97,8 @@ class MixedInputs(Tensor):
             return MixedInputs(
                 func(self.inputs, *args[1:], **kwargs), func(self.partner, *args[1:], **kwargs), self.lam, self.layer
             )
+        if func is torch.cat:
+            return _cat(*args, **kwargs)
         name = getattr(func, "__name__", repr(func))
         raise TypeError(
             f"{name} is not defined on MixedInputs (feature-level interpolated inputs); run the model through "
@@ -144,6 +148,23 @@ class MixedInputs(Tensor):
         h_b = _call(front, enc, self.partner)
         h = _call(back, enc, self.lam * h_a + (1.0 - self.lam) * h_b)
         return h if head is None else functional_call(head, _strip(tensors, "head."), (h,))
+
+
+def _cat(tensors: Sequence[Tensor], dim: int = 0) -> MixedInputs:
+    """``torch.cat`` of MixedInputs that share ``lam`` and ``layer`` (ProtoNet embeds support and query at once)."""
+    parts = list(tensors)
+    if not all(isinstance(t, MixedInputs) for t in parts) or len({(t.lam, t.layer) for t in parts}) != 1:  # type: ignore[union-attr]
+        raise TypeError(
+            "torch.cat of MixedInputs needs MixedInputs only, all with the same lam and layer (the support and "
+            "query of one interpolated task)"
+        )
+    first: MixedInputs = parts[0]  # type: ignore[assignment]
+    return MixedInputs(
+        torch.cat([t.inputs for t in parts], dim),  # type: ignore[union-attr]
+        torch.cat([t.partner for t in parts], dim),  # type: ignore[union-attr]
+        first.lam,
+        first.layer,
+    )
 
 
 def _strip(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
