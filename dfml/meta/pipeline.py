@@ -1,0 +1,262 @@
+"""The data-free task stream: select models, invert them, remember the tasks, mix the meta-batch.
+
+One step of :class:`DataFreeStream` (a :class:`~dfml.meta.stream.TaskStream` for the
+:class:`~dfml.meta.trainer.MetaTrainer`)::
+
+    selector.select(n) -> model ids -> inverter.invert(teacher) -> new tasks
+    new tasks + memory tasks + interpolated memory tasks -> meta-batch (-> the meta-update)
+    new tasks -> memory
+    after the update: reward (data-free: the meta-learner's improvement on tasks recovered
+    earlier from *other* models) -> selector.update(ids, reward)
+
+Every part is optional but the inverter: no selector means uniform selection, no memory means the
+meta-batch is new tasks only. Randomness comes from the trainer's generator; the state of the
+selector, the memory, the inverter (meta-generator, pixel bank) and the reward tasks is in
+``state_dict`` so a run resumes exactly.
+
+References:
+    Hu et al., "Task-Distributionally Robust Data-Free Meta-Learning", 2023 (memory, interpolation
+    and a policy-gradient reliability weigher in one loop).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..memory import MetaBatchMix, TaskMemory, build_meta_batch, plan_meta_batch
+from ..pool import ModelPool
+from ..selection import Selector, UniformSelector, improvement_reward
+from ..types import Task, TaskSource
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DataFreeStream", "StreamConfig", "restrict_task"]
+
+REWARDS = ("heldout", "none")
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """How the data-free stream builds each meta-batch.
+
+    Attributes:
+        n_way, n_shot, n_query: task shape (a teacher with more classes gives a random ``n_way`` of them).
+        meta_batch_size: tasks per step (new + memory + interpolated, see ``mix``).
+        reward: ``"heldout"``: the selector is rewarded with the meta-learner's loss improvement on
+            tasks recovered earlier from other models (data-free); ``"none"``: no reward.
+        reward_tasks: how many of those held-out tasks score each update.
+        teacher_cache: loaded teachers kept in memory (least recently used are dropped).
+    """
+
+    n_way: int = 5
+    n_shot: int = 1
+    n_query: int = 15
+    meta_batch_size: int = 4
+    reward: str = "heldout"
+    reward_tasks: int = 4
+    teacher_cache: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("n_way", "n_shot", "n_query", "meta_batch_size", "reward_tasks", "teacher_cache"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"stream.{name} must be >= 1, got {getattr(self, name)}")
+        if self.reward not in REWARDS:
+            raise ValueError(f"stream.reward must be one of {REWARDS}, got {self.reward!r}")
+
+
+def restrict_task(task: Task, labels: list[int]) -> Task:
+    """The sub-task of ``task`` made of the given labels (relabelled ``0..len(labels)-1`` in that order)."""
+    def pick(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = [], []
+        for new, old in enumerate(labels):
+            m = y == old
+            xs.append(x[m])
+            ys.append(torch.full((int(m.sum()),), new, dtype=y.dtype, device=y.device))
+        return torch.cat(xs), torch.cat(ys)
+
+    sx, sy = pick(task.support_x, task.support_y)
+    qx, qy = pick(task.query_x, task.query_y)
+    source = task.source or TaskSource()
+    classes = tuple(source.classes[k] for k in labels) if source.classes else ()
+    return Task(sx, sy, qx, qy, replace(source, classes=classes))
+
+
+class DataFreeStream:
+    """Meta-batches recovered from a model pool (see the module docstring).
+
+    Args:
+        pool: the model pool (teachers are loaded lazily and cached).
+        inverter: anything with ``invert(teacher, n_shot, n_query, generator, *, model_id, classes,
+            student)`` returning a :class:`~dfml.types.Task`, and a ``cost``.
+        config: task shape, meta-batch size, reward.
+        selector: which models to invert (default: uniform).
+        memory: the task memory (default: none; every task is new).
+        mix: the new/memory/interpolated ratio (default: all new).
+        learner: the meta-learner; needed for the held-out reward (its ``loss`` and ``params``).
+        student: called each step to get the ``student`` argument of ``invert`` (boundary terms,
+            harder episodes); ``None`` passes no student.
+        device: where teachers run and tasks are made.
+    """
+
+    def __init__(
+        self,
+        pool: ModelPool,
+        inverter: Any,
+        config: StreamConfig | None = None,
+        *,
+        selector: Selector | None = None,
+        memory: TaskMemory | None = None,
+        mix: MetaBatchMix | None = None,
+        learner: nn.Module | None = None,
+        student: Callable[[], Any] | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if not hasattr(inverter, "invert"):
+            raise TypeError(f"inverter must have an invert(...) method, got {type(inverter).__name__}")
+        self.pool = pool
+        self.inverter = inverter
+        self.config = config or StreamConfig()
+        self.selector = selector or UniformSelector(len(pool))
+        if self.selector.n_models != len(pool):
+            raise ValueError(
+                f"the selector is for {self.selector.n_models} models but the pool has {len(pool)}; "
+                "build it with n_models=len(pool)"
+            )
+        if (mix is not None and (mix.memory > 0 or mix.interpolated > 0)) and memory is None:
+            raise ValueError("mix asks for memory or interpolated tasks but no memory was given; pass memory=TaskMemory()")
+        self.memory = memory
+        self.mix = mix or MetaBatchMix()
+        self.learner = learner
+        self.student = student
+        self.device = torch.device(device)
+        self._teachers: OrderedDict[int, nn.Module] = OrderedDict()
+        self.recent: dict[int, Task] = {}  # the last task recovered from each model (held-out reward tasks)
+        self._pending: tuple[list[int], dict[str, torch.Tensor], list[Task]] | None = None
+
+    # ----------------------------------------------------------------- teachers
+    def teacher(self, i: int) -> nn.Module:
+        """Model ``i`` of the pool, loaded once and kept while recently used."""
+        if i in self._teachers:
+            self._teachers.move_to_end(i)
+            return self._teachers[i]
+        model = self.pool.load(i, device=self.device)
+        self._teachers[i] = model
+        while len(self._teachers) > self.config.teacher_cache:
+            self._teachers.popitem(last=False)
+        return model
+
+    def recover(self, i: int, step: int, generator: torch.Generator) -> Task:
+        """One pseudo task from model ``i``: its own classes (``n_way`` of them), labels ``0..n_way-1``."""
+        cfg = self.config
+        entry = self.pool.entry(i)
+        student = self.student() if self.student is not None else None
+        task = self.inverter.invert(
+            self.teacher(i), cfg.n_shot, cfg.n_query, generator, model_id=i,
+            classes=tuple(entry.class_ids), student=student,
+        )
+        n_classes = int(task.support_y.max()) + 1
+        if n_classes < cfg.n_way:
+            raise ValueError(
+                f"pool model {i} has {n_classes} classes, fewer than n_way={cfg.n_way}; lower n_way or use "
+                "a pool whose models have at least n_way classes"
+            )
+        if n_classes > cfg.n_way:
+            labels = torch.randperm(n_classes, generator=generator)[: cfg.n_way].tolist()
+            task = restrict_task(task, labels)
+        extra = dict(task.source.extra) if task.source else {}
+        extra.setdefault("dataset", entry.dataset)
+        return replace(task, source=replace(task.source, step=step, extra=extra))
+
+    # ------------------------------------------------------------------ stream
+    def next_batch(self, step: int, generator: torch.Generator) -> list[Task]:
+        cfg = self.config
+        if self.memory is not None:
+            n_new = plan_meta_batch(self.mix, cfg.meta_batch_size, self.memory, cfg.n_way, cfg.n_shot, cfg.n_query)[0]
+        else:
+            n_new = cfg.meta_batch_size
+        ids: list[int] = []
+        while len(ids) < n_new:  # more new tasks than models: draw again
+            ids += self.selector.select(min(n_new - len(ids), len(self.pool)), generator)
+        new = [self.recover(i, step, generator) for i in ids]
+        if self.memory is not None:
+            batch = build_meta_batch(
+                new, self.memory, self.mix, meta_batch_size=cfg.meta_batch_size, n_way=cfg.n_way,
+                n_shot=cfg.n_shot, n_query=cfg.n_query, generator=generator,
+            )
+            for t in new:
+                self.memory.add(t, step=step)
+        else:
+            batch = new
+        self._pending = None
+        if cfg.reward == "heldout" and self.learner is not None and ids:
+            held = [t for m, t in self.recent.items() if m not in set(ids)]
+            if held:
+                order = torch.randperm(len(held), generator=generator)[: cfg.reward_tasks].tolist()
+                before = {k: v.detach().clone() for k, v in self.learner.params().items()}
+                self._pending = (ids, before, [held[k] for k in order])
+        for i, t in zip(ids, new):
+            self.recent[i] = t
+        return batch
+
+    def feedback(self, step: int, tasks: list[Task], metrics: dict[str, float], learner: Any) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self._pending is not None:
+            ids, before, held = self._pending
+            reward = improvement_reward(learner.loss, before, learner.params(), held)
+            out["reward"] = reward
+            out.update({f"selector/{k}": v for k, v in self.selector.update(ids, reward).items()})
+            self._pending = None
+        return out
+
+    @property
+    def cost(self) -> dict[str, float]:
+        """The inverter's cost so far."""
+        cost = getattr(self.inverter, "cost", None)
+        return cost.as_dict() if cost is not None else {}
+
+    # ------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "selector": self.selector.state_dict(),
+            "recent": {i: _task_state(t) for i, t in self.recent.items()},
+            "cost": self.cost,
+        }
+        if self.memory is not None:
+            state["memory"] = self.memory.state_dict()
+        if hasattr(self.inverter, "state_dict"):
+            state["inverter"] = self.inverter.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        self.selector.load_state_dict(state["selector"])
+        self.recent = {int(i): _task_from_state(s) for i, s in state["recent"].items()}
+        if self.memory is not None:
+            self.memory.load_state_dict(state["memory"])
+        if "inverter" in state and hasattr(self.inverter, "load_state_dict"):
+            self.inverter.load_state_dict(state["inverter"])
+        cost = getattr(self.inverter, "cost", None)
+        if cost is not None:
+            for k, v in state.get("cost", {}).items():
+                setattr(cost, k, type(getattr(cost, k))(v))
+
+
+def _task_state(t: Task) -> dict[str, Any]:
+    s = t.source or TaskSource()
+    return {
+        "support_x": t.support_x, "support_y": t.support_y, "query_x": t.query_x, "query_y": t.query_y,
+        "model_id": s.model_id, "classes": list(s.classes), "step": s.step, "kind": s.kind,
+    }
+
+
+def _task_from_state(s: dict[str, Any]) -> Task:
+    source = TaskSource(model_id=s["model_id"], classes=tuple(s["classes"]), step=s["step"], kind=s["kind"])
+    return Task(s["support_x"], s["support_y"], s["query_x"], s["query_y"], source)

@@ -1,0 +1,113 @@
+"""The data-free stream: select -> invert -> memory -> mixed meta-batch -> reward, inside the trainer."""
+
+import pytest
+import torch
+
+from dfml.data import EpisodeList
+from dfml.data.toy import make_toy_world
+from dfml.inversion import PixelInversionConfig, PixelInverter
+from dfml.memory import MemoryConfig, MetaBatchMix, TaskMemory
+from dfml.meta import MAML
+from dfml.meta.pipeline import DataFreeStream, StreamConfig, restrict_task
+from dfml.meta.trainer import MetaTrainer, TrainConfig
+from dfml.models import build_model, use_batch_stats
+from dfml.pool import build_toy_pool
+from dfml.runs import RunDir
+from dfml.selection import ReliabilityWeigher
+from dfml.types import Task, TaskSource
+
+CFG = TrainConfig(n_way=5, n_shot=1, n_query=3, meta_batch_size=3, steps=6, inner_steps=1, inner_lr=0.1,
+                  outer_lr=1e-2, bank_per_class=4, val_every=3, val_episodes=4, checkpoint_every=2)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return make_toy_world()
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    return build_toy_pool(tmp_path_factory.mktemp("pool"), n_models=4, seed=0)
+
+
+def _setup(pool, world, run=None):
+    torch.manual_seed(0)
+    learner = MAML(use_batch_stats(build_model("mlp", in_features=32, num_classes=5)), inner_steps=1, inner_lr=0.1)
+    stream = DataFreeStream(
+        pool, PixelInverter((32,), PixelInversionConfig(steps=5)),
+        StreamConfig(n_way=5, n_shot=1, n_query=3, meta_batch_size=3),
+        selector=ReliabilityWeigher(len(pool), lr=0.1),
+        memory=TaskMemory(MemoryConfig(capacity_per_class=8)),
+        mix=MetaBatchMix(new=1, memory=1, interpolated=1),
+        learner=learner,
+    )
+    eps = EpisodeList.generate(world["val"], CFG.val_episodes, 5, 1, 3, seed=1)
+    trainer = MetaTrainer(learner.network, stream, lambda: eps.tasks(world["val"]), CFG, run=run, learner=learner)
+    return trainer, stream
+
+
+def test_first_batch_is_all_new_then_memory_and_interpolated_tasks_join(pool, world):
+    trainer, stream = _setup(pool, world)
+    g = torch.Generator().manual_seed(0)
+    first = stream.next_batch(0, g)
+    assert [t.source.kind for t in first] == ["synthetic"] * 3
+    assert all(t.source.step == 0 and t.source.model_id is not None for t in first)
+    for t in first:
+        assert set(t.source.classes) == set(pool.entry(t.source.model_id).class_ids)
+    assert stream.memory.num_classes >= 5
+    second = stream.next_batch(1, g)
+    assert [t.source.kind for t in second] == ["synthetic", "memory", "interpolated"]
+
+
+def test_the_selector_is_rewarded_after_each_update_with_a_data_free_reward(pool, world, tmp_path):
+    run = RunDir(tmp_path / "r", {"x": 1})
+    trainer, stream = _setup(pool, world, run)
+    trainer.fit()
+    records = run.read_metrics()
+    rewarded = [r for r in records if "reward" in r]
+    assert len(rewarded) >= 4  # every step after the first has held-out tasks from other models
+    assert all("selector/w/0" in r for r in rewarded)
+    assert stream.selector.n_updates == len(rewarded)
+    assert stream.cost["teacher_queries"] > 0
+
+
+def test_a_resumed_run_reproduces_the_uninterrupted_one(pool, world, tmp_path):
+    full, full_stream = _setup(pool, world, RunDir(tmp_path / "full", {"x": 1}))
+    full.fit()
+
+    class Kill(Exception):
+        pass
+
+    def kill_at_3(step, record):
+        if step == 4:
+            raise Kill
+
+    with pytest.raises(Kill):
+        _setup(pool, world, RunDir(tmp_path / "killed", {"x": 1}))[0].fit(kill_at_3)
+    resumed, stream = _setup(pool, world, RunDir(tmp_path / "killed", {"x": 1}))
+    resumed.fit()
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    assert torch.equal(full_stream.selector.weights(), stream.selector.weights())
+    assert len(full_stream.memory) == len(stream.memory)
+
+
+def test_restrict_task_keeps_the_chosen_labels_in_order():
+    x = torch.arange(6.0).view(6, 1)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    t = Task(x, y, x, y, TaskSource(model_id=1, classes=(10, 11, 12)))
+    sub = restrict_task(t, [2, 0])
+    assert sub.support_x.view(-1).tolist() == [2.0, 5.0, 0.0, 3.0]
+    assert sub.support_y.tolist() == [0, 0, 1, 1] and sub.source.classes == (12, 10)
+
+
+def test_bad_parts_are_refused_with_the_fix(pool):
+    inv = PixelInverter((32,))
+    with pytest.raises(ValueError, match="no memory was given"):
+        DataFreeStream(pool, inv, mix=MetaBatchMix(new=1, memory=1))
+    with pytest.raises(ValueError, match="n_models=len\\(pool\\)"):
+        DataFreeStream(pool, inv, selector=ReliabilityWeigher(len(pool) + 1))
+    with pytest.raises(TypeError, match="invert"):
+        DataFreeStream(pool, object())
+    with pytest.raises(ValueError, match="stream.reward must be one of"):
+        StreamConfig(reward="real")
