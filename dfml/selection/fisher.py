@@ -61,9 +61,12 @@ def fisher_embedding(probe: nn.Module, data: Data, *, kind: str = "empirical") -
     params = {k: v.detach().requires_grad_(True) for k, v in probe.named_parameters()}
     if not params:
         raise ValueError(f"probe {type(probe).__name__} has no parameters to take a Fisher embedding of")
-    device = next(iter(params.values())).device
+    if x.shape[0] == 0:
+        raise ValueError("data has no examples; pass the model's recovered inputs and labels (N >= 1)")
+    first = next(iter(params.values()))
     buffers = dict(probe.named_buffers())
-    x, y = x.to(device), y.to(device=device, dtype=torch.long)
+    x = x.to(first.device, dtype=first.dtype if x.is_floating_point() else None)
+    y = y.to(device=first.device, dtype=torch.long)
     was_training = probe.training
     probe.eval()
     try:

@@ -157,3 +157,10 @@ def test_uniform_selector_is_uniform_and_deterministic() -> None:
     sel.load_state_dict(sel.state_dict())
     with pytest.raises(ValueError, match="n_models must be an integer >= 1"):
         UniformSelector(0)
+
+
+def test_fisher_casts_inputs_to_the_probe_dtype_and_rejects_empty_data() -> None:
+    probe = linear_probe()
+    torch.testing.assert_close(fisher_embedding(probe, (X.float(), Y)), fisher_embedding(probe, (X, Y)))
+    with pytest.raises(ValueError, match="data has no examples"):
+        fisher_embedding(probe, (X[:0], Y[:0]))

@@ -25,7 +25,13 @@ def gen(seed: int = 0) -> torch.Generator:
 
 @pytest.mark.parametrize(
     ("ids", "prob"),
-    [([1], 2 / 6), ([2, 0, 1], 3 / 6 * 1 / 3), ([0, 2], 1 / 6 * 3 / 5), ([1, 2], 2 / 6 * 3 / 4), ([2, 1, 0], 3 / 6 * 2 / 3)],
+    [
+        ([1], 2 / 6),
+        ([2, 0, 1], 3 / 6 * 1 / 3),
+        ([0, 2], 1 / 6 * 3 / 5),
+        ([1, 2], 2 / 6 * 3 / 4),
+        ([2, 1, 0], 3 / 6 * 2 / 3),
+    ],
 )
 def test_plackett_luce_log_prob_matches_hand_values_for_three_models(ids: list[int], prob: float) -> None:
     assert plackett_luce_log_prob(LOG123, ids).item() == pytest.approx(math.log(prob), abs=1e-12)
