@@ -97,16 +97,16 @@ def test_entropy_bonus_follows_the_hand_derived_entropy_gradient() -> None:
 @pytest.mark.parametrize(("n", "noise"), [(1, 0.0), (2, 0.5), (3, 0.5)])
 def test_weigher_moves_most_weight_onto_trustworthy_models_in_a_bandit(n: int, noise: float) -> None:
     bad = {0, 3, 5, 8}
-    w = ReliabilityWeigher(10, lr=0.05)
+    w = ReliabilityWeigher(10, lr=0.05, log_weights=False)
     g = gen(1)
-    for _ in range(300):
+    for _ in range(200):  # > 0.93 for seeds 1-3 in every case
         ids = w.select(n, g)
         reward = sum(i not in bad for i in ids) / n + noise * float(torch.randn((), generator=g))
         w.update(ids, reward)
     good_weight = float(sum(w.weights()[i] for i in range(10) if i not in bad))
     assert good_weight > 0.8
     hist = w.history()
-    assert hist.shape == (300, 10)
+    assert hist.shape == (200, 10)
     torch.testing.assert_close(hist[-1], w.weights())
     assert float(hist[0, [i for i in range(10) if i not in bad]].sum()) < good_weight
 
