@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from .alignment import AlignmentConfig as AlignmentConfig
+from .alignment import GradientAlignment as GradientAlignment
+from .alignment import sequential_displacement as sequential_displacement
 from .baselines import average_models as average_models
 from .baselines import random_init_model as random_init_model
 from .inner import functional_forward as functional_forward
@@ -14,6 +17,9 @@ from .protonet import prototypes as prototypes
 
 __all__ = [
     "MAML",
+    "AlignmentConfig",
+    "GradientAlignment",
+    "sequential_displacement",
     "Learner",
     "ProtoNet",
     "average_models",
