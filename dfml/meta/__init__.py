@@ -7,6 +7,9 @@ from .alignment import GradientAlignment as GradientAlignment
 from .alignment import sequential_displacement as sequential_displacement
 from .baselines import average_models as average_models
 from .baselines import random_init_model as random_init_model
+from .grouping import GroupRegularization as GroupRegularization
+from .grouping import GroupRegularizationConfig as GroupRegularizationConfig
+from .grouping import group_regularized_gradient as group_regularized_gradient
 from .inner import functional_forward as functional_forward
 from .inner import inner_update as inner_update
 from .learner import Learner as Learner
@@ -20,10 +23,13 @@ __all__ = [
     "AlignmentConfig",
     "GradientAlignment",
     "sequential_displacement",
+    "GroupRegularization",
+    "GroupRegularizationConfig",
     "Learner",
     "ProtoNet",
     "average_models",
     "functional_forward",
+    "group_regularized_gradient",
     "inner_update",
     "prototype_logits",
     "prototypes",
