@@ -1,4 +1,5 @@
-"""Meta-learning: the functional inner loop, MAML and ProtoNet learners, baseline model builders."""
+"""Meta-learning: the functional inner loop, MAML and ProtoNet learners, the distilling MAML learner,
+regularised meta-updates (implicit gradient alignment, group gradient regularisation), baseline model builders."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ from .alignment import GradientAlignment as GradientAlignment
 from .alignment import sequential_displacement as sequential_displacement
 from .baselines import average_models as average_models
 from .baselines import random_init_model as random_init_model
+from .distill import DistillationConfig as DistillationConfig
+from .distill import DistillationMAML as DistillationMAML
+from .distill import attach_teacher_logits as attach_teacher_logits
+from .distill import teacher_logits as teacher_logits
 from .grouping import GroupRegularization as GroupRegularization
 from .grouping import GroupRegularizationConfig as GroupRegularizationConfig
 from .grouping import group_regularized_gradient as group_regularized_gradient
@@ -19,14 +24,16 @@ from .protonet import prototype_logits as prototype_logits
 from .protonet import prototypes as prototypes
 
 __all__ = [
-    "MAML",
     "AlignmentConfig",
+    "DistillationConfig",
+    "DistillationMAML",
     "GradientAlignment",
-    "sequential_displacement",
     "GroupRegularization",
     "GroupRegularizationConfig",
     "Learner",
+    "MAML",
     "ProtoNet",
+    "attach_teacher_logits",
     "average_models",
     "functional_forward",
     "group_regularized_gradient",
@@ -34,4 +41,6 @@ __all__ = [
     "prototype_logits",
     "prototypes",
     "random_init_model",
+    "sequential_displacement",
+    "teacher_logits",
 ]
