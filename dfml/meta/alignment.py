@@ -101,8 +101,8 @@ def sequential_displacement(
                     dots.append(sum(float((grads[k] * previous[k]).sum()) for k in grads))
                 previous = grads
             phi = {k: (v - lr * grads[k]).detach().requires_grad_() if k in grads else v for k, v in phi.items()}
-    assert previous is not None  # check_tasks guarantees one task
-    displacement = {k: params[k].detach() - phi[k].detach() for k in previous}
+    trainable = [k for k, v in params.items() if v.requires_grad]
+    displacement = {k: params[k].detach() - phi[k].detach() for k in trainable}
     metrics = mean_metrics(losses, accs)
     if dots:
         metrics["grad_dot"] = sum(dots) / len(dots)

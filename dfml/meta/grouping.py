@@ -91,7 +91,9 @@ def group_regularized_gradient(
     disagreement = sum(sum(float((g[k] - mean[k]).pow(2).sum()) for k in mean) for g in grads) / len(grads)
     update = {k: torch.zeros_like(v) for k, v in mean.items()}
     for task, g in zip(tasks, grads):
-        point = {k: (v + beta * (g[k] - mean[k])).detach().requires_grad_() if k in mean else v for k, v in theta.items()}
+        point = {
+            k: (v + beta * (g[k] - mean[k])).detach().requires_grad_() if k in mean else v for k, v in theta.items()
+        }
         _, _, g_perturbed = task_gradient(objective, point, task)
         for k in update:
             update[k] += g_perturbed[k].detach() / len(tasks)

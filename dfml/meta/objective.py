@@ -21,7 +21,15 @@ from .learner import Learner
 TaskObjective = Callable[[Params, Task], Union[Tensor, tuple[Tensor, Tensor]]]
 """``objective(params, task) -> loss`` or ``-> (loss, accuracy)``; both 0-d tensors."""
 
-__all__ = ["TaskObjective", "apply_meta_gradient", "as_objective", "check_tasks", "leaves", "mean_metrics", "task_gradient"]
+__all__ = [
+    "TaskObjective",
+    "apply_meta_gradient",
+    "as_objective",
+    "check_tasks",
+    "leaves",
+    "mean_metrics",
+    "task_gradient",
+]
 
 
 def as_objective(source: Learner | TaskObjective) -> TaskObjective:

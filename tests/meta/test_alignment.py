@@ -114,9 +114,8 @@ def test_one_task_one_step_is_plain_sgd_and_the_meta_step_is_reptile() -> None:
         torch.testing.assert_close(p.detach(), p0 + eps * (phi - p0), rtol=1e-12, atol=1e-14)
     assert set(metrics) == {"loss", "acc", "displacement_norm"}
 
-    delta, _ = GradientAlignment(MAML(copy.deepcopy(reference), inner_steps=0), AlignmentConfig(task_lr=lr)).displacement(
-        [t1]
-    )
+    plain = MAML(copy.deepcopy(reference), inner_steps=0)
+    delta, _ = GradientAlignment(plain, AlignmentConfig(task_lr=lr)).displacement([t1])
     grads = torch.autograd.grad(F.cross_entropy(reference(t1.query_x), t1.query_y), list(reference.parameters()))
     for d, g in zip(delta.values(), grads):
         torch.testing.assert_close(d, lr * g, rtol=1e-12, atol=1e-14)

@@ -73,7 +73,8 @@ def test_loss_equals_a_naive_inner_kd_then_outer_kd_reference() -> None:
     w = dict(reference.named_parameters())
     extra = task.source.extra
     for _ in range(2):
-        inner = reference_kd(torch.func.functional_call(reference, w, (task.support_x,)), extra["teacher_support_logits"], 3.0)
+        student = torch.func.functional_call(reference, w, (task.support_x,))
+        inner = reference_kd(student, extra["teacher_support_logits"], 3.0)
         grads = torch.autograd.grad(inner, list(w.values()), create_graph=True)
         w = {k: v - 0.3 * g for (k, v), g in zip(w.items(), grads)}
     logits = torch.func.functional_call(reference, w, (task.query_x,))
@@ -99,7 +100,8 @@ def test_very_confident_teachers_at_temperature_one_give_the_cross_entropy_meta_
     kd_loss, kd_metrics = kd.meta_loss(tasks)
     ce_loss, ce_metrics = ce.meta_loss(tasks)
     torch.testing.assert_close(kd_loss, ce_loss, rtol=1e-10, atol=1e-12)
-    for a, b in zip(torch.autograd.grad(kd_loss, list(kd.parameters())), torch.autograd.grad(ce_loss, list(ce.parameters()))):
+    kd_grads = torch.autograd.grad(kd_loss, list(kd.parameters()))
+    for a, b in zip(kd_grads, torch.autograd.grad(ce_loss, list(ce.parameters()))):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-12)
     assert kd_metrics["acc"] == ce_metrics["acc"]
 
@@ -108,7 +110,8 @@ def test_attach_teacher_logits_selects_the_task_classes_in_label_order_without_m
     torch.manual_seed(0)
     teacher = nn.Linear(4, 6).to(F64).eval()
     task = kd_task(6)
-    plain = Task(task.support_x, task.support_y, task.query_x, task.query_y, source=TaskSource(model_id=7, extra={"a": 1}))
+    source = TaskSource(model_id=7, extra={"a": 1})
+    plain = Task(task.support_x, task.support_y, task.query_x, task.query_y, source=source)
     out = attach_teacher_logits(plain, teacher, columns=[4, 0, 2])
     with torch.no_grad():
         expected = teacher(plain.query_x)[:, [4, 0, 2]]
