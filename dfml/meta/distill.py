@@ -168,8 +168,14 @@ class DistillationMAML(MAML):
         self.config = cfg
 
     def adapt(self, params: Params, task: Task, steps: int | None = None) -> Params:
-        """Fast weights after ``steps`` (default ``inner_steps``) SGD steps of KD on the support set."""
+        """Fast weights after ``steps`` (default ``inner_steps``) SGD steps of KD on the support set.
+
+        With ``steps == 0`` the weights are returned unchanged and no support logits are needed:
+        the learner then scores plain KD on the query set (a per-teacher distillation loss).
+        """
         steps = self.inner_steps if steps is None else steps
+        if steps == 0:
+            return dict(params)
         task = self._on_device(task)
         return inner_update(
             self.network,

@@ -149,6 +149,16 @@ def test_missing_or_malformed_teacher_logits_raise_errors_that_name_the_fix() ->
         learner.meta_loss([wide])
 
 
+def test_zero_inner_steps_is_plain_query_distillation_and_needs_no_support_logits() -> None:
+    learner = DistillationMAML(mlp(), DistillationConfig(inner_steps=0, temperature=2.0))
+    t = kd_task(8)
+    query_only = Task(t.support_x, t.support_y, t.query_x, t.query_y,
+                      source=TaskSource(extra={"teacher_query_logits": t.source.extra["teacher_query_logits"]}))
+    loss, _ = learner.meta_loss([query_only])
+    expected = reference_kd(learner.network(t.query_x), t.source.extra["teacher_query_logits"], 2.0)
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("temperature", [0.0, -1.0, float("inf")])
 def test_a_bad_temperature_raises(temperature: float) -> None:
     with pytest.raises(ValueError, match="distillation.temperature must be a positive finite number"):
