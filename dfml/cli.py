@@ -38,7 +38,7 @@ class _Bars:
     def __call__(self, stage: str, i: int, n: int, info: dict[str, Any]) -> None:
         bar = self.bars.get(stage)
         if bar is None:
-            bar = self.bars[stage] = tqdm(total=n, desc=stage, leave=False, dynamic_ncols=True)
+            bar = self.bars[stage] = tqdm(total=n, desc=stage, leave=False, dynamic_ncols=True, disable=None)
         bar.n = i
         if "val_acc" in info:
             bar.set_postfix(val_acc=f"{info['val_acc']:.3f}")
@@ -84,7 +84,7 @@ def cmd_pool_build(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
     )
-    bar = tqdm(total=args.n_models, desc="pool build", dynamic_ncols=True)
+    bar = tqdm(total=args.n_models, desc="pool build", dynamic_ncols=True, disable=None)
 
     def progress(i: int, n: int, entry: Any) -> None:
         bar.n = i + 1

@@ -16,7 +16,8 @@ Every inverter and every distillation-based learner takes its losses from here:
 References:
     Yin et al., "Dreaming to Distill: Data-free Knowledge Transfer via DeepInversion", CVPR 2020;
     Hinton et al., "Distilling the Knowledge in a Neural Network", 2015;
-    Hu et al., "Architecture, Dataset and Model-Scale Agnostic Data-free Meta-Learning" (BiDf-MKD), ICML 2023.
+    Hu et al., "Learning to Learn from APIs: Black-Box Data-Free Meta-Learning" (BiDf-MKD), ICML 2023;
+    Hu et al., "Architecture, Dataset and Model-Scale Agnostic Data-free Meta-Learning" (PURER), CVPR 2023.
 """
 
 from __future__ import annotations

@@ -22,9 +22,13 @@ from .maml import MAML as MAML
 from .protonet import ProtoNet as ProtoNet
 from .protonet import prototype_logits as prototype_logits
 from .protonet import prototypes as prototypes
+from .stream import BankStream as BankStream
+from .stream import MetaUpdate as MetaUpdate
+from .stream import TaskStream as TaskStream
 
 __all__ = [
     "AlignmentConfig",
+    "BankStream",
     "DistillationConfig",
     "DistillationMAML",
     "GradientAlignment",
@@ -32,7 +36,9 @@ __all__ = [
     "GroupRegularizationConfig",
     "Learner",
     "MAML",
+    "MetaUpdate",
     "ProtoNet",
+    "TaskStream",
     "attach_teacher_logits",
     "average_models",
     "functional_forward",

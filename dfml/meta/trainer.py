@@ -24,6 +24,7 @@ from ..inversion.pixels import PixelInversionConfig, PixelInverter
 from ..runs import RunDir
 from ..types import Task, TaskSource
 from .maml import MAML
+from .stream import BankStream, MetaUpdate, TaskStream, default_update
 
 log = logging.getLogger(__name__)
 
@@ -135,36 +136,52 @@ def build_bank(
 
 
 class MetaTrainer:
-    """Runs MAML on pseudo tasks with meta-validation selection and exact resume.
+    """Meta-trains on pseudo tasks with meta-validation selection and exact resume.
+
+    The loop is written once: each step asks the task stream for a meta-batch, applies the
+    meta-update, logs, gives the stream its feedback (e.g. a reward for a model selector),
+    validates every ``val_every`` steps on real meta-validation episodes (model selection uses
+    nothing else) and checkpoints everything, the stream's state included.
 
     Args:
         model: the meta-model (head with ``n_way`` outputs); trained in place.
-        bank: the recovered examples.
+        tasks: a :class:`~dfml.meta.stream.TaskStream`, or a bank with ``sample_task`` (e.g.
+            :class:`SyntheticBank`), which is wrapped in a :class:`~dfml.meta.stream.BankStream`.
         val_tasks: a factory returning the fixed meta-validation episodes (real, unseen classes).
         config: hyper-parameters.
         run: where metrics and checkpoints go (``None``: in memory only, no resume).
         device: where meta-training runs.
+        learner: the meta-learner wrapping ``model`` (default: :class:`MAML` from ``config``).
+        update: the meta-update (default: the learner's own ``meta_step``).
     """
 
     def __init__(
         self,
         model: nn.Module,
-        bank: SyntheticBank,
+        tasks: TaskStream | SyntheticBank,
         val_tasks: Callable[[], Iterable[Task]],
         config: TrainConfig,
         run: RunDir | None = None,
         device: torch.device | str = "cpu",
+        *,
+        learner: nn.Module | None = None,
+        update: MetaUpdate | None = None,
     ) -> None:
         self.config = config
         self.device = torch.device(device)
-        self.learner = MAML(
-            model.to(self.device),
+        self.learner = learner if learner is not None else MAML(
+            model,
             inner_steps=config.inner_steps,
             inner_lr=config.inner_lr,
             first_order=config.first_order,
         )
+        self.learner.to(self.device)
         self.model = self.learner.network
-        self.bank = bank
+        if isinstance(tasks, TaskStream):
+            self.stream = tasks
+        else:
+            self.stream = BankStream(tasks, config.n_way, config.n_shot, config.n_query, config.meta_batch_size)
+        self.update = update or default_update
         self.val_tasks = val_tasks
         self.run = run
         self.optimizer = torch.optim.Adam(self.learner.parameters(), lr=config.outer_lr)
@@ -180,6 +197,7 @@ class MetaTrainer:
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
             "best": self.best,
+            "stream": self.stream.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -188,6 +206,7 @@ class MetaTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.best = state["best"]
+        self.stream.load_state_dict(state.get("stream", {}))
 
     def _checkpoint(self) -> None:
         if self.run is not None:
@@ -220,19 +239,17 @@ class MetaTrainer:
                 log.info("resuming from step %d", self.step)
         start = time.perf_counter()
         while self.step < cfg.steps:
-            tasks = [
-                self.bank.sample_task(cfg.n_way, cfg.n_shot, cfg.n_query, self.generator, self.step).to(self.device)
-                for _ in range(cfg.meta_batch_size)
-            ]
-            metrics = self.learner.meta_step(tasks, self.optimizer)
+            tasks = [t.to(self.device) for t in self.stream.next_batch(self.step, self.generator)]
+            metrics = self.update(self.learner, tasks, self.optimizer)
             if not all(torch.isfinite(torch.tensor(v)) for v in metrics.values()):
                 raise FloatingPointError(
                     f"meta-training diverged at step {self.step} ({metrics}); lower train.outer_lr "
                     f"(now {cfg.outer_lr}) or train.inner_lr (now {cfg.inner_lr}). The last good "
                     "checkpoint is kept; fix the config in a new run directory."
                 )
+            feedback = self.stream.feedback(self.step, tasks, metrics, self.learner)
             self.step += 1
-            record: dict[str, Any] = {"step": self.step, **metrics}
+            record: dict[str, Any] = {"step": self.step, **metrics, **feedback}
             if self.step % cfg.val_every == 0 or self.step == cfg.steps:
                 acc = self.validate()
                 record["val_acc"] = acc

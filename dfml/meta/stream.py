@@ -1,0 +1,80 @@
+"""Where a meta-trainer's tasks come from, and how it turns a meta-batch into an update.
+
+The :class:`~dfml.meta.trainer.MetaTrainer` loop is written once; recipes plug in two parts:
+
+* a :class:`TaskStream` hands out each step's meta-batch (sampling a fixed bank of recovered
+  examples, or selecting models, inverting them, storing the tasks in a memory and mixing new,
+  memory and interpolated tasks) and may take feedback after the update (a reward for a model
+  selector); its ``state_dict`` is checkpointed with the trainer so runs resume exactly;
+* a :data:`MetaUpdate` turns the meta-batch into a parameter update (MAML's meta-step by default;
+  gradient alignment, group regularisation or distillation learners plug in here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from ..types import Task
+
+__all__ = ["BankStream", "MetaUpdate", "TaskStream", "default_update"]
+
+MetaUpdate = Callable[[Any, list[Task], torch.optim.Optimizer], dict[str, float]]
+"""``update(learner, tasks, optimizer) -> named scalars`` (at least ``loss`` and ``acc``)."""
+
+
+def default_update(learner: Any, tasks: list[Task], optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """The learner's own meta-step (for MAML: mean query loss after adaptation, one optimiser step)."""
+    return learner.meta_step(tasks, optimizer)
+
+
+@runtime_checkable
+class TaskStream(Protocol):
+    """A source of meta-batches.
+
+    ``next_batch`` must draw all its randomness from ``generator`` (the trainer's, checkpointed),
+    or from state it returns in ``state_dict``.
+    """
+
+    def next_batch(self, step: int, generator: torch.Generator) -> list[Task]:
+        """The meta-batch of step ``step`` (0-based)."""
+        ...
+
+    def feedback(self, step: int, tasks: list[Task], metrics: dict[str, float], learner: Any) -> dict[str, float]:
+        """Called after the update of step ``step``; returns named scalars to log (may be empty)."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class BankStream:
+    """Meta-batches sampled from a fixed bank of recovered examples (anything with ``sample_task``).
+
+    Args:
+        bank: e.g. :class:`~dfml.meta.trainer.SyntheticBank`.
+        n_way, n_shot, n_query: shape of each task.
+        meta_batch_size: tasks per step.
+    """
+
+    def __init__(self, bank: Any, n_way: int, n_shot: int, n_query: int, meta_batch_size: int) -> None:
+        if not hasattr(bank, "sample_task"):
+            raise TypeError(f"BankStream needs an object with sample_task(...), got {type(bank).__name__}")
+        self.bank = bank
+        self.shape = (n_way, n_shot, n_query)
+        self.meta_batch_size = meta_batch_size
+
+    def next_batch(self, step: int, generator: torch.Generator) -> list[Task]:
+        return [self.bank.sample_task(*self.shape, generator, step) for _ in range(self.meta_batch_size)]
+
+    def feedback(self, step: int, tasks: list[Task], metrics: dict[str, float], learner: Any) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}  # the bank is fixed; sampling uses the trainer's generator
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
