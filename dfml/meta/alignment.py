@@ -28,7 +28,15 @@ from torch import Tensor
 
 from ..types import Params, Task
 from .learner import Learner
-from .objective import TaskObjective, apply_meta_gradient, check_tasks, leaves, mean_metrics, task_gradient
+from .objective import (
+    TaskObjective,
+    apply_meta_gradient,
+    check_learner,
+    check_tasks,
+    leaves,
+    mean_metrics,
+    task_gradient,
+)
 
 __all__ = ["AlignmentConfig", "GradientAlignment", "sequential_displacement"]
 
@@ -113,46 +121,58 @@ def sequential_displacement(
 class GradientAlignment:
     """Meta-update by implicit gradient alignment over a learner's task objective.
 
-    The optimiser receives the displacement as the meta-gradient (``param.grad = theta - phi``,
-    scaled if ``config.normalize``), so ``SGD(lr=eps)`` is Reptile with outer step ``eps`` and
+    An instance is a ``MetaUpdate`` (``update(learner, tasks, optimizer) -> metrics``) for
+    ``MetaTrainer(..., update=GradientAlignment(config))``. The optimiser receives the
+    displacement as the meta-gradient (``param.grad = theta - phi``, scaled if
+    ``config.normalize``), so ``SGD(lr=eps)`` is Reptile with outer step ``eps`` and
     Adam follows the reference code. Parameters outside ``learner.params()`` (MAML's learnt
     inner rates) get no gradient from this update.
 
+    The learner's ``task_loss`` is walked: ``MAML(net, inner_steps=0)`` walks the plain query
+    loss, ``DistillationMAML(net, DistillationConfig(inner_steps=0))`` per-teacher KD.
+
     Args:
-        learner: whose ``task_loss`` is walked; ``MAML(net, inner_steps=0)`` walks the plain query loss.
         config: the walk's settings.
 
     Example:
-        >>> align = GradientAlignment(MAML(net, inner_steps=0), AlignmentConfig(task_lr=0.01))
-        >>> metrics = align.meta_step(tasks, torch.optim.Adam(net.parameters(), lr=1e-3))
+        >>> align = GradientAlignment(AlignmentConfig(task_lr=0.01))
+        >>> learner = MAML(net, inner_steps=0)
+        >>> metrics = align(learner, tasks, torch.optim.Adam(learner.parameters(), lr=1e-3))
 
     References:
         Wei et al., "FREE: Faster and Better Data-Free Meta-Learning", CVPR 2024.
     """
 
-    def __init__(self, learner: Learner, config: AlignmentConfig | None = None) -> None:
-        if not isinstance(learner, Learner):
-            raise TypeError(f"learner must be a dfml.meta.Learner (MAML, ProtoNet...), got {type(learner).__name__}")
-        self.learner = learner
+    def __init__(self, config: AlignmentConfig | None = None) -> None:
+        if config is not None and not isinstance(config, AlignmentConfig):
+            raise TypeError(f"config must be an AlignmentConfig, got {type(config).__name__}")
         self.config = config or AlignmentConfig()
 
-    def displacement(self, tasks: Sequence[Task]) -> tuple[Params, dict[str, float]]:
+    def displacement(self, learner: Learner, tasks: Sequence[Task]) -> tuple[Params, dict[str, float]]:
         """``theta - phi`` after the walk through ``tasks``, and its metrics (see ``sequential_displacement``)."""
+        check_learner(learner)
         cfg = self.config
-        return sequential_displacement(
-            self.learner.task_loss, self.learner.params(), tasks, lr=cfg.task_lr, steps=cfg.task_steps
-        )
+        return sequential_displacement(learner.task_loss, learner.params(), tasks, lr=cfg.task_lr, steps=cfg.task_steps)
 
-    def meta_step(self, tasks: Sequence[Task], optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    def __call__(self, learner: Learner, tasks: Sequence[Task], optimizer: torch.optim.Optimizer) -> dict[str, float]:
         """Walk through ``tasks``, write the (scaled) displacement into ``.grad`` and step ``optimizer``.
+
+        Args:
+            learner: the meta-learner (its ``params()`` move, its ``task_loss`` is walked).
+            tasks: the meta-batch, visited in order.
+            optimizer: over ``learner.parameters()``; its learning rate is the outer step size.
 
         Returns:
             ``{"loss", "acc", "grad_dot", "displacement_norm"}`` (``grad_dot`` needs two tasks or more).
         """
+        check_learner(learner)
         tasks = check_tasks(tasks)
-        delta, metrics = self.displacement(tasks)
+        delta, metrics = self.displacement(learner, tasks)
         if self.config.normalize:
             scale = 1.0 / (self.config.task_lr * self.config.task_steps * len(tasks))
             delta = {k: d * scale for k, d in delta.items()}
-        apply_meta_gradient(self.learner.params(), delta, optimizer)
+        apply_meta_gradient(learner.params(), delta, optimizer)
         return metrics
+
+    def __repr__(self) -> str:
+        return f"GradientAlignment({self.config})"

@@ -34,7 +34,15 @@ from torch import Tensor
 
 from ..types import Params, Task
 from .learner import Learner
-from .objective import TaskObjective, apply_meta_gradient, check_tasks, leaves, mean_metrics, task_gradient
+from .objective import (
+    TaskObjective,
+    apply_meta_gradient,
+    check_learner,
+    check_tasks,
+    leaves,
+    mean_metrics,
+    task_gradient,
+)
 
 __all__ = ["GroupRegularization", "GroupRegularizationConfig", "group_regularized_gradient"]
 
@@ -106,38 +114,50 @@ def group_regularized_gradient(
 class GroupRegularization:
     """Meta-update that descends the mean task objective plus a gradient-disagreement penalty.
 
+    An instance is a ``MetaUpdate`` (``update(learner, tasks, optimizer) -> metrics``) for
+    ``MetaTrainer(..., update=GroupRegularization(config))``. The learner's ``task_loss`` is
+    regularised: MAML gives query losses after adaptation, ``MAML(net, inner_steps=0)`` plain
+    losses, ``DistillationMAML`` distillation losses.
+
     Args:
-        learner: whose ``task_loss`` is regularised (MAML: query losses after adaptation;
-            ``MAML(net, inner_steps=0)``: plain losses).
         config: the regulariser's settings.
 
     Example:
-        >>> reg = GroupRegularization(MAML(net, inner_steps=5), GroupRegularizationConfig(beta=0.002))
-        >>> metrics = reg.meta_step(group, torch.optim.Adam(net.parameters(), lr=1e-3))
+        >>> reg = GroupRegularization(GroupRegularizationConfig(beta=0.002))
+        >>> learner = MAML(net, inner_steps=5)
+        >>> metrics = reg(learner, group, torch.optim.Adam(learner.parameters(), lr=1e-3))
 
     References:
         Wei et al., "Task Groupings Regularization: Data-Free Meta-Learning with Heterogeneous
         Pre-trained Models" (TGR), ICML 2024.
     """
 
-    def __init__(self, learner: Learner, config: GroupRegularizationConfig | None = None) -> None:
-        if not isinstance(learner, Learner):
-            raise TypeError(f"learner must be a dfml.meta.Learner (MAML, ProtoNet...), got {type(learner).__name__}")
-        self.learner = learner
+    def __init__(self, config: GroupRegularizationConfig | None = None) -> None:
+        if config is not None and not isinstance(config, GroupRegularizationConfig):
+            raise TypeError(f"config must be a GroupRegularizationConfig, got {type(config).__name__}")
         self.config = config or GroupRegularizationConfig()
 
-    def gradient(self, tasks: Sequence[Task]) -> tuple[Params, dict[str, float]]:
+    def gradient(self, learner: Learner, tasks: Sequence[Task]) -> tuple[Params, dict[str, float]]:
         """The regularised meta-gradient and its metrics (see ``group_regularized_gradient``)."""
-        return group_regularized_gradient(self.learner.task_loss, self.learner.params(), tasks, beta=self.config.beta)
+        check_learner(learner)
+        return group_regularized_gradient(learner.task_loss, learner.params(), tasks, beta=self.config.beta)
 
-    def meta_step(self, tasks: Sequence[Task], optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    def __call__(self, learner: Learner, tasks: Sequence[Task], optimizer: torch.optim.Optimizer) -> dict[str, float]:
         """Write the regularised meta-gradient into ``.grad`` and step ``optimizer``.
 
         Parameters outside ``learner.params()`` (MAML's learnt inner rates) get no gradient.
 
+        Args:
+            learner: the meta-learner.
+            tasks: the group.
+            optimizer: over ``learner.parameters()``.
+
         Returns:
             ``{"loss", "acc", "grad_disagreement", "group_penalty"}``.
         """
-        update, metrics = self.gradient(tasks)
-        apply_meta_gradient(self.learner.params(), update, optimizer)
+        update, metrics = self.gradient(learner, tasks)
+        apply_meta_gradient(learner.params(), update, optimizer)
         return metrics
+
+    def __repr__(self) -> str:
+        return f"GroupRegularization({self.config})"

@@ -25,6 +25,7 @@ __all__ = [
     "TaskObjective",
     "apply_meta_gradient",
     "as_objective",
+    "check_learner",
     "check_tasks",
     "leaves",
     "mean_metrics",
@@ -45,6 +46,15 @@ def as_objective(source: Learner | TaskObjective) -> TaskObjective:
     raise TypeError(
         f"expected a dfml Learner or a callable objective(params, task) -> loss, got {type(source).__name__}"
     )
+
+
+def check_learner(learner: object) -> Learner:
+    """``learner`` itself, checked to be a dfml ``Learner``."""
+    if not isinstance(learner, Learner):
+        raise TypeError(
+            f"learner must be a dfml.meta.Learner (MAML, ProtoNet, DistillationMAML...), got {type(learner).__name__}"
+        )
+    return learner
 
 
 def check_tasks(tasks: Sequence[Task]) -> list[Task]:

@@ -101,7 +101,7 @@ def test_one_task_one_step_is_plain_sgd_and_the_meta_step_is_reptile() -> None:
     maml, (t1, _) = mlp_objective()
     reference = copy.deepcopy(maml.network)
     lr, eps = 0.1, 0.5
-    align = GradientAlignment(maml, AlignmentConfig(task_lr=lr, task_steps=3))
+    align = GradientAlignment(AlignmentConfig(task_lr=lr, task_steps=3))
     # Reptile by hand: three SGD steps on the task, then theta <- theta + eps (phi - theta).
     fast = copy.deepcopy(reference)
     opt_fast = torch.optim.SGD(fast.parameters(), lr=lr)
@@ -109,13 +109,13 @@ def test_one_task_one_step_is_plain_sgd_and_the_meta_step_is_reptile() -> None:
         opt_fast.zero_grad()
         F.cross_entropy(fast(t1.query_x), t1.query_y).backward()
         opt_fast.step()
-    metrics = align.meta_step([t1], torch.optim.SGD(maml.network.parameters(), lr=eps))
+    metrics = align(maml, [t1], torch.optim.SGD(maml.network.parameters(), lr=eps))
     for p, p0, phi in zip(maml.network.parameters(), reference.parameters(), fast.parameters()):
         torch.testing.assert_close(p.detach(), p0 + eps * (phi - p0), rtol=1e-12, atol=1e-14)
     assert set(metrics) == {"loss", "acc", "displacement_norm"}
 
     plain = MAML(copy.deepcopy(reference), inner_steps=0)
-    delta, _ = GradientAlignment(plain, AlignmentConfig(task_lr=lr)).displacement([t1])
+    delta, _ = GradientAlignment(AlignmentConfig(task_lr=lr)).displacement(plain, [t1])
     grads = torch.autograd.grad(F.cross_entropy(reference(t1.query_x), t1.query_y), list(reference.parameters()))
     for d, g in zip(delta.values(), grads):
         torch.testing.assert_close(d, lr * g, rtol=1e-12, atol=1e-14)
@@ -123,10 +123,10 @@ def test_one_task_one_step_is_plain_sgd_and_the_meta_step_is_reptile() -> None:
 
 def test_normalize_hands_the_optimizer_the_displacement_over_lr_steps_and_tasks() -> None:
     maml, tasks = mlp_objective()
-    align = GradientAlignment(maml, AlignmentConfig(task_lr=0.05, task_steps=2, normalize=True))
-    delta, _ = align.displacement(tasks)
+    align = GradientAlignment(AlignmentConfig(task_lr=0.05, task_steps=2, normalize=True))
+    delta, _ = align.displacement(maml, tasks)
     opt = torch.optim.SGD(maml.parameters(), lr=0.0)
-    align.meta_step(tasks, opt)
+    align(maml, tasks, opt)
     for k, p in maml.params().items():
         torch.testing.assert_close(p.grad, delta[k] / (0.05 * 2 * 2), rtol=1e-12, atol=1e-14)
 
@@ -135,7 +135,7 @@ def test_the_walk_over_a_second_order_maml_objective_leaves_learnt_rates_without
     maml, tasks = mlp_objective()
     learner = MAML(maml.network, inner_steps=1, inner_lr=0.3, learn_inner_lr=True)
     before = {k: v.detach().clone() for k, v in learner.params().items()}
-    metrics = GradientAlignment(learner).meta_step(tasks, torch.optim.SGD(learner.parameters(), lr=1.0))
+    metrics = GradientAlignment()(learner, tasks, torch.optim.SGD(learner.parameters(), lr=1.0))
     assert learner.inner_lrs.grad is None
     assert any(not torch.equal(before[k], v) for k, v in learner.params().items())
     assert {"loss", "acc", "grad_dot", "displacement_norm"} <= set(metrics)
@@ -156,7 +156,10 @@ def test_bad_settings_raise(kwargs: dict, match: str) -> None:
 
 def test_bad_inputs_raise() -> None:
     maml, _ = mlp_objective()
+    opt = torch.optim.SGD(maml.parameters(), lr=0.1)
     with pytest.raises(TypeError, match="learner must be a dfml.meta.Learner"):
-        GradientAlignment(maml.network)  # type: ignore[arg-type]
+        GradientAlignment()(maml.network, [], opt)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="config must be an AlignmentConfig, got dict"):
+        GradientAlignment({"task_lr": 0.1})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="empty meta-batch"):
-        GradientAlignment(maml).meta_step([], torch.optim.SGD(maml.parameters(), lr=0.1))
+        GradientAlignment()(maml, [], opt)

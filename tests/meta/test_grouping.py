@@ -98,9 +98,8 @@ def test_beta_zero_steps_with_the_plain_maml_meta_gradient() -> None:
     learner, tasks = mlp_learner(1), mlp_tasks(2)
     expected = torch.autograd.grad(learner.meta_loss(tasks)[0], list(learner.params().values()))
     loss, base = learner.meta_loss(tasks)
-    metrics = GroupRegularization(learner, GroupRegularizationConfig(beta=0.0)).meta_step(
-        tasks, torch.optim.SGD(learner.parameters(), lr=0.0)
-    )
+    update = GroupRegularization(GroupRegularizationConfig(beta=0.0))
+    metrics = update(learner, tasks, torch.optim.SGD(learner.parameters(), lr=0.0))
     for p, e in zip(learner.params().values(), expected):
         torch.testing.assert_close(p.grad, e, rtol=1e-12, atol=1e-14)
     assert metrics["loss"] == pytest.approx(base["loss"], rel=1e-12)
@@ -116,6 +115,9 @@ def test_bad_beta_raises(beta: float) -> None:
         group_regularized_gradient(mlp_learner(0).task_loss, mlp_learner(0).params(), mlp_tasks(1), beta=beta)
 
 
-def test_a_non_learner_raises() -> None:
+def test_a_non_learner_or_a_wrong_config_raises() -> None:
+    layer = nn.Linear(2, 2)
     with pytest.raises(TypeError, match="learner must be a dfml.meta.Learner"):
-        GroupRegularization(nn.Linear(2, 2))  # type: ignore[arg-type]
+        GroupRegularization()(layer, mlp_tasks(1), torch.optim.SGD(layer.parameters()))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="config must be a GroupRegularizationConfig, got float"):
+        GroupRegularization(0.1)  # type: ignore[arg-type]
