@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call
 
 from ..types import Task
 
@@ -30,13 +30,13 @@ def _inputs_labels(data: Data) -> tuple[Tensor, Tensor]:
     raise TypeError(f"data must be a dfml.Task or a pair (inputs, labels), got {type(data).__name__}")
 
 
-def fisher_embedding(probe: nn.Module, data: Data, *, kind: str = "empirical", chunk_size: int = 64) -> Tensor:
+def fisher_embedding(probe: nn.Module, data: Data, *, kind: str = "empirical") -> Tensor:
     """Diagonal Fisher information of ``probe`` on ``data``: one task's embedding.
 
     ``F = mean_i E_y [ (d/dtheta log p_theta(y | x_i))^2 ]`` over the probe's parameters, where
     ``y`` is the given label (``kind="empirical"``) or ranges over all classes weighted by the
     probe's own predictive probabilities (``kind="expected"``, the true Fisher, computed exactly
-    without sampling). Per-example gradients come from ``torch.func`` (``vmap`` of ``grad``).
+    without sampling: ``n_classes`` backward passes per example).
 
     The probe runs in eval mode (BatchNorm uses its running statistics; its mode is restored
     afterwards); it is not modified. It is the caller's: dfml never downloads one.
@@ -45,7 +45,6 @@ def fisher_embedding(probe: nn.Module, data: Data, *, kind: str = "empirical", c
         probe: a classifier whose output ``[N, n_classes]`` covers every label in ``data``.
         data: a :class:`Task` (support and query sets together) or ``(inputs [N, ...], labels [N])``.
         kind: ``"empirical"`` or ``"expected"``.
-        chunk_size: examples per ``vmap`` chunk (bounds memory).
 
     Returns:
         ``[n_params]``: the diagonal, all of ``probe.named_parameters()`` flattened and concatenated
@@ -59,40 +58,46 @@ def fisher_embedding(probe: nn.Module, data: Data, *, kind: str = "empirical", c
     if kind not in ("empirical", "expected"):
         raise ValueError(f"kind must be 'empirical' or 'expected', got {kind!r}")
     x, y = _inputs_labels(data)
-    params = {k: v.detach() for k, v in probe.named_parameters()}
+    params = {k: v.detach().requires_grad_(True) for k, v in probe.named_parameters()}
     if not params:
         raise ValueError(f"probe {type(probe).__name__} has no parameters to take a Fisher embedding of")
-    device = next(iter(params.values())).device
+    if x.shape[0] == 0:
+        raise ValueError("data has no examples; pass the model's recovered inputs and labels (N >= 1)")
+    first = next(iter(params.values()))
     buffers = dict(probe.named_buffers())
-    x, y = x.to(device), y.to(device=device, dtype=torch.long)
-
-    def log_lik(p: dict[str, Tensor], xi: Tensor, yi: Tensor) -> Tensor:
-        logits = functional_call(probe, (p, buffers), (xi.unsqueeze(0),))
-        return F.log_softmax(logits, dim=-1)[0, yi]
-
-    per_example = vmap(grad(log_lik), in_dims=(None, 0, 0), chunk_size=chunk_size)
+    x = x.to(first.device, dtype=first.dtype if x.is_floating_point() else None)
+    y = y.to(device=first.device, dtype=torch.long)
     was_training = probe.training
     probe.eval()
     try:
-        with torch.no_grad():
-            logits = probe(x)
-        if y.numel() and not (0 <= int(y.min()) and int(y.max()) < logits.shape[-1]):
-            raise ValueError(
-                f"labels span {int(y.min())}..{int(y.max())} but the probe has {logits.shape[-1]} outputs; "
-                "give the probe a head with at least max(label) + 1 outputs"
-            )
-        if kind == "empirical":
-            xs, ys, w = x, y, torch.full((x.shape[0],), 1.0, dtype=logits.dtype, device=device)
-        else:
-            n_classes = logits.shape[-1]
-            xs = x.repeat_interleave(n_classes, dim=0)
-            ys = torch.arange(n_classes, device=device).repeat(x.shape[0])
-            w = torch.softmax(logits, dim=-1).reshape(-1)
-        grads = per_example(params, xs, ys)
+        with torch.enable_grad():
+            total = _squared_grads(probe, params, buffers, x, y, kind)
     finally:
         probe.train(was_training)
-    flat = torch.cat([g.reshape(g.shape[0], -1) for g in grads.values()], dim=1)
-    return (w[:, None] * flat.pow(2)).sum(0) / x.shape[0]
+    return total / x.shape[0]
+
+
+def _squared_grads(
+    probe: nn.Module, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor, y: Tensor, kind: str
+) -> Tensor:
+    # One backward pass per (example, class): plain autograd, no torch.func transforms (their
+    # first call costs seconds), fine for the few hundred examples recovered per model.
+    leaves = list(params.values())
+    total = torch.cat([torch.zeros_like(v).reshape(-1) for v in leaves])
+    for xi, yi in zip(x, y):
+        log_p = F.log_softmax(functional_call(probe, (params, buffers), (xi.unsqueeze(0),))[0], dim=-1)
+        if not 0 <= int(yi) < log_p.shape[0]:
+            raise ValueError(
+                f"label {int(yi)} is out of range for a probe with {log_p.shape[0]} outputs; "
+                "give the probe a head with at least max(label) + 1 outputs"
+            )
+        classes = [int(yi)] if kind == "empirical" else range(log_p.shape[0])
+        probs = log_p.detach().exp()
+        for c in classes:
+            grads = torch.autograd.grad(log_p[c], leaves, retain_graph=True, allow_unused=True)
+            flat = torch.cat([(torch.zeros_like(v) if g is None else g).reshape(-1) for v, g in zip(leaves, grads)])
+            total += (1.0 if kind == "empirical" else probs[c]) * flat.pow(2)
+    return total
 
 
 def fisher_embeddings(probe: nn.Module, datas: Sequence[Data], **kwargs: object) -> Tensor:

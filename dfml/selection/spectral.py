@@ -15,7 +15,9 @@ def _as_affinity(affinity: Tensor | np.ndarray) -> np.ndarray:
     if a.ndim != 2 or a.shape[0] != a.shape[1]:
         raise ValueError(f"affinity must be a square matrix [n, n], got shape {a.shape}")
     if not np.all(np.isfinite(a)) or (a < 0).any():
-        raise ValueError("affinity must be finite and non-negative; e.g. use 1 - cosine similarity for Fisher embeddings")
+        raise ValueError(
+            "affinity must be finite and non-negative; e.g. use 1 - cosine similarity for Fisher embeddings"
+        )
     if not np.allclose(a, a.T, atol=1e-8):
         raise ValueError("affinity must be symmetric; symmetrise it with (A + A.T) / 2")
     return a

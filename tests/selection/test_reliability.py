@@ -25,7 +25,13 @@ def gen(seed: int = 0) -> torch.Generator:
 
 @pytest.mark.parametrize(
     ("ids", "prob"),
-    [([1], 2 / 6), ([2, 0, 1], 3 / 6 * 1 / 3), ([0, 2], 1 / 6 * 3 / 5), ([1, 2], 2 / 6 * 3 / 4), ([2, 1, 0], 3 / 6 * 2 / 3)],
+    [
+        ([1], 2 / 6),
+        ([2, 0, 1], 3 / 6 * 1 / 3),
+        ([0, 2], 1 / 6 * 3 / 5),
+        ([1, 2], 2 / 6 * 3 / 4),
+        ([2, 1, 0], 3 / 6 * 2 / 3),
+    ],
 )
 def test_plackett_luce_log_prob_matches_hand_values_for_three_models(ids: list[int], prob: float) -> None:
     assert plackett_luce_log_prob(LOG123, ids).item() == pytest.approx(math.log(prob), abs=1e-12)
@@ -91,16 +97,16 @@ def test_entropy_bonus_follows_the_hand_derived_entropy_gradient() -> None:
 @pytest.mark.parametrize(("n", "noise"), [(1, 0.0), (2, 0.5), (3, 0.5)])
 def test_weigher_moves_most_weight_onto_trustworthy_models_in_a_bandit(n: int, noise: float) -> None:
     bad = {0, 3, 5, 8}
-    w = ReliabilityWeigher(10, lr=0.05)
+    w = ReliabilityWeigher(10, lr=0.05, log_weights=False)
     g = gen(1)
-    for _ in range(300):
+    for _ in range(200):  # > 0.93 for seeds 1-3 in every case
         ids = w.select(n, g)
         reward = sum(i not in bad for i in ids) / n + noise * float(torch.randn((), generator=g))
         w.update(ids, reward)
     good_weight = float(sum(w.weights()[i] for i in range(10) if i not in bad))
     assert good_weight > 0.8
     hist = w.history()
-    assert hist.shape == (300, 10)
+    assert hist.shape == (200, 10)
     torch.testing.assert_close(hist[-1], w.weights())
     assert float(hist[0, [i for i in range(10) if i not in bad]].sum()) < good_weight
 
