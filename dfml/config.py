@@ -67,6 +67,26 @@ def apply_overrides(cfg: C, overrides: list[str] | None) -> C:
     return cfg
 
 
+def apply_mapping(cfg: C, mapping: dict[str, Any], where: str = "") -> C:
+    """Apply a nested mapping of field values (as read from a YAML preset) to a dataclass.
+
+    Sections are merged field by field, so a preset names only what it changes.
+
+    Raises:
+        ValueError: a key that is not a field (the message lists the valid fields).
+    """
+    if not isinstance(mapping, dict):
+        raise ValueError(f"config section {where or '<top>'!r} must be a mapping, got {type(mapping).__name__}")
+    for key, value in mapping.items():
+        full = f"{where}.{key}" if where else str(key)
+        child = getattr(cfg, key, None) if key in {f.name for f in dataclasses.fields(cfg)} else None
+        if isinstance(value, dict) and dataclasses.is_dataclass(child):
+            cfg = dataclasses.replace(cfg, **{key: apply_mapping(child, value, full)})
+        else:
+            cfg = _set(cfg, [key], value, full)
+    return cfg
+
+
 def _set(cfg: Any, path: list[str], value: Any, full: str) -> Any:
     names = [f.name for f in dataclasses.fields(cfg)]
     head = path[0]

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..meta.distill import attach_teacher_logits
 from ..memory import MetaBatchMix, TaskMemory, build_meta_batch, plan_meta_batch
 from ..pool import ModelPool
 from ..selection import Selector, UniformSelector, improvement_reward
@@ -102,6 +103,10 @@ class DataFreeStream:
         learner: the meta-learner; needed for the held-out reward (its ``loss`` and ``params``).
         student: called each step to get the ``student`` argument of ``invert`` (boundary terms,
             harder episodes); ``None`` passes no student.
+        teacher_logits: attach the teacher's logits on every new task's inputs (for distilling
+            learners, see :func:`~dfml.meta.distill.attach_teacher_logits`); the teacher used is
+            the inverter's ``query_teacher(teacher)`` when it has one (a black-box inverter's
+            counted wrapper), else the teacher itself.
         device: where teachers run and tasks are made.
     """
 
@@ -116,6 +121,7 @@ class DataFreeStream:
         mix: MetaBatchMix | None = None,
         learner: nn.Module | None = None,
         student: Callable[[], Any] | None = None,
+        teacher_logits: bool = False,
         device: torch.device | str = "cpu",
     ) -> None:
         if not hasattr(inverter, "invert"):
@@ -135,6 +141,7 @@ class DataFreeStream:
         self.mix = mix or MetaBatchMix()
         self.learner = learner
         self.student = student
+        self.teacher_logits = teacher_logits
         self.device = torch.device(device)
         self._teachers: OrderedDict[int, nn.Module] = OrderedDict()
         self.recent: dict[int, Task] = {}  # the last task recovered from each model (held-out reward tasks)
@@ -167,9 +174,14 @@ class DataFreeStream:
                 f"pool model {i} has {n_classes} classes, fewer than n_way={cfg.n_way}; lower n_way or use "
                 "a pool whose models have at least n_way classes"
             )
+        labels = list(range(n_classes))
         if n_classes > cfg.n_way:
             labels = torch.randperm(n_classes, generator=generator)[: cfg.n_way].tolist()
             task = restrict_task(task, labels)
+        if self.teacher_logits:
+            teacher = self.teacher(i)
+            query = getattr(self.inverter, "query_teacher", None)
+            task = attach_teacher_logits(task, query(teacher, i) if query is not None else teacher, columns=labels)
         extra = dict(task.source.extra) if task.source else {}
         extra.setdefault("dataset", entry.dataset)
         return replace(task, source=replace(task.source, step=step, extra=extra))

@@ -1,0 +1,183 @@
+"""The data-free training recipe builder: one function assembles every paper's loop from a config.
+
+A paper recipe (``purer``, ``bidf_mkd``, ``robust``, ``free``, ``tgr``) is a preset of
+:class:`DataFreeConfig` (``dfml/recipes/presets/<name>.yaml``) plus :func:`train_datafree`:
+pick the inverter, the model selector, the task memory and its mix, the learner and the
+meta-update, hand them to :class:`~dfml.meta.pipeline.DataFreeStream` and the one
+:class:`~dfml.meta.trainer.MetaTrainer` loop, and return the meta-model selected on
+meta-validation.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..inversion import PixelInversionConfig, PixelInverter
+from ..memory import MemoryConfig, MetaBatchMix, TaskMemory
+from ..meta import (
+    MAML,
+    AlignmentConfig,
+    DistillationConfig,
+    DistillationMAML,
+    GradientAlignment,
+    GroupRegularization,
+    GroupRegularizationConfig,
+)
+from ..meta.pipeline import DataFreeStream, StreamConfig
+from ..meta.trainer import MetaTrainer
+from ..models.norm import use_batch_stats
+from ..selection import GroupSelector, ReliabilityConfig, ReliabilityWeigher, Selector, UniformSelector
+from ..selection.fisher import fisher_embeddings
+from .base import RecipeContext
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DataFreeConfig", "INVERTERS", "LEARNERS", "SELECTORS", "UPDATES", "train_datafree"]
+
+INVERTERS = ("pixel",)
+SELECTORS = ("uniform", "reliability", "group")
+LEARNERS = ("maml", "distill")
+UPDATES = ("maml", "alignment", "grouping")
+
+
+@dataclass(frozen=True)
+class DataFreeConfig:
+    """The parts of a data-free meta-training loop (each recipe's preset sets some of them).
+
+    Attributes:
+        inverter: how tasks are recovered (``pixel``; more as they are added to ``INVERTERS``).
+        pixel: settings of the pixel inverter.
+        selector: ``uniform``, ``reliability`` (REINFORCE weigher) or ``group`` (TGR groups of
+            dissimilar models).
+        reliability: the weigher's settings.
+        n_groups: number of model groups for ``group``.
+        models_per_step: models inverted per step (``0``: as many as the meta-batch needs).
+        memory: keep recovered tasks in a task memory (required by memory/interpolated mixes).
+        memory_config: its capacity.
+        mix: new / memory / interpolated tasks per meta-batch and the interpolation settings.
+        reward: ``heldout`` (data-free reward for a learning selector) or ``none``.
+        learner: ``maml`` (query cross-entropy) or ``distill`` (bi-level KD on teacher outputs).
+        distill: settings of the distilling learner.
+        update: ``maml`` (the learner's meta-step), ``alignment`` (implicit gradient alignment) or
+            ``grouping`` (task-group gradient regularisation).
+        alignment, grouping: their settings.
+    """
+
+    inverter: str = "pixel"
+    pixel: PixelInversionConfig = field(default_factory=PixelInversionConfig)
+    selector: str = "uniform"
+    reliability: ReliabilityConfig = field(default_factory=ReliabilityConfig)
+    n_groups: int = 2
+    memory: bool = False
+    memory_config: MemoryConfig = field(default_factory=MemoryConfig)
+    mix: MetaBatchMix = field(default_factory=MetaBatchMix)
+    reward: str = "heldout"
+    learner: str = "maml"
+    distill: DistillationConfig = field(default_factory=DistillationConfig)
+    update: str = "maml"
+    alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
+    grouping: GroupRegularizationConfig = field(default_factory=GroupRegularizationConfig)
+
+    def __post_init__(self) -> None:
+        for name, choices in (("inverter", INVERTERS), ("selector", SELECTORS), ("learner", LEARNERS),
+                              ("update", UPDATES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"datafree.{name} must be one of {choices}, got {getattr(self, name)!r}")
+        if (self.mix.memory > 0 or self.mix.interpolated > 0) and not self.memory:
+            raise ValueError(
+                "datafree.mix asks for memory/interpolated tasks but datafree.memory is false; set datafree.memory=true"
+            )
+        if self.n_groups < 1:
+            raise ValueError(f"datafree.n_groups must be >= 1, got {self.n_groups}")
+
+
+def build_inverter(cfg: DataFreeConfig, ctx: RecipeContext) -> Any:
+    """The inverter named by ``cfg.inverter``."""
+    if cfg.inverter == "pixel":
+        return PixelInverter(ctx.input_shape, cfg.pixel)
+    raise AssertionError(cfg.inverter)  # pragma: no cover - guarded by DataFreeConfig
+
+
+def build_learner(cfg: DataFreeConfig, ctx: RecipeContext, model: nn.Module) -> nn.Module:
+    """The meta-learner wrapping ``model``."""
+    tr = ctx.train
+    if cfg.learner == "distill":
+        return DistillationMAML(model, cfg.distill)
+    return MAML(model, inner_steps=tr.inner_steps, inner_lr=tr.inner_lr, first_order=tr.first_order)
+
+
+def build_selector(cfg: DataFreeConfig, ctx: RecipeContext, inverter: Any, device: torch.device) -> Selector:
+    """The model selector; ``group`` first recovers one task per model to embed the pool (TGR)."""
+    n = len(ctx.pool)
+    if cfg.selector == "reliability":
+        return ReliabilityWeigher(n, cfg.reliability)
+    if cfg.selector == "group":
+        return _group_selector(cfg, ctx, inverter, device)
+    return UniformSelector(n)
+
+
+def _group_selector(cfg: DataFreeConfig, ctx: RecipeContext, inverter: Any, device: torch.device) -> Selector:
+    # Task space: the diagonal Fisher of a probe network on each model's recovered data. The probe
+    # is a fresh, seeded meta-model of the pool's architecture: built from the pool, never downloaded.
+    tr = ctx.train
+    generator = torch.Generator().manual_seed(tr.seed + 7)
+    probe = use_batch_stats(ctx.build_meta_model(tr.seed + 7)).to(device)
+    tasks = []
+    for i in range(len(ctx.pool)):
+        teacher = ctx.pool.load(i, device=device)
+        tasks.append(inverter.invert(teacher, tr.n_shot, tr.n_query, generator, model_id=i,
+                                     classes=tuple(ctx.pool.entry(i).class_ids)))
+    embeddings = fisher_embeddings(probe, tasks)
+    groups = min(cfg.n_groups, len(ctx.pool))
+    selector = GroupSelector.from_embeddings(embeddings, groups, seed=tr.seed)
+    ctx.info["groups"] = selector.groups
+    return selector
+
+
+def build_update(cfg: DataFreeConfig) -> Any:
+    """The meta-update (``None``: the learner's own meta-step)."""
+    if cfg.update == "alignment":
+        return GradientAlignment(cfg.alignment)
+    if cfg.update == "grouping":
+        return GroupRegularization(cfg.grouping)
+    return None
+
+
+def train_datafree(ctx: RecipeContext, cfg: DataFreeConfig) -> nn.Module:
+    """Assemble and run the data-free loop described by ``cfg``; returns the selected meta-model."""
+    tr = ctx.train
+    device = torch.device(ctx.device)
+    model = use_batch_stats(ctx.build_meta_model(tr.seed))
+    learner = build_learner(cfg, ctx, model)
+    inverter = build_inverter(cfg, ctx)
+    selector = build_selector(cfg, ctx, inverter, device)
+    stream = DataFreeStream(
+        ctx.pool,
+        inverter,
+        StreamConfig(n_way=tr.n_way, n_shot=tr.n_shot, n_query=tr.n_query, meta_batch_size=tr.meta_batch_size,
+                     reward=cfg.reward if cfg.selector == "reliability" else "none"),
+        selector=selector,
+        memory=TaskMemory(cfg.memory_config, device=device) if cfg.memory else None,
+        mix=cfg.mix,
+        learner=learner,
+        teacher_logits=cfg.learner == "distill",
+        device=device,
+    )
+    trainer = MetaTrainer(model, stream, ctx.val_tasks, tr, run=ctx.run, device=device, learner=learner,
+                          update=build_update(cfg))
+
+    def progress(step: int, record: dict) -> None:
+        if ctx.progress is not None:
+            ctx.progress("train", step, tr.steps, record)
+
+    ctx.info.update(trainer.fit(progress))
+    ctx.info["inversion_cost"] = stream.cost
+    if isinstance(selector, ReliabilityWeigher):
+        ctx.info["reliability_weights"] = selector.weights().tolist()
+        ctx.info["trust"] = [e.trust for e in ctx.pool.entries]
+    return trainer.model
