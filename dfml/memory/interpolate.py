@@ -153,18 +153,14 @@ class MixedInputs(Tensor):
 def _cat(tensors: Sequence[Tensor], dim: int = 0) -> MixedInputs:
     """``torch.cat`` of MixedInputs that share ``lam`` and ``layer`` (ProtoNet embeds support and query at once)."""
     parts = list(tensors)
-    if not all(isinstance(t, MixedInputs) for t in parts) or len({(t.lam, t.layer) for t in parts}) != 1:  # type: ignore[union-attr]
+    mixed = [t for t in parts if isinstance(t, MixedInputs)]
+    if len(mixed) != len(parts) or len({(t.lam, t.layer) for t in mixed}) != 1:
         raise TypeError(
             "torch.cat of MixedInputs needs MixedInputs only, all with the same lam and layer (the support and "
             "query of one interpolated task)"
         )
-    first: MixedInputs = parts[0]  # type: ignore[assignment]
-    return MixedInputs(
-        torch.cat([t.inputs for t in parts], dim),  # type: ignore[union-attr]
-        torch.cat([t.partner for t in parts], dim),  # type: ignore[union-attr]
-        first.lam,
-        first.layer,
-    )
+    inputs, partner = torch.cat([t.inputs for t in mixed], dim), torch.cat([t.partner for t in mixed], dim)
+    return MixedInputs(inputs, partner, mixed[0].lam, mixed[0].layer)
 
 
 def _strip(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
