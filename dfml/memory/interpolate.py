@@ -36,7 +36,16 @@ _METADATA: set[Callable[..., Any]] = {
     Tensor.__len__,
 }
 # Tensor methods applied to both the inputs and the partner inputs.
-_MOVES: set[Callable[..., Any]] = {Tensor.to, Tensor.cpu, Tensor.detach, Tensor.clone, Tensor.contiguous}
+_MOVES: set[Callable[..., Any]] = {
+    Tensor.to,
+    Tensor.cpu,
+    Tensor.cuda,
+    Tensor.float,
+    Tensor.double,
+    Tensor.detach,
+    Tensor.clone,
+    Tensor.contiguous,
+}
 
 
 class MixedInputs(Tensor):
@@ -47,7 +56,7 @@ class MixedInputs(Tensor):
     forward, and ProtoNet) calls :meth:`dfml_forward`, which computes
     ``h = lam * f(inputs) + (1 - lam) * f(partner)`` where ``f`` is the encoder up to ``layer``
     (each branch normalised with its own batch statistics), then the rest of the network on ``h``.
-    Metadata (shape, dtype, device), moves (``to``, ``cpu``, ``clone``, ``detach``) and ``torch.cat``
+    Metadata (shape, dtype, device), moves (``to``, ``cpu``, ``cuda``, ``clone``, ``detach``...) and ``torch.cat``
     of MixedInputs with the same ``lam`` and ``layer`` act on both tensors; any other use as a
     tensor raises ``TypeError`` rather than silently training on ``inputs``.
 
