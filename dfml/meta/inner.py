@@ -31,6 +31,11 @@ def functional_forward(
     Names missing from ``params``/``buffers`` fall back to the module's own tensors, so a partial
     dict (e.g. only the head) is allowed.
 
+    Hook: an input that defines ``x.dfml_forward(model, params, buffers) -> Tensor`` computes the
+    forward itself (``dfml.memory.MixedInputs`` mixes hidden features of two tasks this way), so
+    every learner built on this function (MAML's inner loop and query forward, ProtoNet) trains
+    on it unchanged. Plain tensors go straight to ``functional_call``.
+
     Args:
         model: the network; it is not modified.
         params: fast weights, name -> tensor, as in ``model.named_parameters()``.
@@ -40,6 +45,9 @@ def functional_forward(
     Returns:
         The model's output, e.g. logits ``[B, n_classes]``.
     """
+    custom = getattr(x, "dfml_forward", None)
+    if custom is not None:
+        return custom(model, params, buffers)
     return functional_call(model, (dict(params), dict(buffers or {})), (x,))
 
 
