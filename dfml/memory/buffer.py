@@ -15,7 +15,8 @@ from .interpolate import interpolate, sample_lambda
 __all__ = ["ClassKey", "MemoryConfig", "TaskMemory"]
 
 ClassKey = tuple[Hashable, int]
-"""``(dataset, class_id)``; ``dataset`` is ``task.source.extra["dataset"]`` or ``None``."""
+"""``(dataset, class_id)``; ``dataset`` is ``task.source.extra["dataset"]`` or ``None`` (use a ``str``
+or ``None`` so that ``state_dict`` loads with ``torch.load(..., weights_only=True)``)."""
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -271,9 +272,9 @@ class TaskMemory:
         a = self.sample(n_way, n_shot, n_query, generator)
         b = self.sample(n_way, n_shot, n_query, generator)
         lam = sample_lambda(alpha, generator)
-        if isinstance(layer, Sequence):
+        if level == "feature" and isinstance(layer, Sequence):
             layer = int(layer[int(torch.randint(len(layer), (1,), generator=generator))])
-        return interpolate(a, b, lam, level=level, layer=layer)
+        return interpolate(a, b, lam, level=level, layer=layer)  # type: ignore[arg-type]
 
     interpolate = staticmethod(interpolate)
 

@@ -36,7 +36,16 @@ _METADATA: set[Callable[..., Any]] = {
     Tensor.__len__,
 }
 # Tensor methods applied to both the inputs and the partner inputs.
-_MOVES: set[Callable[..., Any]] = {Tensor.to, Tensor.cpu, Tensor.detach, Tensor.clone, Tensor.contiguous}
+_MOVES: set[Callable[..., Any]] = {
+    Tensor.to,
+    Tensor.cpu,
+    Tensor.cuda,
+    Tensor.float,
+    Tensor.double,
+    Tensor.detach,
+    Tensor.clone,
+    Tensor.contiguous,
+}
 
 
 class MixedInputs(Tensor):
@@ -47,7 +56,7 @@ class MixedInputs(Tensor):
     forward, and ProtoNet) calls :meth:`dfml_forward`, which computes
     ``h = lam * f(inputs) + (1 - lam) * f(partner)`` where ``f`` is the encoder up to ``layer``
     (each branch normalised with its own batch statistics), then the rest of the network on ``h``.
-    Metadata (shape, dtype, device), moves (``to``, ``cpu``, ``clone``, ``detach``) and ``torch.cat``
+    Metadata (shape, dtype, device), moves (``to``, ``cpu``, ``cuda``, ``clone``, ``detach``...) and ``torch.cat``
     of MixedInputs with the same ``lam`` and ``layer`` act on both tensors; any other use as a
     tensor raises ``TypeError`` rather than silently training on ``inputs``.
 
@@ -153,18 +162,14 @@ class MixedInputs(Tensor):
 def _cat(tensors: Sequence[Tensor], dim: int = 0) -> MixedInputs:
     """``torch.cat`` of MixedInputs that share ``lam`` and ``layer`` (ProtoNet embeds support and query at once)."""
     parts = list(tensors)
-    if not all(isinstance(t, MixedInputs) for t in parts) or len({(t.lam, t.layer) for t in parts}) != 1:  # type: ignore[union-attr]
+    mixed = [t for t in parts if isinstance(t, MixedInputs)]
+    if len(mixed) != len(parts) or len({(t.lam, t.layer) for t in mixed}) != 1:
         raise TypeError(
             "torch.cat of MixedInputs needs MixedInputs only, all with the same lam and layer (the support and "
             "query of one interpolated task)"
         )
-    first: MixedInputs = parts[0]  # type: ignore[assignment]
-    return MixedInputs(
-        torch.cat([t.inputs for t in parts], dim),  # type: ignore[union-attr]
-        torch.cat([t.partner for t in parts], dim),  # type: ignore[union-attr]
-        first.lam,
-        first.layer,
-    )
+    inputs, partner = torch.cat([t.inputs for t in mixed], dim), torch.cat([t.partner for t in mixed], dim)
+    return MixedInputs(inputs, partner, mixed[0].lam, mixed[0].layer)
 
 
 def _strip(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:

@@ -1,4 +1,4 @@
-"""Fixtures: tiny tasks whose inputs encode their own provenance: ``x[:, 0]`` class id, ``x[:, 1]`` model, ``x[:, 2]`` step."""
+"""Fixtures: tiny tasks, inputs encoding their provenance (``x[:, 0]`` class, ``x[:, 1]`` model, ``x[:, 2]`` step)."""
 
 from __future__ import annotations
 

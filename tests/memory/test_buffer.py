@@ -68,8 +68,8 @@ def test_sample_has_the_task_shape_labels_and_provenance(tagged_task):
         assert x[:, 0].tolist() == [float(src.classes[int(k)]) for k in y]  # label k is class classes[k]
         assert x[:, 1].long().tolist() == src.extra[f"{split}_model_ids"].tolist()
         assert x[:, 2].long().tolist() == src.extra[f"{split}_steps"].tolist()
-    rows = torch.cat([task.support_x[:, 3] + 1000 * task.support_x[:, 1], task.query_x[:, 3] + 1000 * task.query_x[:, 1]])
-    rows = rows + 10000 * torch.cat([task.support_x[:, 0], task.query_x[:, 0]])
+    x = torch.cat([task.support_x, task.query_x])
+    rows = x[:, 3] + 1000 * x[:, 1] + 10000 * x[:, 0]  # (row index, model, class) identify an example
     assert rows.unique().numel() == 15  # no example drawn twice
 
 
