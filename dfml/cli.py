@@ -23,8 +23,8 @@ import torch
 from tqdm import tqdm
 
 from . import __version__
-from .config import apply_overrides, from_dict, load_yaml
-from .experiment import ExperimentConfig, run_experiment
+from .config import apply_overrides, load_yaml
+from .experiment import ExperimentConfig, experiment_config, run_experiment
 
 log = logging.getLogger("dfml")
 
@@ -143,7 +143,7 @@ def _print_pool(pool: Any, show_all: bool = False) -> None:
 
 # ------------------------------------------------------------------ train / eval
 def _experiment_config(args: argparse.Namespace, recipe: str) -> ExperimentConfig:
-    cfg = from_dict(ExperimentConfig, load_yaml(args.config)) if args.config else ExperimentConfig()
+    cfg = experiment_config(recipe, load_yaml(args.config) if args.config else {})
     updates: dict[str, Any] = {"recipe": recipe}
     for name in ("pool", "dataset", "data_root", "device"):
         value = getattr(args, name)
@@ -223,7 +223,7 @@ def _add_experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", help="target dataset for meta-val/test: cifar_fs, mini_imagenet, toy")
     p.add_argument("--data-root", dest="data_root", help="folder holding the dataset (e.g. ../shared/data)")
     p.add_argument("--device", help="cpu (default) or cuda[:k]")
-    p.add_argument("--config", help="YAML preset (ExperimentConfig fields)")
+    p.add_argument("--config", help="YAML file of ExperimentConfig fields, applied over the recipe's preset")
     p.add_argument("--episodes", type=int, help="number of fixed meta-test episodes (default 600)")
     p.add_argument("--shots", type=int, nargs="+", help="meta-test shots (default 1 5)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",

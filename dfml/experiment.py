@@ -24,7 +24,8 @@ from .data import EpisodeList, get_dataset
 from .eval import EvalResult, evaluate
 from .meta.trainer import TrainConfig
 from .pool import ModelPool
-from .recipes import RECIPES, RecipeContext
+from .config import apply_mapping
+from .recipes import RECIPES, DataFreeConfig, RecipeContext, preset
 from .runs import RunDir, atomic_torch_save
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,19 @@ class ExperimentConfig:
     device: str = "cpu"
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    datafree: DataFreeConfig = field(default_factory=DataFreeConfig)
+
+
+def experiment_config(recipe: str, *layers: dict[str, Any]) -> ExperimentConfig:
+    """The configuration of ``recipe``: defaults, then the recipe's preset, then each mapping in ``layers``.
+
+    Example:
+        >>> cfg = experiment_config("robust", {"pool": "pools/p", "train": {"steps": 100}})
+    """
+    cfg = apply_mapping(ExperimentConfig(recipe=recipe), preset(recipe))
+    for layer in layers:
+        cfg = apply_mapping(cfg, layer)
+    return cfg
 
 
 def episode_list(dataset: Any, path: Path, n: int, n_way: int, n_shot: int, n_query: int, seed: int) -> EpisodeList:
@@ -132,6 +146,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: Progress | 
         run=run,
         device=cfg.device,
         progress=progress,
+        datafree=cfg.datafree,
     )
     model = recipe(ctx)
     atomic_torch_save(model.state_dict(), run.path / "model.pt")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 import torch
 from torch import nn
@@ -30,6 +33,7 @@ class RecipeContext:
         device: where to train.
         progress: optional callback ``(stage, i, n, info)`` for the CLI's progress bars.
         info: filled in by the recipe (costs, best step...), copied into ``results.json``.
+        datafree: the data-free loop's parts (:class:`dfml.recipes.datafree.DataFreeConfig`).
     """
 
     pool: ModelPool
@@ -40,6 +44,7 @@ class RecipeContext:
     device: torch.device | str = "cpu"
     progress: Callable[[str, int, int, dict[str, Any]], None] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    datafree: Any = None
 
     def architecture(self) -> tuple[str, dict[str, Any]]:
         """The pool's single architecture and its arguments; heterogeneous pools raise ``ValueError``."""
@@ -67,3 +72,17 @@ def _frozen(d: dict[str, Any]) -> tuple[tuple[str, str], ...]:
 
 
 RECIPES: Registry[Callable[[RecipeContext], nn.Module]] = Registry("recipe")
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+def preset(name: str) -> dict[str, Any]:
+    """The recipe's preset (``presets/<name>.yaml``: the paper's settings as ExperimentConfig fields), or ``{}``."""
+    RECIPES.get(name)  # unknown names raise with the valid ones
+    path = PRESET_DIR / f"{name.lower()}.yaml"
+    if not path.is_file():
+        return {}
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"preset {str(path)!r} must hold a mapping, got {type(data).__name__}")
+    return data

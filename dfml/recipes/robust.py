@@ -1,0 +1,25 @@
+"""``robust``: task-distributionally robust DFML (TDS + TDC).
+
+Against task-distribution *shift*, recovered tasks are kept in a task memory and the meta-batch
+mixes new, memory and interpolated tasks, so the meta-learner does not over-fit the newest tasks.
+Against task-distribution *corruption* (untrustworthy models in the pool), a reliability weigher
+with one logit per model chooses which models to invert and is trained by REINFORCE on a
+data-free reward: the meta-learner's improvement on tasks recovered earlier from other models.
+(The paper's code rewards with real labelled validation tasks; dfml does not.)
+
+References:
+    Hu et al., "Task-Distributionally Robust Data-Free Meta-Learning", 2023.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .base import RECIPES, RecipeContext
+from .datafree import train_datafree
+
+
+@RECIPES.register("robust")
+def robust_recipe(ctx: RecipeContext) -> nn.Module:
+    """Memory + interpolation + reliability weigher + MAML (preset: ``presets/robust.yaml``)."""
+    return train_datafree(ctx, ctx.datafree)

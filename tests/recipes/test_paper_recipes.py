@@ -1,0 +1,80 @@
+"""Every paper recipe trains a few steps on a toy MLP pool from its preset, and resumes exactly."""
+
+import pytest
+import torch
+
+from dfml.experiment import experiment_config, run_experiment
+from dfml.pool import build_toy_pool
+from dfml.recipes import RECIPES, preset
+
+PAPERS = ["purer", "bidf_mkd", "robust", "free", "tgr"]
+
+TINY = {
+    "dataset": "toy",
+    "train": {"n_query": 3, "meta_batch_size": 2, "steps": 4, "inner_steps": 1, "inner_lr": 0.1,
+              "val_every": 2, "val_episodes": 4, "checkpoint_every": 1},
+    "eval": {"episodes": 6, "shots": [1]},
+    "datafree": {"pixel": {"steps": 5}, "distill": {"inner_steps": 1, "inner_lr": 0.1}},
+}
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    return build_toy_pool(tmp_path_factory.mktemp("pool"), n_models=4, seed=0)
+
+
+def _cfg(recipe, pool):
+    return experiment_config(recipe, TINY, {"pool": str(pool.root)})
+
+
+def test_every_paper_recipe_is_registered_with_a_preset():
+    for name in PAPERS:
+        assert name in RECIPES.names()
+        assert preset(name).get("datafree"), name
+
+
+def test_presets_choose_the_papers_parts():
+    assert experiment_config("robust").datafree.selector == "reliability"
+    assert experiment_config("robust").datafree.mix.interpolated > 0
+    assert experiment_config("free").datafree.update == "alignment"
+    assert experiment_config("tgr").datafree.selector == "group"
+    assert experiment_config("tgr").datafree.update == "grouping"
+    assert experiment_config("bidf_mkd").datafree.learner == "distill"
+
+
+@pytest.mark.parametrize("recipe", PAPERS)
+def test_recipe_trains_and_a_killed_run_resumes_to_the_same_model(recipe, pool, tmp_path):
+    cfg = _cfg(recipe, pool)
+    full = run_experiment(cfg, tmp_path / "full")
+    assert full["info"]["steps"] == 4 and full["info"]["best_step"] in (2, 4)
+    assert full["info"]["inversion_cost"]["teacher_queries"] > 0
+    assert 0 <= full["scores"]["5way_1shot"]["mean"] <= 100
+
+    class Kill(Exception):
+        pass
+
+    def kill(stage, i, n, info):
+        if stage == "train" and i == 3:
+            raise Kill
+
+    with pytest.raises(Kill):
+        run_experiment(cfg, tmp_path / "killed", progress=kill)
+    resumed = run_experiment(cfg, tmp_path / "killed")
+    a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)
+    for k in a:
+        assert torch.equal(a[k], b[k]), (recipe, k)
+    for shot, score in full["scores"].items():
+        assert resumed["scores"][shot]["per_episode"] == score["per_episode"]
+
+
+def test_robust_reports_the_reliability_weights_and_trust(pool, tmp_path):
+    res = run_experiment(_cfg("robust", pool), tmp_path / "r")
+    w = res["info"]["reliability_weights"]
+    assert len(w) == 4 and sum(w) == pytest.approx(1.0)
+    assert res["info"]["trust"] == ["trusted"] * 4
+
+
+def test_a_mix_without_memory_is_refused_with_the_fix():
+    with pytest.raises(ValueError, match="set datafree.memory=true"):
+        experiment_config("purer", {"datafree": {"mix": {"memory": 1.0}}})
