@@ -17,3 +17,7 @@ from .bank import PixelBank as PixelBank  # noqa: E402
 from .bank import PixelBankConfig as PixelBankConfig  # noqa: E402
 
 __all__ += ["AdaptedStudent", "PixelBank", "PixelBankConfig"]
+from .grid import image_grid as image_grid  # noqa: E402
+from .grid import invert_pool as invert_pool  # noqa: E402
+
+__all__ += ["image_grid", "invert_pool"]

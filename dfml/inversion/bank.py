@@ -61,7 +61,9 @@ class PixelBankConfig:
         per_class: inputs kept per class of every model.
         steps: Adam steps on a model's entries per :meth:`PixelBank.invert` call.
         lr: Adam learning rate on the inputs.
-        bn_weight: weight of the BatchNorm-statistics match (teachers without BN ignore it).
+        bn_weight: weight of the BatchNorm-statistics match (teachers without BN ignore it). The
+            term sums one norm per BN layer; at weight 1 a Conv4's four terms outweighed the class
+            loss (5/6 of the images of a 2-way Conv4 teacher classified right, against 6/6 at 0.1).
         tv_weight: weight of the total variation (images only).
         l2_weight: weight of the mean squared input.
         init_std: standard deviation of the Gaussian the inputs start from.
@@ -81,7 +83,7 @@ class PixelBankConfig:
     per_class: int = 20
     steps: int = 5
     lr: float = 0.1
-    bn_weight: float = 1.0
+    bn_weight: float = 0.1
     tv_weight: float = 0.0
     l2_weight: float = 1e-2
     init_std: float = 1.0
