@@ -6,6 +6,7 @@
     dfml train        meta-train a recipe on a pool, select on meta-val, meta-test
     dfml eval         score recipes (e.g. random, average) on the same fixed meta-test episodes
     dfml compare      paired comparison of two finished runs
+    dfml invert       recover images from pool models: one labelled PNG grid per model + invert.json
     dfml demo         the whole pipeline on the built-in toy world
 """
 
@@ -139,6 +140,30 @@ def _print_pool(pool: Any, show_all: bool = False) -> None:
         for e in entries:
             acc = "-" if e.heldout_acc is None else f"{100 * e.heldout_acc:.1f}%"
             print(f"| {e.index} | {e.arch} | {e.dataset}/{e.split} | {', '.join(e.classes)} | {acc} |")
+
+
+# -------------------------------------------------------------------- invert
+def cmd_invert(args: argparse.Namespace) -> int:
+    from .inversion.grid import invert_pool
+
+    mean = std = None
+    if args.dataset is not None:
+        from .data import get_dataset
+
+        ds = get_dataset(args.dataset, args.data_root, "train")
+        if ds.mean is not None and ds.std is not None:
+            mean, std = ds.mean.flatten().tolist(), ds.std.flatten().tolist()
+    report = invert_pool(
+        args.pool, args.out, models=args.models, per_class=args.per_class, steps=args.steps, mean=mean, std=std,
+        image_size=args.image_size, seed=args.seed, device=args.device, force=args.force,
+    )
+    for m in report["models"]:
+        print(f"model {m['index']}: teacher accuracy {100 * m['teacher_acc']:.1f}% on {m['n_images']} recovered "
+              f"images -> {Path(args.out) / (m['grid'] or '-')}")
+    cost = report["cost"]
+    print(f"cost: {cost['teacher_queries']} teacher queries, {cost['steps']} steps, {cost['seconds']:.1f} s; "
+          f"details in {Path(args.out) / 'invert.json'}")
+    return 0
 
 
 # ------------------------------------------------------------------ train / eval
@@ -292,6 +317,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("runs", nargs="+")
     c.set_defaults(func=cmd_compare)
 
+    inv = sub.add_parser("invert", help="recover images from pool models and save one labelled grid per model")
+    inv.add_argument("--pool", required=True, help="pool directory")
+    inv.add_argument("--out", required=True, help="folder for model_<i>.png grids and invert.json")
+    inv.add_argument("--models", type=int, nargs="+", help="pool indices (default: all)")
+    inv.add_argument("--per-class", dest="per_class", type=int, default=8, help="images per class (default 8)")
+    inv.add_argument("--steps", type=int, default=200, help="optimisation steps (default 200)")
+    inv.add_argument("--dataset", choices=DATASETS.names(), help="un-normalise with this dataset's mean/std")
+    inv.add_argument("--data-root", dest="data_root", help="folder holding the dataset")
+    inv.add_argument("--image-size", dest="image_size", type=int,
+                     help="image side length, for architectures whose pool entry records none (ResNets)")
+    inv.add_argument("--seed", type=int, default=0)
+    inv.add_argument("--device", default="cpu")
+    inv.add_argument("--force", action="store_true", help="overwrite existing grids and invert.json")
+    inv.set_defaults(func=cmd_invert)
+
     d = sub.add_parser("demo", help="the whole pipeline on the built-in toy world (about a minute)")
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--episodes", type=int, default=600)
@@ -313,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, KeyError, FileNotFoundError, NotADirectoryError, RuntimeError,
+    except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, NotADirectoryError, RuntimeError,
             FloatingPointError) as exc:
         if args.verbose:
             raise

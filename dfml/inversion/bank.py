@@ -1,0 +1,504 @@
+"""A pixel bank: learnable inputs per class of every pool model, refined in place across meta-training.
+
+Unlike :class:`~dfml.inversion.pixels.PixelInverter`, which synthesises fresh inputs from scratch
+for every task, the bank keeps ``per_class`` inputs for each class of each pool model and takes a
+few optimisation steps on them every time the model is visited, so the images improve over
+meta-training. The objective is the shared one of :mod:`dfml.inversion.losses`: the teacher's
+class loss on differentiably augmented inputs, DeepInversion's BatchNorm-statistics match and the
+TV/L2 image priors. Tasks are sampled from the bank entries with :func:`split_task`.
+
+**Episode curriculum.** With ``curriculum=True`` and a ``student`` (the meta-model's
+post-adaptation query logits, see :class:`AdaptedStudent`) the bank measures how well the
+meta-model solves each sampled task; once a moving average of its query accuracy reaches
+``curriculum_threshold`` the task's query images take steps that *raise* the student's
+post-adaptation query loss while the teacher's class loss keeps them in their class (harder
+episodes), and the hardened images are written back into the bank.
+
+**Batched refinement.** :meth:`PixelBank.refine_many` refines several models of one architecture
+at once: teacher parameters and buffers are stacked with ``torch.func.stack_module_state`` and
+run through ``torch.vmap(functional_call)``; BatchNorm statistics are captured by forward hooks
+on a private ``meta``-device copy, registered and consumed *inside* each vmapped call so no
+batched tensor escapes. It takes exactly the steps :meth:`PixelBank.refine` takes one model at a
+time (same random draws, same losses, same updates; the tests check this in float64).
+Hazard: teachers must be in eval mode. In torch 2.14, second-order gradients through
+``F.batch_norm`` in *training* mode under ``vmap`` are silently wrong; eval mode (running
+statistics) is what the prior needs anyway, and both refine paths refuse training-mode teachers.
+
+References:
+    Hu et al., "Architecture, Dataset and Model-Scale Agnostic Data-free Meta-Learning" (PURER), CVPR 2023;
+    Yin et al., "Dreaming to Distill: Data-free Knowledge Transfer via DeepInversion", CVPR 2020.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state
+
+from ..types import Task
+from .base import InversionCost, split_task
+from .losses import BNStatMatch, DiffAugment, class_loss, l2_prior, total_variation
+
+__all__ = ["AdaptedStudent", "PixelBank", "PixelBankConfig", "Student"]
+
+Student = Callable[[Tensor, Tensor, Tensor], Tensor]
+"""``student(support_x, support_y, query_x) -> query logits [n_query_total, n_way]``, differentiable in ``query_x``."""
+
+_BETAS, _EPS = (0.9, 0.999), 1e-8
+
+
+@dataclass(frozen=True)
+class PixelBankConfig:
+    """Hyper-parameters of :class:`PixelBank`.
+
+    Attributes:
+        per_class: inputs kept per class of every model.
+        steps: Adam steps on a model's entries per :meth:`PixelBank.invert` call.
+        lr: Adam learning rate on the inputs.
+        bn_weight: weight of the BatchNorm-statistics match (teachers without BN ignore it). The
+            term sums one norm per BN layer; at weight 1 a Conv4's four terms outweighed the class
+            loss (5/6 of the images of a 2-way Conv4 teacher classified right, against 6/6 at 0.1).
+        tv_weight: weight of the total variation (images only).
+        l2_weight: weight of the mean squared input.
+        init_std: standard deviation of the Gaussian the inputs start from.
+        augment_pad: random-crop padding of the DiffAugment before the teacher (images; 0: none).
+        augment_flip: random horizontal flips before the teacher (images).
+        curriculum: harden tasks once the student finds them easy (needs ``student=`` in ``invert``).
+        curriculum_threshold: harden when the moving average of the student's post-adaptation
+            query accuracy on the model's tasks is ``>=`` this (in ``[0, 1]``; 0 hardens always).
+        curriculum_momentum: moving-average momentum ``m``: ``avg = m * avg + (1 - m) * acc``
+            (0: the latest accuracy alone).
+        hard_steps: hardening steps per task.
+        hard_lr: step size of a hardening step; steps are RMS-normalised per image.
+        hard_weight: weight of the student's query loss being maximised against the teacher's
+            class loss being minimised.
+    """
+
+    per_class: int = 20
+    steps: int = 5
+    lr: float = 0.1
+    bn_weight: float = 0.1
+    tv_weight: float = 0.0
+    l2_weight: float = 1e-2
+    init_std: float = 1.0
+    augment_pad: int = 2
+    augment_flip: bool = True
+    curriculum: bool = False
+    curriculum_threshold: float = 0.8
+    curriculum_momentum: float = 0.0
+    hard_steps: int = 1
+    hard_lr: float = 0.1
+    hard_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("per_class", "hard_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"PixelBankConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.steps < 0:
+            raise ValueError(f"PixelBankConfig.steps must be >= 0, got {self.steps}")
+        for name in ("lr", "hard_lr", "init_std"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"PixelBankConfig.{name} must be > 0, got {getattr(self, name)}")
+        if not 0.0 <= self.curriculum_threshold <= 1.0:
+            raise ValueError(
+                f"PixelBankConfig.curriculum_threshold is a query accuracy in [0, 1], got {self.curriculum_threshold}"
+            )
+        if not 0.0 <= self.curriculum_momentum < 1.0:
+            raise ValueError(f"PixelBankConfig.curriculum_momentum must lie in [0, 1), got {self.curriculum_momentum}")
+
+
+class AdaptedStudent:
+    """A meta-learner as a curriculum :data:`Student`: query logits after adapting on the support set.
+
+    Wraps anything with ``params()`` and ``query_logits(params, task)`` (a dfml ``MAML`` or
+    ``ProtoNet`` learner; MAML adapts with dfml's functional inner loop). The meta-parameters are
+    detached first, so hardening never writes gradients into the meta-model.
+
+    Args:
+        learner: the meta-learner.
+    """
+
+    def __init__(self, learner: Any) -> None:
+        if not (hasattr(learner, "params") and hasattr(learner, "query_logits")):
+            raise TypeError(
+                f"AdaptedStudent needs a learner with params() and query_logits(params, task) (e.g. dfml.meta.MAML), "
+                f"got {type(learner).__name__}"
+            )
+        self.learner = learner
+
+    def __call__(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
+        """Query logits ``[len(query_x), n_way]`` with gradient to ``query_x``."""
+        params = {k: v.detach().requires_grad_(v.is_floating_point()) for k, v in self.learner.params().items()}
+        placeholder = torch.zeros(query_x.shape[0], dtype=torch.long, device=query_x.device)
+        task = Task(support_x.detach(), support_y, query_x, placeholder)
+        return self.learner.query_logits(params, task)
+
+
+def _adam(x: Tensor, g: Tensor, m: Tensor, v: Tensor, t: int, lr: float) -> tuple[Tensor, Tensor, Tensor]:
+    """One Adam step (bias-corrected), elementwise, so batched and one-by-one updates agree exactly."""
+    m = _BETAS[0] * m + (1 - _BETAS[0]) * g
+    v = _BETAS[1] * v + (1 - _BETAS[1]) * g * g
+    mhat, vhat = m / (1 - _BETAS[0] ** t), v / (1 - _BETAS[1] ** t)
+    return x - lr * mhat / (vhat.sqrt() + _EPS), m, v
+
+
+def _child(generator: torch.Generator) -> torch.Generator:
+    """One draw from ``generator`` seeds a per-model generator (same order batched or one by one)."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    return torch.Generator().manual_seed(seed)
+
+
+def _check_eval(teacher: nn.Module) -> None:
+    if not isinstance(teacher, nn.Module):
+        raise TypeError(f"a teacher must be an nn.Module, got {type(teacher).__name__}")
+    if teacher.training:
+        raise ValueError("the teacher must be in eval mode (its BN running statistics are the prior); call .eval()")
+
+
+class PixelBank:
+    """Learnable inputs ``[n_classes, per_class, *input_shape]`` per pool model, refined in place.
+
+    Follows the :class:`~dfml.inversion.base.Inverter` protocol through :meth:`invert`.
+
+    Args:
+        input_shape: shape of one input, e.g. ``(3, 32, 32)`` or ``(32,)``.
+        config: hyper-parameters.
+
+    Example:
+        >>> bank = PixelBank((3, 32, 32), PixelBankConfig(per_class=20, steps=5))
+        >>> task = bank.invert(teacher, 1, 15, generator, model_id=3, classes=entry.class_ids)
+
+    References:
+        Hu et al., "Architecture, Dataset and Model-Scale Agnostic Data-free Meta-Learning", CVPR 2023.
+    """
+
+    def __init__(self, input_shape: Sequence[int], config: PixelBankConfig | None = None) -> None:
+        self.input_shape = tuple(int(s) for s in input_shape)
+        if not self.input_shape or min(self.input_shape) < 1:
+            raise ValueError(f"input_shape must be a non-empty shape of positive sizes, got {tuple(input_shape)}")
+        self.config = config or PixelBankConfig()
+        self.cost = InversionCost()
+        self.entries: dict[int, Tensor] = {}
+        self._adam: dict[int, tuple[Tensor, Tensor, int]] = {}
+        self.easiness: dict[int, float] = {}
+        self.student_calls = 0
+        self.hard_steps_taken = 0
+        c = self.config
+        self._augment = DiffAugment(pad=c.augment_pad, flip=c.augment_flip)
+
+    # ------------------------------------------------------------------ access
+    @property
+    def model_ids(self) -> list[int]:
+        """Ids of the models with a bank entry, sorted."""
+        return sorted(self.entries)
+
+    def images(self, model_id: int) -> Tensor:
+        """A detached copy of model ``model_id``'s inputs ``[n_classes, per_class, *input_shape]``."""
+        if model_id not in self.entries:
+            raise KeyError(f"no bank entry for model {model_id}; the bank holds models {self.model_ids}")
+        return self.entries[model_id].detach().clone()
+
+    # ---------------------------------------------------------------- refining
+    def _ensure(self, teacher: nn.Module, model_id: int, gen: torch.Generator) -> None:
+        if model_id in self.entries:
+            return
+        p = next(teacher.parameters())
+        with torch.no_grad():
+            out = teacher(torch.zeros((1, *self.input_shape), dtype=p.dtype, device=p.device))
+        self.cost.teacher_queries += 1
+        if out.dim() != 2:
+            raise ValueError(f"the teacher must return logits [batch, classes], got shape {tuple(out.shape)}")
+        shape = (out.shape[1], self.config.per_class, *self.input_shape)
+        x = torch.randn(shape, generator=gen, dtype=p.dtype) * self.config.init_std
+        self.entries[model_id] = x.to(p.device)
+        self._adam[model_id] = (torch.zeros_like(self.entries[model_id]), torch.zeros_like(self.entries[model_id]), 0)
+        self.cost.images += x.shape[0] * x.shape[1]
+
+    def _flat(self, model_id: int) -> tuple[Tensor, Tensor]:
+        x = self.entries[model_id]
+        y = torch.arange(x.shape[0], device=x.device).repeat_interleave(x.shape[1])
+        return x.reshape(-1, *self.input_shape), y
+
+    def _priors(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        tv = total_variation(x) if x.dim() == 4 else x.new_zeros(())
+        return tv, l2_prior(x)
+
+    def _total(self, ce: Tensor, bn: Tensor, tv: Tensor, l2: Tensor) -> Tensor:
+        c = self.config
+        return ce + c.bn_weight * bn + c.tv_weight * tv + c.l2_weight * l2
+
+    def _apply(self, model_id: int, grad: Tensor) -> None:
+        m, v, t = self._adam[model_id]
+        x, m, v = _adam(self.entries[model_id], grad.view_as(m), m, v, t + 1, self.config.lr)
+        self.entries[model_id], self._adam[model_id] = x, (m, v, t + 1)
+
+    def refine(
+        self, teacher: nn.Module, model_id: int, generator: torch.Generator, steps: int | None = None
+    ) -> dict[str, float]:
+        """Take ``steps`` (default ``config.steps``) Adam steps on model ``model_id``'s bank entry.
+
+        The first visit creates the entry (one probe query for the number of classes, then Gaussian
+        inputs). Exactly one value is drawn from ``generator``; every other random draw (the
+        initial inputs, the augmentation) comes from a per-model generator seeded by it.
+
+        Returns:
+            The losses of the last step: ``{"loss", "class", "bn", "tv", "l2"}`` (empty when ``steps == 0``).
+        """
+        _check_eval(teacher)
+        steps = self.config.steps if steps is None else int(steps)
+        gen = _child(generator)
+        p = next(teacher.parameters())
+        out: dict[str, float] = {}
+        with self.cost.timed(p.device):
+            self._ensure(teacher, model_id, gen)
+            with BNStatMatch(teacher) as bn:
+                for _ in range(steps):
+                    x, y = self._flat(model_id)
+                    x = x.detach().requires_grad_(True)
+                    ce = class_loss(teacher(self._augment(x, gen)), y)
+                    bn_loss = bn.loss()
+                    parts = (ce, bn_loss if bn_loss is not None else ce.new_zeros(()), *self._priors(x))
+                    loss = self._total(*parts)
+                    (grad,) = torch.autograd.grad(loss, [x])
+                    self._apply(model_id, grad)
+                    out = self._metrics(loss, parts)
+        self._count(steps, len(y) if steps else 0, 1)
+        return out
+
+    def refine_many(
+        self,
+        teachers: Sequence[nn.Module],
+        model_ids: Sequence[int],
+        generator: torch.Generator,
+        steps: int | None = None,
+    ) -> list[dict[str, float]]:
+        """:meth:`refine` for several models of one architecture at once (``vmap`` over stacked teachers).
+
+        Equivalent to ``[self.refine(t, i, generator, steps) for t, i in zip(teachers, model_ids)]``:
+        same random draws, losses and updated inputs (up to floating-point summation order).
+
+        Args:
+            teachers: eval-mode models with identical parameter/buffer names and shapes and the
+                same number of classes.
+            model_ids: their (distinct) bank ids.
+
+        Raises:
+            ValueError: lengths differ, repeated ids, a teacher in training mode, or teachers of
+                different architectures (refine those separately or group them by architecture).
+        """
+        teachers, model_ids = list(teachers), [int(i) for i in model_ids]
+        if len(teachers) != len(model_ids) or not teachers:
+            raise ValueError(f"refine_many needs one model id per teacher, got {len(teachers)} teachers and ids {model_ids}")
+        if len(set(model_ids)) != len(model_ids):
+            raise ValueError(f"refine_many got repeated model ids {model_ids}; each model's entry is refined once per call")
+        for t in teachers:
+            _check_eval(t)
+        _check_same_arch(teachers)
+        steps = self.config.steps if steps is None else int(steps)
+        gens = [_child(generator) for _ in teachers]
+        p = next(teachers[0].parameters())
+        outs: list[dict[str, float]] = [{} for _ in teachers]
+        with self.cost.timed(p.device):
+            for t, i, g in zip(teachers, model_ids, gens):
+                self._ensure(t, i, g)
+            shapes = {tuple(self.entries[i].shape) for i in model_ids}
+            if len(shapes) != 1:
+                raise ValueError(f"refine_many needs teachers with the same number of classes, got entries {shapes}")
+            params, buffers = stack_module_state(teachers)
+            params = {k: v.detach() for k, v in params.items()}
+            base = copy.deepcopy(teachers[0]).to("meta")
+            run = torch.vmap(_stat_forward(base))
+            for _ in range(steps):
+                flat = [self._flat(i) for i in model_ids]
+                xs = torch.stack([x for x, _ in flat]).detach().requires_grad_(True)  # [M, N, *shape]
+                y = flat[0][1]
+                aug = torch.stack([self._augment(xs[j], g) for j, g in enumerate(gens)])
+                logits, bn = run(params, buffers, aug)  # [M, N, C], [M]
+                per = [(class_loss(logits[j], y), bn[j], *self._priors(xs[j])) for j in range(len(teachers))]
+                losses = [self._total(*parts) for parts in per]
+                (grad,) = torch.autograd.grad(torch.stack(losses).sum(), [xs])
+                for j, i in enumerate(model_ids):
+                    self._apply(i, grad[j])
+                    outs[j] = self._metrics(losses[j], per[j])
+        self._count(steps, len(y) if steps else 0, len(teachers))
+        return outs
+
+    def _count(self, steps: int, n_images: int, n_models: int) -> None:
+        self.cost.steps += steps * n_models
+        self.cost.teacher_queries += steps * n_images * n_models
+
+    @staticmethod
+    def _metrics(loss: Tensor, parts: Sequence[Tensor]) -> dict[str, float]:
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"bank inversion loss became {float(loss)}; lower PixelBankConfig.lr")
+        names = ("class", "bn", "tv", "l2")
+        return {"loss": float(loss.detach()), **{n: float(v.detach()) for n, v in zip(names, parts)}}
+
+    # --------------------------------------------------------------- episodes
+    def invert(
+        self,
+        teacher: nn.Module,
+        n_shot: int,
+        n_query: int,
+        generator: torch.Generator,
+        *,
+        model_id: int | None = None,
+        classes: tuple[int, ...] = (),
+        student: Student | None = None,
+    ) -> Task:
+        """Refine model ``model_id``'s entry, then sample a task of all its classes from it.
+
+        Args:
+            teacher: the frozen eval-mode pool model.
+            n_shot, n_query: support and query inputs per class (``n_shot + n_query <= per_class``).
+            generator: all randomness (refinement, sampling) comes from it.
+            model_id: the model's id in the pool (required: it keys the bank).
+            classes: the class ids behind the teacher's outputs (provenance).
+            student: the meta-model's post-adaptation query logits (:class:`AdaptedStudent`); used
+                only when ``config.curriculum`` is on.
+
+        Returns:
+            A :class:`Task` with ``support_x [n_way * n_shot, *input_shape]``, ``query_x
+            [n_way * n_query, *input_shape]``, labels in teacher output order, and ``source.extra``
+            holding ``bank_step`` (Adam steps the entry has had) and ``hardened``.
+        """
+        if model_id is None:
+            raise ValueError("PixelBank.invert needs model_id= (the pool index that keys the model's bank entry)")
+        k = n_shot + n_query
+        if n_shot < 1 or n_query < 0 or k > self.config.per_class:
+            raise ValueError(
+                f"need n_shot >= 1, n_query >= 0 and n_shot + n_query <= per_class={self.config.per_class}, "
+                f"got n_shot={n_shot}, n_query={n_query}; raise PixelBankConfig.per_class"
+            )
+        self.refine(teacher, model_id, generator)
+        x = self.entries[model_id]
+        n_way = x.shape[0]
+        picks = torch.rand(n_way, self.config.per_class, generator=generator).argsort(1)[:, :k].to(x.device)
+        rows = torch.arange(n_way, device=x.device)[:, None]
+        task = split_task(x[rows, picks].reshape(-1, *self.input_shape).detach(), n_way, n_shot, n_query,
+                          model_id=model_id, classes=classes)
+        hardened = False
+        if self.config.curriculum and student is not None and n_query > 0:
+            if self.feedback(model_id, self._student_acc(student, task)) >= self.config.curriculum_threshold:
+                task = self._harden(teacher, model_id, task, picks[:, n_shot:], student)
+                hardened = True
+        task.source.extra.update(bank_step=self._adam[model_id][2], hardened=hardened)
+        return task
+
+    def feedback(self, model_id: int, acc: float) -> float:
+        """Fold the meta-model's post-adaptation query accuracy on a task of ``model_id`` into its moving average.
+
+        Returns:
+            The updated moving average (what the curriculum compares to its threshold).
+        """
+        m = self.config.curriculum_momentum
+        prev = self.easiness.get(model_id)
+        self.easiness[model_id] = float(acc) if prev is None else m * prev + (1 - m) * float(acc)
+        return self.easiness[model_id]
+
+    def _student_acc(self, student: Student, task: Task) -> float:
+        self.student_calls += 1
+        logits = student(task.support_x, task.support_y, task.query_x)
+        return float((logits.detach().argmax(-1) == task.query_y).double().mean())
+
+    def _harden(self, teacher: nn.Module, model_id: int, task: Task, picks: Tensor, student: Student) -> Task:
+        """Steps on the query inputs that raise the student's query loss and keep the teacher's class."""
+        c = self.config
+        q = task.query_x
+        with self.cost.timed(q.device):
+            for _ in range(c.hard_steps):
+                q = q.detach().requires_grad_(True)
+                self.student_calls += 1
+                s_loss = F.cross_entropy(student(task.support_x, task.support_y, q), task.query_y)
+                loss = class_loss(teacher(q), task.query_y) - c.hard_weight * s_loss
+                (g,) = torch.autograd.grad(loss, [q])
+                rms = g.pow(2).flatten(1).mean(1).sqrt().clamp_min(1e-12).view(-1, *[1] * (g.dim() - 1))
+                q = (q - c.hard_lr * g / rms).detach()
+                self.cost.teacher_queries += len(q)
+                self.hard_steps_taken += 1
+        rows = torch.arange(picks.shape[0], device=q.device)[:, None]
+        x = self.entries[model_id].clone()
+        x[rows, picks] = q.view(*picks.shape, *self.input_shape)
+        self.entries[model_id] = x
+        task.query_x = q
+        return task
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything to resume: config, inputs, Adam moments, curriculum averages, cost and counters."""
+        return {
+            "config": asdict(self.config),
+            "input_shape": list(self.input_shape),
+            "entries": {i: x.detach().cpu() for i, x in self.entries.items()},
+            "adam": {i: (m.cpu(), v.cpu(), t) for i, (m, v, t) in self._adam.items()},
+            "easiness": dict(self.easiness),
+            "cost": self.cost.as_dict(),
+            "counters": {"student_calls": self.student_calls, "hard_steps_taken": self.hard_steps_taken},
+        }
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device | str | None = None) -> None:
+        """Restore :meth:`state_dict` output (inputs moved to ``device``; default CPU).
+
+        Raises:
+            ValueError: the state was saved with another input shape or ``per_class``.
+        """
+        shape, per = tuple(state["input_shape"]), int(state["config"]["per_class"])
+        if shape != self.input_shape or per != self.config.per_class:
+            raise ValueError(
+                f"bank state has input_shape={shape}, per_class={per}; this bank has input_shape={self.input_shape}, "
+                f"per_class={self.config.per_class}; build the bank with the saved config"
+            )
+        self.entries = {int(i): x.to(device or "cpu") for i, x in state["entries"].items()}
+        self._adam = {int(i): (m.to(device or "cpu"), v.to(device or "cpu"), int(t))
+                      for i, (m, v, t) in state["adam"].items()}
+        self.easiness = {int(i): float(a) for i, a in state["easiness"].items()}
+        self.cost = InversionCost(**state["cost"])
+        self.student_calls = int(state["counters"]["student_calls"])
+        self.hard_steps_taken = int(state["counters"]["hard_steps_taken"])
+
+
+def _check_same_arch(teachers: Sequence[nn.Module]) -> None:
+    def signature(m: nn.Module) -> tuple:
+        return (type(m).__name__, tuple((k, tuple(v.shape), v.dtype) for k, v in m.state_dict().items()))
+
+    first = signature(teachers[0])
+    for j, t in enumerate(teachers[1:], 1):
+        if signature(t) != first:
+            raise ValueError(
+                f"refine_many needs teachers of one architecture (same tensor names, shapes and dtypes); teacher {j} "
+                f"({type(t).__name__}) differs from teacher 0 ({type(teachers[0]).__name__}); group them by architecture"
+            )
+
+
+def _stat_forward(base: nn.Module) -> Callable[[dict, dict, Tensor], tuple[Tensor, Tensor]]:
+    """``f(params, buffers, x) -> (logits, bn_term)`` for one model; vmappable.
+
+    The BN-statistics term equals :class:`BNStatMatch`'s (unit layer weights). Its hooks live on
+    ``base`` (a private copy) only during the call and collect into a list local to the call.
+    """
+    layers = [m for m in base.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
+
+    def forward(params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
+        terms: list[Tensor] = []
+
+        def hook(module: nn.Module, inputs: tuple[Tensor, ...], _out: Tensor) -> None:
+            h = inputs[0]
+            dims = [0] + list(range(2, h.dim()))
+            terms.append(torch.linalg.vector_norm(h.mean(dims) - module.running_mean)
+                         + torch.linalg.vector_norm(h.var(dims, unbiased=False) - module.running_var))
+
+        handles = [m.register_forward_hook(hook) for m in layers]
+        try:
+            logits = functional_call(base, (params, buffers), (x,))
+        finally:
+            for h in handles:
+                h.remove()
+        return logits, torch.stack(terms).sum() if terms else x.new_zeros(())
+
+    return forward
