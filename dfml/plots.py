@@ -24,15 +24,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
+import yaml
 from torch import Tensor
 
-from .pool.manifest import TRUST_LEVELS
+from .pool.manifest import MANIFEST_NAME, TRUST_LEVELS, PoolManifest
 from .runs import atomic_write_bytes
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["load_records", "plot_dissimilarity", "plot_reliability", "plot_val_curves"]
+__all__ = ["load_records", "run_trust", "plot_dissimilarity", "plot_reliability", "plot_val_curves"]
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,28 @@ def _weight_series(records: list[dict[str, Any]]) -> dict[int, tuple[list[float]
                 steps.append(r.get("step", i + 1))
                 ws.append(float(value))
     return dict(sorted(series.items()))
+
+
+def run_trust(run_dir: str | Path) -> list[str]:
+    """The trust level of every model in the pool a run was trained on (for :func:`plot_reliability`).
+
+    Reads ``pool`` from the run's ``config.yaml`` and the ``trust`` field of that pool's manifest.
+    Trust is ground truth for evaluation and plots only; learners never read it.
+
+    Raises:
+        FileNotFoundError: the run has no ``config.yaml``, it names no pool, or the pool has no manifest
+            (the message says to pass ``trust`` explicitly instead).
+    """
+    cfg_file = Path(run_dir) / "config.yaml"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{str(cfg_file)!r} not found; pass a run directory written by `dfml train`")
+    pool = (yaml.safe_load(cfg_file.read_text()) or {}).get("pool")
+    if not pool or not (Path(pool) / MANIFEST_NAME).is_file():
+        raise FileNotFoundError(
+            f"the pool of run {str(run_dir)!r} ({pool!r}, from its config.yaml) has no {MANIFEST_NAME}; "
+            "pass trust=[...] (one level per model) or plot without trust colouring"
+        )
+    return [e.trust for e in PoolManifest.load(pool).entries]
 
 
 def _check_trust(trust: Sequence[str], n_models: int) -> list[str]:

@@ -17,7 +17,9 @@ from dfml.plots import (
     plot_dissimilarity,
     plot_reliability,
     plot_val_curves,
+    run_trust,
 )
+from dfml.pool.manifest import PoolEntry, PoolManifest
 from dfml.runs import RunDir
 
 SMALL = {"size": (4.0, 3.0), "dpi": 40}  # 160 x 120 pixels: cheap to draw
@@ -116,6 +118,24 @@ def test_reliability_rejects_trust_that_does_not_match_the_models(tmp_path: Path
         plot_reliability(weight_records(), tmp_path / "w.png", ["trusted", "poor"])
     with pytest.raises(ValueError, match=r"unknown trust levels \['evil'\]"):
         plot_reliability(weight_records(), tmp_path / "w.png", ["trusted", "poor", "evil", "trusted"])
+
+
+def test_run_trust_reads_the_trust_of_the_run_pool_from_its_manifest(tmp_path: Path) -> None:
+    levels = ["trusted", "deceptive", "poor"]
+    entries = [
+        PoolEntry(index=i, file=f"m{i}.pt", arch="mlp", arch_kwargs={}, n_way=2, classes=["a", "b"], class_ids=[0, 1],
+                  dataset="toy", split="train", seed=i, heldout_acc=None, best_epoch=None, sha256="0",
+                  dfml_version="0", trust=t)
+        for i, t in enumerate(levels)
+    ]
+    PoolManifest(entries=entries).save(tmp_path / "pool")
+    run = RunDir(tmp_path / "run", {"recipe": "robust", "pool": str(tmp_path / "pool")})
+    assert run_trust(run.path) == levels
+    RunDir(tmp_path / "run_nopool", {"recipe": "robust", "pool": str(tmp_path / "gone")})
+    with pytest.raises(FileNotFoundError, match=r"has no pool.json; pass trust=\[...\]"):
+        run_trust(tmp_path / "run_nopool")
+    with pytest.raises(FileNotFoundError, match="config.yaml"):
+        run_trust(tmp_path / "nothing")
 
 
 def test_models_are_ordered_by_group_from_labels_or_groups() -> None:
