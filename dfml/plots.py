@@ -50,7 +50,9 @@ def _figure(size: tuple[float, float], dpi: int) -> Figure:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as err:
-        raise ImportError(f"dfml plots need matplotlib, an optional dependency; install it with: {INSTALL_HINT}") from err
+        raise ImportError(
+            f"dfml plots need matplotlib, an optional dependency; install it with: {INSTALL_HINT}"
+        ) from err
     fig = Figure(figsize=size, dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)  # draw with Agg, never through pyplot (no display, caller's backend untouched)
     return fig
@@ -291,7 +293,8 @@ def plot_reliability(
             last = sum(series[i][1][-1] for i in corrupted)
             title += f" (weight on corrupted models: {first:.2f} -> {last:.2f})"
     ax.set_title(title, fontsize="medium")
-    ax.legend(fontsize="x-small", ncol=max(1, math.ceil((n_models + 1) / 12)), loc="center left", bbox_to_anchor=(1, 0.5))
+    ncol = max(1, math.ceil((n_models + 1) / 12))
+    ax.legend(fontsize="x-small", ncol=ncol, loc="center left", bbox_to_anchor=(1, 0.5))
     return _save(fig, path)
 
 
