@@ -207,12 +207,12 @@ class BlackBoxTeacher:
             self.total.check(n)
         with torch.no_grad():
             out = self.__model(x.detach().to(self._device))
+        self.budget.spent += n  # the model ran: charged even if its answer turns out malformed
+        if self.total is not None:
+            self.total.spent += n
         if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != n:
             shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise ValueError(f"{self.name}: the teacher must return logits [batch={n}, classes], got {shape}")
-        self.budget.spent += n
-        if self.total is not None:
-            self.total.spent += n
         if self._n_outputs is None:
             self._n_outputs = int(out.shape[1])
         return out.detach()
