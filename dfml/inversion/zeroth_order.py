@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..models.generator import NORMS, build_generator
 from ..types import Task
 from .base import InversionCost, split_task
 from .blackbox import BlackBoxTeacher
@@ -122,8 +123,8 @@ class BlackBoxInversionConfig:
         on_budget: ``"raise"``: a step the budget cannot pay for raises ``QueryBudgetExceeded``;
             ``"stop"``: stop optimising and return the best images so far, marked
             ``budget_exhausted`` in the task's provenance.
-        reset_generator: restore the generator's initial state before every task (``False``:
-            warm-start each task from the last one).
+        nz, width, norm: shape of the default generator (see :func:`dfml.models.build_generator`).
+        conditional: feed the target labels to the generator (``generator(z, y)``).
     """
 
     steps: int = 100
@@ -134,7 +135,10 @@ class BlackBoxInversionConfig:
     temperature: float = 1.0
     boundary_weight: float = 0.0
     on_budget: str = "raise"
-    reset_generator: bool = True
+    nz: int = 16
+    width: int = 64
+    norm: str = "batch"
+    conditional: bool = False
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -147,6 +151,8 @@ class BlackBoxInversionConfig:
             raise ValueError(f"directions must be one of {DIRECTIONS}, got {self.directions!r}")
         if self.on_budget not in ("raise", "stop"):
             raise ValueError(f"on_budget must be 'raise' or 'stop', got {self.on_budget!r}")
+        if self.nz < 1 or self.norm not in NORMS:
+            raise ValueError(f"need nz >= 1 and norm in {list(NORMS)}, got nz={self.nz}, norm={self.norm!r}")
         if self.boundary_weight < 0:
             raise ValueError(f"boundary_weight must be >= 0, got {self.boundary_weight}")
 
@@ -178,7 +184,9 @@ def per_sample_loss(
 class BlackBoxInverter:
     """Recover pseudo tasks from black-box teachers: a white-box generator, zeroth-order gradients.
 
-    Each step generates the batch ``x = generator(z)`` (``z`` fixed per task), estimates every
+    For every task a fresh generator is built (its weights drawn from the caller's
+    ``torch.Generator``; replace :attr:`make_generator` for another one). Each step generates the
+    batch ``x = generator(z)`` (``z`` fixed per task), estimates every
     image's loss gradient from the teacher's outputs with :func:`zo_gradient` (one batched call,
     ``B * (q + 1)`` queries) and pushes it into the generator with ``x.backward(g / B)``. Every
     image slot keeps its lowest-loss version among those the teacher has already scored; after
@@ -188,33 +196,46 @@ class BlackBoxInverter:
     for the number of classes when the teacher did not state it.
 
     Args:
-        generator: ``z [B, noise_dim] -> x [B, *input_shape]`` (or ``(z, y) -> x`` when
-            ``conditional``); ours, so autograd runs through it.
-        input_shape: shape of one teacher input (for the probe).
-        noise_dim: size of ``z`` (default: ``generator.noise_dim``).
+        input_shape: shape of one teacher input, ``(C, H, W)`` or ``(D,)``.
         config: hyper-parameters.
-        conditional: call ``generator(z, y)`` with the target labels.
+        device: where generators are built and inputs made (the teacher wrapper moves them to
+            the teacher's device and its answers back).
+
+    Attributes:
+        make_generator: ``(n_way, torch.Generator) -> nn.Module`` mapping ``z [B, config.nz]`` to
+            inputs ``[B, *input_shape]`` (or ``(z, y) -> x`` when ``config.conditional``); ours, so
+            autograd runs through it. Default: :func:`dfml.models.build_generator`, seeded.
+
+    Example:
+        >>> inv = BlackBoxInverter((32,), BlackBoxInversionConfig(steps=10, q=5, on_budget="stop"))
+        >>> task = inv.invert(BlackBoxTeacher(pool.load(0), budget=1500), 2, 2, torch.Generator().manual_seed(0))
+
+    References:
+        Hu et al., BiDf-MKD, ICML 2023.
     """
 
     def __init__(
         self,
-        generator: nn.Module,
         input_shape: tuple[int, ...],
         config: BlackBoxInversionConfig | None = None,
         *,
-        noise_dim: int | None = None,
-        conditional: bool = False,
+        device: torch.device | str = "cpu",
     ) -> None:
-        noise_dim = noise_dim if noise_dim is not None else getattr(generator, "noise_dim", None)
-        if not isinstance(noise_dim, int) or noise_dim < 1:
-            raise ValueError(f"noise_dim must be an int >= 1 (or an attribute of the generator), got {noise_dim!r}")
-        self.generator = generator
         self.input_shape = tuple(int(s) for s in input_shape)
-        self.noise_dim = noise_dim
-        self.conditional = conditional
         self.config = config or BlackBoxInversionConfig()
         self.cost = InversionCost()
-        self._initial = {k: v.detach().clone() for k, v in generator.state_dict().items()}
+        self.device = torch.device(device)
+        self.make_generator: Callable[[int, torch.Generator], nn.Module] = self._default_generator
+        self.generator: nn.Module | None = None  # the last task's generator
+
+    def _default_generator(self, n_way: int, rng: torch.Generator) -> nn.Module:
+        cfg = self.config
+        seed = int(torch.randint(0, 2**62, (1,), generator=rng))
+        with torch.random.fork_rng(devices=[]):  # weights from rng only; the global RNG is left alone
+            torch.manual_seed(seed)
+            return build_generator(
+                self.input_shape, nz=cfg.nz, width=cfg.width, norm=cfg.norm, n_classes=n_way if cfg.conditional else 0
+            )
 
     def synthesize(
         self,
@@ -243,19 +264,18 @@ class BlackBoxInverter:
             raise ValueError("zeroth-order inversion needs scores; wrap the teacher with output='logits' or 'probs'")
         cfg = self.config
         start = bb.queries
-        with self.cost.timed(self._device()):
+        device = self.device
+        with self.cost.timed(device):
             n_way = bb.probe_outputs(self.input_shape)
-            device = self._device()
+            gen = self.generator = self.make_generator(n_way, generator).to(device)
             y = torch.arange(n_way, device=device).repeat_interleave(n_per_class)
-            z = torch.randn((len(y), self.noise_dim), generator=generator).to(device)
-            if cfg.reset_generator:
-                self.generator.load_state_dict(self._initial)
+            z = torch.randn((len(y), cfg.nz), generator=generator).to(device)
             best = _Best(len(y))
-            steps, exhausted = self._optimise(bb, z, y, generator, student, best)
+            steps, exhausted = self._optimise(gen, bb, z, y, generator, student, best)
             final_scored = bb.can_query(len(y))
             if final_scored:
                 with torch.no_grad():
-                    x = self._generate(z, y)
+                    x = self._generate(gen, z, y)
                 best.update(x, *self._score(bb, x, y, student))
         queries = bb.queries - start
         self.cost.teacher_queries += queries
@@ -283,18 +303,27 @@ class BlackBoxInverter:
 
         The report of :meth:`synthesize` lands in ``task.source.extra`` (with ``kind="black-box"``).
         """
-        x, y, report = self.synthesize(teacher, n_shot + n_query, generator, student=student)
-        task = split_task(x, int(y.max()) + 1, n_shot, n_query, model_id=model_id, classes=classes, kind="black-box")
+        if n_shot < 1 or n_query < 0:
+            raise ValueError(f"need n_shot >= 1 and n_query >= 0, got n_shot={n_shot}, n_query={n_query}")
+        bb = teacher if isinstance(teacher, BlackBoxTeacher) else BlackBoxTeacher(teacher)
+        n_way = bb.probe_outputs(self.input_shape)  # remembered: synthesize does not probe again
+        if classes and len(classes) != n_way:
+            raise ValueError(
+                f"classes {tuple(classes)} name {len(classes)} classes but the teacher has {n_way} outputs; "
+                "pass one class id per output (in output order) or none"
+            )
+        x, y, report = self.synthesize(bb, n_shot + n_query, generator, student=student)
+        task = split_task(x, n_way, n_shot, n_query, model_id=model_id, classes=classes, kind="black-box")
         return replace(task, source=replace(task.source, extra=report))
 
-    def _optimise(self, bb, z, y, generator, student, best) -> tuple[int, bool]:  # type: ignore[no-untyped-def]
+    def _optimise(self, gen, bb, z, y, generator, student, best) -> tuple[int, bool]:  # type: ignore[no-untyped-def]
         cfg = self.config
-        opt = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr)
+        opt = torch.optim.Adam(gen.parameters(), lr=cfg.lr)
         need = len(y) * (cfg.q + 1)
         for step in range(cfg.steps):
             if cfg.on_budget == "stop" and step > 0 and not bb.can_query(need):
                 return step, True
-            x = self._generate(z, y)
+            x = self._generate(gen, z, y)
             scored: list[Tensor] = []
 
             def loss_fn(rows: Tensor, index: Tensor) -> Tensor:
@@ -321,15 +350,11 @@ class BlackBoxInverter:
         )
         return loss, out.argmax(-1)
 
-    def _generate(self, z: Tensor, y: Tensor) -> Tensor:
-        x = self.generator(z, y) if self.conditional else self.generator(z)
+    def _generate(self, gen: nn.Module, z: Tensor, y: Tensor) -> Tensor:
+        x = gen(z, y) if self.config.conditional else gen(z)
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"the generator made inputs of shape {tuple(x.shape[1:])}, expected {self.input_shape}")
         return x
-
-    def _device(self) -> torch.device:
-        p = next(iter(self.generator.parameters()), None)
-        return p.device if p is not None else torch.device("cpu")
 
 
 class _Best:

@@ -146,14 +146,9 @@ def teacher():
     return model.eval().requires_grad_(False)
 
 
-def noise_to_input(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 32))
-
-
 def inverter(**overrides) -> BlackBoxInverter:
     cfg = BlackBoxInversionConfig(**{"steps": 10, "q": 5, "lr": 1e-2, "mu": 1e-2, **overrides})
-    return BlackBoxInverter(noise_to_input(), (32,), cfg, noise_dim=16)
+    return BlackBoxInverter((32,), cfg)
 
 
 def accuracy(model: nn.Module, task) -> float:
@@ -240,24 +235,31 @@ def test_a_total_budget_over_several_teachers_stops_the_later_ones(teacher):
 
 
 def test_a_conditional_generator_receives_the_target_labels(teacher):
+    inv = inverter(steps=2, conditional=True)
     seen: list[Tensor] = []
-
-    class Conditional(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.noise_dim = 16
-            self.body = nn.Linear(16 + 5, 32)
-
-        def forward(self, z: Tensor, y: Tensor) -> Tensor:
-            seen.append(y)
-            return self.body(torch.cat([z, F.one_hot(y, 5).float()], 1))
-
-    inv = BlackBoxInverter(Conditional(), (32,), BlackBoxInversionConfig(steps=2, q=2), conditional=True)
-    inv.invert(teacher, 1, 1, torch.Generator())
-    assert seen[0].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    inv.make_generator = _spy(inv.make_generator, seen)
+    task = inv.invert(teacher, 1, 1, torch.Generator())
+    assert inv.generator.n_classes == 5 and seen[0].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert task.support_x.shape == (5, 32)
 
 
-def test_bad_configs_and_generators_are_refused(teacher):
+def _spy(make, seen):
+    def build(n_way, rng):
+        gen = make(n_way, rng)
+        gen.register_forward_pre_hook(lambda m, args: seen.append(args[1]))
+        return gen
+
+    return build
+
+
+def test_any_noise_to_input_module_can_replace_the_generator(teacher):
+    inv = inverter(steps=2, nz=4)
+    inv.make_generator = lambda n_way, rng: nn.Linear(4, 32)
+    assert inv.invert(teacher, 1, 1, torch.Generator()).query_x.shape == (5, 32)
+    assert isinstance(inv.generator, nn.Linear)
+
+
+def test_bad_configs_requests_and_generators_are_refused(teacher):
     with pytest.raises(ValueError, match="steps must be >= 1"):
         BlackBoxInversionConfig(steps=0)
     with pytest.raises(ValueError, match="on_budget must be 'raise' or 'stop'"):
@@ -266,8 +268,15 @@ def test_bad_configs_and_generators_are_refused(teacher):
         BlackBoxInversionConfig(directions="cube")
     with pytest.raises(ValueError, match="mu, lr and temperature must be > 0"):
         BlackBoxInversionConfig(mu=0.0)
-    with pytest.raises(ValueError, match="noise_dim must be an int >= 1"):
-        BlackBoxInverter(nn.Linear(16, 32), (32,))
-    wrong = BlackBoxInverter(nn.Linear(16, 8), (32,), noise_dim=16)
+    with pytest.raises(ValueError, match="need nz >= 1 and norm in"):
+        BlackBoxInversionConfig(norm="group")
+    with pytest.raises(ValueError, match="need n_shot >= 1"):
+        inverter().invert(teacher, 0, 1, torch.Generator())
+    bb = BlackBoxTeacher(teacher)
+    with pytest.raises(ValueError, match="name 2 classes but the teacher has 5 outputs"):
+        inverter(steps=1).invert(bb, 1, 1, torch.Generator(), classes=(3, 4))
+    assert bb.queries == 1  # only the probe, before any optimisation
+    wrong = inverter(nz=4)
+    wrong.make_generator = lambda n_way, rng: nn.Linear(4, 8)
     with pytest.raises(ValueError, match=r"inputs of shape \(8,\), expected \(32,\)"):
         wrong.invert(BlackBoxTeacher(teacher, n_outputs=5), 1, 1, torch.Generator())
