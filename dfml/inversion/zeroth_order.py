@@ -260,10 +260,15 @@ class BlackBoxInverter:
             ValueError: the teacher returns labels only.
         """
         bb = teacher if isinstance(teacher, BlackBoxTeacher) else BlackBoxTeacher(teacher)
+        return self._synthesize(bb, n_per_class, generator, student, bb.queries)
+
+    def _synthesize(
+        self, bb: BlackBoxTeacher, n_per_class: int, generator: torch.Generator, student: nn.Module | None, start: int
+    ) -> tuple[Tensor, Tensor, dict[str, Any]]:
+        """:meth:`synthesize` on a wrapped teacher; every query since ``start`` is charged to this task."""
         if bb.output == "label":
             raise ValueError("zeroth-order inversion needs scores; wrap the teacher with output='logits' or 'probs'")
         cfg = self.config
-        start = bb.queries
         device = self.device
         with self.cost.timed(device):
             n_way = bb.probe_outputs(self.input_shape)
@@ -306,13 +311,16 @@ class BlackBoxInverter:
         if n_shot < 1 or n_query < 0:
             raise ValueError(f"need n_shot >= 1 and n_query >= 0, got n_shot={n_shot}, n_query={n_query}")
         bb = teacher if isinstance(teacher, BlackBoxTeacher) else BlackBoxTeacher(teacher)
-        n_way = bb.probe_outputs(self.input_shape)  # remembered: synthesize does not probe again
+        start = bb.queries
+        with self.cost.timed(self.device):
+            n_way = bb.probe_outputs(self.input_shape)  # remembered: no second probe below
         if classes and len(classes) != n_way:
+            self.cost.teacher_queries += bb.queries - start
             raise ValueError(
                 f"classes {tuple(classes)} name {len(classes)} classes but the teacher has {n_way} outputs; "
                 "pass one class id per output (in output order) or none"
             )
-        x, y, report = self.synthesize(bb, n_shot + n_query, generator, student=student)
+        x, y, report = self._synthesize(bb, n_shot + n_query, generator, student, start)
         task = split_task(x, n_way, n_shot, n_query, model_id=model_id, classes=classes, kind="black-box")
         return replace(task, source=replace(task.source, extra=report))
 

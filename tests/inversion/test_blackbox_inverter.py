@@ -174,6 +174,13 @@ def test_recovered_inputs_are_classified_as_their_targets_within_the_budget(teac
     assert accuracy(teacher, untrained) <= 0.4  # the generator before optimisation
 
 
+def test_the_probe_for_the_number_of_classes_is_charged_to_the_task(teacher):
+    bb = BlackBoxTeacher(teacher)  # n_outputs unknown: one probe query
+    inv = inverter(steps=2)
+    task = inv.invert(bb, 1, 1, torch.Generator())
+    assert bb.queries == inv.cost.teacher_queries == task.source.extra["teacher_queries"] == 1 + 2 * 10 * 6 + 10
+
+
 def test_probability_outputs_work_too_and_labels_alone_are_refused(teacher):
     task = inverter().invert(BlackBoxTeacher(teacher, output="probs"), 2, 2, torch.Generator().manual_seed(0))
     assert accuracy(teacher, task) >= 0.8
