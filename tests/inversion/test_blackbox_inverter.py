@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -287,3 +289,24 @@ def test_bad_configs_requests_and_generators_are_refused(teacher):
     wrong.make_generator = lambda n_way, rng: nn.Linear(4, 8)
     with pytest.raises(ValueError, match=r"inputs of shape \(8,\), expected \(32,\)"):
         wrong.invert(BlackBoxTeacher(teacher, n_outputs=5), 1, 1, torch.Generator())
+
+
+def test_images_from_the_default_image_generator_with_a_conv_teacher():
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 3)).eval()
+    inv = BlackBoxInverter((3, 8, 8), BlackBoxInversionConfig(steps=2, q=3, width=4))
+    bb = BlackBoxTeacher(conv, n_outputs=3)
+    task = inv.invert(bb, 1, 1, torch.Generator())
+    assert task.support_x.shape == (3, 3, 8, 8) and 0 <= task.support_x.min() and task.support_x.max() <= 1
+    assert bb.queries == 2 * 6 * 4 + 6
+
+
+@pytest.mark.gpu
+def test_inversion_on_a_cuda_teacher_keeps_the_inputs_on_the_inverters_device(teacher):
+    cuda_teacher = copy.deepcopy(teacher).to("cuda")
+    bb = BlackBoxTeacher(cuda_teacher, budget=1500, n_outputs=5)
+    inv = BlackBoxInverter((32,), BlackBoxInversionConfig(steps=10, q=5, lr=1e-2), device="cuda")
+    task = inv.invert(bb, 2, 2, torch.Generator().manual_seed(0))
+    assert task.support_x.device.type == "cuda" and bb.queries == 1220
+    assert accuracy(cuda_teacher, task) >= 0.8 and inv.cost.seconds > 0
