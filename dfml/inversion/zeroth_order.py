@@ -324,7 +324,17 @@ class BlackBoxInverter:
         task = split_task(x, n_way, n_shot, n_query, model_id=model_id, classes=classes, kind="black-box")
         return replace(task, source=replace(task.source, extra=report))
 
-    def _optimise(self, gen, bb, z, y, generator, student, best) -> tuple[int, bool]:  # type: ignore[no-untyped-def]
+    def _optimise(
+        self,
+        gen: nn.Module,
+        bb: BlackBoxTeacher,
+        z: Tensor,
+        y: Tensor,
+        generator: torch.Generator,
+        student: nn.Module | None,
+        best: _Best,
+    ) -> tuple[int, bool]:
+        """Up to ``config.steps`` zeroth-order steps on ``gen``; returns ``(steps done, stopped by the budget)``."""
         cfg = self.config
         opt = torch.optim.Adam(gen.parameters(), lr=cfg.lr)
         need = len(y) * (cfg.q + 1)
@@ -346,7 +356,10 @@ class BlackBoxInverter:
             opt.step()
         return cfg.steps, False
 
-    def _score(self, bb: BlackBoxTeacher, rows: Tensor, targets: Tensor, student: nn.Module | None):  # type: ignore[no-untyped-def]
+    def _score(
+        self, bb: BlackBoxTeacher, rows: Tensor, targets: Tensor, student: nn.Module | None
+    ) -> tuple[Tensor, Tensor]:
+        """Per-row loss and the teacher's top-1 class for ``rows`` (one batched teacher call)."""
         out = bb(rows.detach())
         s_logits = None
         if student is not None and self.config.boundary_weight > 0:
