@@ -171,7 +171,7 @@ class BlackBoxTeacher:
 
     @property
     def n_outputs(self) -> int:
-        """Number of classes; unless given at construction, found by classifying one zero input (counted)."""
+        """Number of classes: given at construction, or learnt from the first call or :meth:`probe_outputs`."""
         if self._n_outputs is None:
             raise ValueError(
                 f"{self.name}: the number of outputs is unknown; pass n_outputs=... to BlackBoxTeacher, or call "
