@@ -1,23 +1,49 @@
-"""Inversion: recover pseudo tasks (synthetic support/query sets) from pre-trained models."""
+"""Inversion: recover pseudo tasks (synthetic support/query sets) from pre-trained models.
+
+White-box inverters optimise pixels (:class:`PixelInverter`, the persistent :class:`PixelBank`) or
+generators; the black-box inverter sees only the teacher's outputs through a counted, budgeted
+:class:`BlackBoxTeacher` and estimates gradients by zeroth-order differences. All take their
+losses from :mod:`dfml.inversion.losses` and account for their cost in :class:`InversionCost`.
+"""
 
 from __future__ import annotations
 
 from . import losses as losses
+from .bank import AdaptedStudent as AdaptedStudent
+from .bank import PixelBank as PixelBank
+from .bank import PixelBankConfig as PixelBankConfig
 from .base import InversionCost as InversionCost
 from .base import Inverter as Inverter
 from .base import split_task as split_task
+from .blackbox import BlackBoxGradientError as BlackBoxGradientError
+from .blackbox import BlackBoxTeacher as BlackBoxTeacher
+from .blackbox import QueryBudget as QueryBudget
+from .blackbox import QueryBudgetExceeded as QueryBudgetExceeded
+from .grid import image_grid as image_grid
+from .grid import invert_pool as invert_pool
 from .pixels import PixelInversionConfig as PixelInversionConfig
 from .pixels import PixelInverter as PixelInverter
+from .zeroth_order import BlackBoxInversionConfig as BlackBoxInversionConfig
+from .zeroth_order import BlackBoxInverter as BlackBoxInverter
+from .zeroth_order import zo_gradient as zo_gradient
 
-__all__ = ["InversionCost", "Inverter", "PixelInversionConfig", "PixelInverter", "losses", "split_task"]
-
-# pixel bank (PURER-style memory of learnable inputs, episode curriculum, batched refinement)
-from .bank import AdaptedStudent as AdaptedStudent  # noqa: E402
-from .bank import PixelBank as PixelBank  # noqa: E402
-from .bank import PixelBankConfig as PixelBankConfig  # noqa: E402
-
-__all__ += ["AdaptedStudent", "PixelBank", "PixelBankConfig"]
-from .grid import image_grid as image_grid  # noqa: E402
-from .grid import invert_pool as invert_pool  # noqa: E402
-
-__all__ += ["image_grid", "invert_pool"]
+__all__ = [
+    "AdaptedStudent",
+    "BlackBoxGradientError",
+    "BlackBoxInversionConfig",
+    "BlackBoxInverter",
+    "BlackBoxTeacher",
+    "InversionCost",
+    "Inverter",
+    "PixelBank",
+    "PixelBankConfig",
+    "PixelInversionConfig",
+    "PixelInverter",
+    "QueryBudget",
+    "QueryBudgetExceeded",
+    "image_grid",
+    "invert_pool",
+    "losses",
+    "split_task",
+    "zo_gradient",
+]

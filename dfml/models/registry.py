@@ -9,6 +9,7 @@ from torch import nn
 
 from ..registry import Registry
 from .conv4 import Conv4
+from .generator import ImageGenerator, VectorGenerator
 from .mlp import MLP
 from .resnet import ResNet10, ResNet12, ResNet18
 
@@ -18,6 +19,11 @@ MODELS.register("resnet12")(ResNet12)
 MODELS.register("resnet10")(ResNet10)
 MODELS.register("resnet18")(ResNet18)
 MODELS.register("mlp")(MLP)
+
+GENERATORS: Registry[type[nn.Module]] = Registry("generator")
+"""Inversion generators (kept apart from the classifier architectures a pool may hold)."""
+GENERATORS.register("image")(ImageGenerator)
+GENERATORS.register("vector")(VectorGenerator)
 
 
 def model_arguments(arch: str) -> list[str]:
