@@ -16,6 +16,7 @@ from .base import InversionCost as InversionCost
 from .base import Inverter as Inverter
 from .base import split_task as split_task
 from .blackbox import BlackBoxGradientError as BlackBoxGradientError
+from .blackbox import BlackBoxPool as BlackBoxPool
 from .blackbox import BlackBoxTeacher as BlackBoxTeacher
 from .blackbox import QueryBudget as QueryBudget
 from .blackbox import QueryBudgetExceeded as QueryBudgetExceeded
@@ -32,6 +33,7 @@ __all__ = [
     "BlackBoxGradientError",
     "BlackBoxInversionConfig",
     "BlackBoxInverter",
+    "BlackBoxPool",
     "BlackBoxTeacher",
     "InversionCost",
     "Inverter",

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["BlackBoxGradientError", "BlackBoxTeacher", "QueryBudget", "QueryBudgetExceeded"]
+__all__ = ["BlackBoxGradientError", "BlackBoxPool", "BlackBoxTeacher", "QueryBudget", "QueryBudgetExceeded"]
 
 OUTPUTS = ("logits", "probs", "label")
 
@@ -226,3 +226,46 @@ class BlackBoxTeacher:
     def __repr__(self) -> str:
         total = f", total={self.total!r}" if self.total is not None else ""
         return f"BlackBoxTeacher(name={self.name!r}, output={self.output!r}, budget={self.budget!r}{total})"
+
+
+class BlackBoxPool:
+    """Budgeted black-box access to every model of a pool, with counts that survive reloading.
+
+    Calling ``access(model, model_id)`` wraps a loaded pool model in a :class:`BlackBoxTeacher`
+    whose per-model budget object is kept here by ``model_id`` (so a teacher dropped from a cache
+    and loaded again keeps its count), sharing one :class:`QueryBudget` for the whole pool.
+    ``state_dict`` holds every count, so a resumed run continues with the same allowances.
+
+    Args:
+        output: what the teachers return (``logits``, ``probs``, ``label``).
+        per_model: queries allowed per model (``None``: unlimited).
+        total: queries allowed over the pool (``None``: unlimited).
+    """
+
+    def __init__(self, output: str = "logits", per_model: int | None = None, total: int | None = None) -> None:
+        self.output = output
+        self.per_model = per_model
+        self.total = QueryBudget(total, name="pool total")
+        self.budgets: dict[int, QueryBudget] = {}
+
+    def __call__(self, model: nn.Module, model_id: int) -> BlackBoxTeacher:
+        teacher = BlackBoxTeacher(model, output=self.output, total=self.total, name=f"model {model_id}")
+        if model_id not in self.budgets:
+            self.budgets[model_id] = QueryBudget(self.per_model, name=f"model {model_id} (per model)")
+        teacher.budget = self.budgets[model_id]
+        return teacher
+
+    @property
+    def spent(self) -> int:
+        """Queries spent over the pool."""
+        return self.total.spent
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"total": self.total.spent, "per_model": {i: b.spent for i, b in self.budgets.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.total.spent = int(state["total"])
+        self.budgets = {}
+        for i, spent in state["per_model"].items():
+            self.budgets[int(i)] = QueryBudget(self.per_model, name=f"model {int(i)} (per model)")
+            self.budgets[int(i)].spent = int(spent)

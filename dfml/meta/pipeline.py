@@ -104,9 +104,10 @@ class DataFreeStream:
         student: called each step to get the ``student`` argument of ``invert`` (boundary terms,
             harder episodes); ``None`` passes no student.
         teacher_logits: attach the teacher's logits on every new task's inputs (for distilling
-            learners, see :func:`~dfml.meta.distill.attach_teacher_logits`); the teacher used is
-            the inverter's ``query_teacher(teacher)`` when it has one (a black-box inverter's
-            counted wrapper), else the teacher itself.
+            learners, see :func:`~dfml.meta.distill.attach_teacher_logits`).
+        access: wraps each loaded model before use, ``access(model, model_id)`` (e.g. a
+            :class:`~dfml.inversion.blackbox.BlackBoxPool` for outputs-only, budgeted access);
+            its ``state_dict`` is checkpointed with the stream.
         device: where teachers run and tasks are made.
     """
 
@@ -122,6 +123,7 @@ class DataFreeStream:
         learner: nn.Module | None = None,
         student: Callable[[], Any] | None = None,
         teacher_logits: bool = False,
+        access: Callable[[nn.Module, int], Any] | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
         if not hasattr(inverter, "invert"):
@@ -142,6 +144,7 @@ class DataFreeStream:
         self.learner = learner
         self.student = student
         self.teacher_logits = teacher_logits
+        self.access = access
         self.device = torch.device(device)
         self._teachers: OrderedDict[int, nn.Module] = OrderedDict()
         self.recent: dict[int, Task] = {}  # the last task recovered from each model (held-out reward tasks)
@@ -154,6 +157,8 @@ class DataFreeStream:
             self._teachers.move_to_end(i)
             return self._teachers[i]
         model = self.pool.load(i, device=self.device)
+        if self.access is not None:
+            model = self.access(model, i)
         self._teachers[i] = model
         while len(self._teachers) > self.config.teacher_cache:
             self._teachers.popitem(last=False)
@@ -179,9 +184,7 @@ class DataFreeStream:
             labels = torch.randperm(n_classes, generator=generator)[: cfg.n_way].tolist()
             task = restrict_task(task, labels)
         if self.teacher_logits:
-            teacher = self.teacher(i)
-            query = getattr(self.inverter, "query_teacher", None)
-            task = attach_teacher_logits(task, query(teacher, i) if query is not None else teacher, columns=labels)
+            task = attach_teacher_logits(task, self.teacher(i), columns=labels)
         extra = dict(task.source.extra) if task.source else {}
         extra.setdefault("dataset", entry.dataset)
         return replace(task, source=replace(task.source, step=step, extra=extra))
@@ -244,6 +247,8 @@ class DataFreeStream:
             state["memory"] = self.memory.state_dict()
         if hasattr(self.inverter, "state_dict"):
             state["inverter"] = self.inverter.state_dict()
+        if hasattr(self.access, "state_dict"):
+            state["access"] = self.access.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -255,6 +260,8 @@ class DataFreeStream:
             self.memory.load_state_dict(state["memory"])
         if "inverter" in state and hasattr(self.inverter, "load_state_dict"):
             self.inverter.load_state_dict(state["inverter"])
+        if "access" in state and hasattr(self.access, "load_state_dict"):
+            self.access.load_state_dict(state["access"])
         cost = getattr(self.inverter, "cost", None)
         if cost is not None:
             for k, v in state.get("cost", {}).items():

@@ -17,7 +17,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..inversion import PixelInversionConfig, PixelInverter
+from ..inversion import (
+    AdaptedStudent,
+    BlackBoxInversionConfig,
+    BlackBoxInverter,
+    BlackBoxPool,
+    PixelBank,
+    PixelBankConfig,
+    PixelInversionConfig,
+    PixelInverter,
+)
 from ..memory import MemoryConfig, MetaBatchMix, TaskMemory
 from ..meta import (
     MAML,
@@ -37,12 +46,31 @@ from .base import RecipeContext
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DataFreeConfig", "INVERTERS", "LEARNERS", "SELECTORS", "UPDATES", "train_datafree"]
+__all__ = ["BlackBoxAccessConfig", "DataFreeConfig", "INVERTERS", "LEARNERS", "SELECTORS", "UPDATES", "train_datafree"]
 
-INVERTERS = ("pixel",)
+INVERTERS = ("pixel", "bank", "blackbox")
 SELECTORS = ("uniform", "reliability", "group")
 LEARNERS = ("maml", "distill")
 UPDATES = ("maml", "alignment", "grouping")
+
+
+@dataclass(frozen=True)
+class BlackBoxAccessConfig:
+    """How black-box teachers may be queried.
+
+    Attributes:
+        output: what a teacher returns: ``logits`` or ``probs`` (``label`` gives no gradient signal).
+        per_model: queries allowed per pool model (``None``: unlimited).
+        total: queries allowed over the whole pool and run (``None``: unlimited).
+    """
+
+    output: str = "logits"
+    per_model: int | None = None
+    total: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.output not in ("logits", "probs"):
+            raise ValueError(f"datafree.access.output must be 'logits' or 'probs', got {self.output!r}")
 
 
 @dataclass(frozen=True)
@@ -50,8 +78,11 @@ class DataFreeConfig:
     """The parts of a data-free meta-training loop (each recipe's preset sets some of them).
 
     Attributes:
-        inverter: how tasks are recovered (``pixel``; more as they are added to ``INVERTERS``).
-        pixel: settings of the pixel inverter.
+        inverter: how tasks are recovered: ``pixel`` (inputs optimised per task), ``bank`` (a
+            persistent pixel bank with an optional episode curriculum, PURER) or ``blackbox``
+            (outputs only, zeroth-order gradients into a generator, BiDf-MKD).
+        pixel, bank, blackbox: their settings.
+        access: query budgets and outputs of black-box teachers (``inverter: blackbox`` only).
         selector: ``uniform``, ``reliability`` (REINFORCE weigher) or ``group`` (TGR groups of
             dissimilar models).
         reliability: the weigher's settings.
@@ -70,6 +101,9 @@ class DataFreeConfig:
 
     inverter: str = "pixel"
     pixel: PixelInversionConfig = field(default_factory=PixelInversionConfig)
+    bank: PixelBankConfig = field(default_factory=PixelBankConfig)
+    blackbox: BlackBoxInversionConfig = field(default_factory=BlackBoxInversionConfig)
+    access: BlackBoxAccessConfig = field(default_factory=BlackBoxAccessConfig)
     selector: str = "uniform"
     reliability: ReliabilityConfig = field(default_factory=ReliabilityConfig)
     n_groups: int = 2
@@ -98,9 +132,11 @@ class DataFreeConfig:
 
 def build_inverter(cfg: DataFreeConfig, ctx: RecipeContext) -> Any:
     """The inverter named by ``cfg.inverter``."""
-    if cfg.inverter == "pixel":
-        return PixelInverter(ctx.input_shape, cfg.pixel)
-    raise AssertionError(cfg.inverter)  # pragma: no cover - guarded by DataFreeConfig
+    if cfg.inverter == "bank":
+        return PixelBank(ctx.input_shape, cfg.bank)
+    if cfg.inverter == "blackbox":
+        return BlackBoxInverter(ctx.input_shape, cfg.blackbox, device=ctx.device)
+    return PixelInverter(ctx.input_shape, cfg.pixel)
 
 
 def build_learner(cfg: DataFreeConfig, ctx: RecipeContext, model: nn.Module) -> nn.Module:
@@ -155,6 +191,14 @@ def train_datafree(ctx: RecipeContext, cfg: DataFreeConfig) -> nn.Module:
     model = use_batch_stats(ctx.build_meta_model(tr.seed))
     learner = build_learner(cfg, ctx, model)
     inverter = build_inverter(cfg, ctx)
+    access = None
+    if cfg.inverter == "blackbox":
+        access = BlackBoxPool(cfg.access.output, cfg.access.per_model, cfg.access.total)
+    elif cfg.access != BlackBoxAccessConfig():
+        raise ValueError("datafree.access sets query budgets, which only apply to datafree.inverter=blackbox")
+    student = None
+    if cfg.inverter == "bank" and cfg.bank.curriculum:
+        student = lambda: AdaptedStudent(learner)  # noqa: E731  (the meta-learner as it is now)
     selector = build_selector(cfg, ctx, inverter, device)
     stream = DataFreeStream(
         ctx.pool,
@@ -166,6 +210,8 @@ def train_datafree(ctx: RecipeContext, cfg: DataFreeConfig) -> nn.Module:
         mix=cfg.mix,
         learner=learner,
         teacher_logits=cfg.learner == "distill",
+        access=access,
+        student=student,
         device=device,
     )
     trainer = MetaTrainer(model, stream, ctx.val_tasks, tr, run=ctx.run, device=device, learner=learner,
@@ -177,6 +223,8 @@ def train_datafree(ctx: RecipeContext, cfg: DataFreeConfig) -> nn.Module:
 
     ctx.info.update(trainer.fit(progress))
     ctx.info["inversion_cost"] = stream.cost
+    if access is not None:
+        ctx.info["teacher_queries_black_box"] = access.spent
     if isinstance(selector, ReliabilityWeigher):
         ctx.info["reliability_weights"] = selector.weights().tolist()
         ctx.info["trust"] = [e.trust for e in ctx.pool.entries]

@@ -14,7 +14,8 @@ TINY = {
     "train": {"n_query": 3, "meta_batch_size": 2, "steps": 4, "inner_steps": 1, "inner_lr": 0.1,
               "val_every": 2, "val_episodes": 4, "checkpoint_every": 1},
     "eval": {"episodes": 6, "shots": [1]},
-    "datafree": {"pixel": {"steps": 5}, "distill": {"inner_steps": 1, "inner_lr": 0.1}},
+    "datafree": {"pixel": {"steps": 5}, "bank": {"per_class": 5, "steps": 2},
+                 "blackbox": {"steps": 3, "q": 4}, "distill": {"inner_steps": 1, "inner_lr": 0.1}},
 }
 
 
@@ -40,6 +41,9 @@ def test_presets_choose_the_papers_parts():
     assert experiment_config("tgr").datafree.selector == "group"
     assert experiment_config("tgr").datafree.update == "grouping"
     assert experiment_config("bidf_mkd").datafree.learner == "distill"
+    assert experiment_config("bidf_mkd").datafree.inverter == "blackbox"
+    assert experiment_config("purer").datafree.inverter == "bank"
+    assert experiment_config("purer").datafree.bank.curriculum
 
 
 @pytest.mark.parametrize("recipe", PAPERS)
@@ -78,3 +82,23 @@ def test_robust_reports_the_reliability_weights_and_trust(pool, tmp_path):
 def test_a_mix_without_memory_is_refused_with_the_fix():
     with pytest.raises(ValueError, match="set datafree.memory=true"):
         experiment_config("purer", {"datafree": {"mix": {"memory": 1.0}}})
+
+
+def test_black_box_budgets_are_enforced_counted_and_checkpointed(pool, tmp_path):
+    cfg = experiment_config("bidf_mkd", TINY, {"pool": str(pool.root), "datafree": {"access": {"total": 100000}}})
+    res = run_experiment(cfg, tmp_path / "bb")
+    spent = res["info"]["teacher_queries_black_box"]
+    assert 0 < spent <= 100000
+    state = torch.load(tmp_path / "bb" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["stream"]["access"]["total"] == spent
+    assert sum(state["stream"]["access"]["per_model"].values()) == spent
+    tight = experiment_config("bidf_mkd", TINY, {"pool": str(pool.root),
+                                                  "datafree": {"access": {"total": 10}}})
+    with pytest.raises(Exception, match="query budget"):
+        run_experiment(tight, tmp_path / "tight")
+
+
+def test_access_budgets_without_a_black_box_inverter_are_refused(pool, tmp_path):
+    cfg = experiment_config("robust", TINY, {"pool": str(pool.root), "datafree": {"access": {"total": 10}}})
+    with pytest.raises(ValueError, match="only apply to datafree.inverter=blackbox"):
+        run_experiment(cfg, tmp_path / "x")
