@@ -97,7 +97,8 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, width: int) -> str:
     return text
 
 
-def _input_shape(entry: PoolEntry, image_size: int | None) -> tuple[int, ...]:
+def input_shape_of(entry: PoolEntry, image_size: int | None = None) -> tuple[int, ...]:
+    """The shape of one input of pool model ``entry`` (from its ``arch_kwargs``; ``image_size`` if unrecorded)."""
     kw = entry.arch_kwargs
     if "in_features" in kw:
         return (int(kw["in_features"]),)
@@ -158,7 +159,7 @@ def invert_pool(
     bad = [i for i in ids if not 0 <= i < len(pool)] + [i for i in set(ids) if ids.count(i) > 1]
     if not ids or bad:
         raise ValueError(f"models must be distinct pool indices in 0..{len(pool) - 1}, got {ids}")
-    shapes = {i: _input_shape(pool.entry(i), image_size) for i in ids}
+    shapes = {i: input_shape_of(pool.entry(i), image_size) for i in ids}
     out = Path(out_dir)
     targets = [out / "invert.json"] + [out / f"model_{i:04d}.png" for i in ids if len(shapes[i]) == 3]
     existing = [str(p) for p in targets if p.exists()]

@@ -166,13 +166,34 @@ class DataFreeStream:
 
     def recover(self, i: int, step: int, generator: torch.Generator) -> Task:
         """One pseudo task from model ``i``: its own classes (``n_way`` of them), labels ``0..n_way-1``."""
+        return self.recover_many([i], step, generator)[0]
+
+    def recover_many(self, ids: list[int], step: int, generator: torch.Generator) -> list[Task]:
+        """One pseudo task per model in ``ids``.
+
+        Inverters with ``invert_many`` (stacked same-architecture teachers) recover them in one
+        batched call when the models share an architecture and no student is involved; otherwise
+        models are inverted one by one.
+        """
         cfg = self.config
-        entry = self.pool.entry(i)
+        entries = [self.pool.entry(i) for i in ids]
         student = self.student() if self.student is not None else None
-        task = self.inverter.invert(
-            self.teacher(i), cfg.n_shot, cfg.n_query, generator, model_id=i,
-            classes=tuple(entry.class_ids), student=student,
-        )
+        same_arch = len({(e.arch, repr(sorted(e.arch_kwargs.items()))) for e in entries}) == 1
+        if hasattr(self.inverter, "invert_many") and student is None and same_arch and len(ids) > 1:
+            tasks = self.inverter.invert_many(
+                [self.teacher(i) for i in ids], cfg.n_shot, cfg.n_query, generator,
+                model_ids=list(ids), classes=[tuple(e.class_ids) for e in entries],
+            )
+        else:
+            tasks = [
+                self.inverter.invert(self.teacher(i), cfg.n_shot, cfg.n_query, generator, model_id=i,
+                                     classes=tuple(e.class_ids), student=student)
+                for i, e in zip(ids, entries)
+            ]
+        return [self._finish(t, i, e, step, generator) for t, i, e in zip(tasks, ids, entries)]
+
+    def _finish(self, task: Task, i: int, entry: Any, step: int, generator: torch.Generator) -> Task:
+        cfg = self.config
         n_classes = int(task.support_y.max()) + 1
         if n_classes < cfg.n_way:
             raise ValueError(
@@ -199,7 +220,10 @@ class DataFreeStream:
         ids: list[int] = []
         while len(ids) < n_new:  # more new tasks than models: draw again
             ids += self.selector.select(min(n_new - len(ids), len(self.pool)), generator)
-        new = [self.recover(i, step, generator) for i in ids]
+        new = self.recover_many(ids, step, generator)
+        self._inversion_metrics = {}
+        if hasattr(self.inverter, "meta_update"):  # a meta-generator learns from this step's adaptations
+            self._inversion_metrics = {f"inversion/{k}": v for k, v in self.inverter.meta_update().items()}
         if self.memory is not None:
             batch = build_meta_batch(
                 new, self.memory, self.mix, meta_batch_size=cfg.meta_batch_size, n_way=cfg.n_way,
@@ -221,7 +245,7 @@ class DataFreeStream:
         return batch
 
     def feedback(self, step: int, tasks: list[Task], metrics: dict[str, float], learner: Any) -> dict[str, float]:
-        out: dict[str, float] = {}
+        out: dict[str, float] = dict(getattr(self, "_inversion_metrics", {}))
         if self._pending is not None:
             ids, before, held = self._pending
             reward = improvement_reward(learner.loss, before, learner.params(), held)

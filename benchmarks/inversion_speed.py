@@ -1,0 +1,214 @@
+"""Inversion speed: seconds per recovered task and teacher accuracy, every inverter on one pool.
+
+    python benchmarks/inversion_speed.py --pool pools/cifarfs-conv4 --dataset cifar_fs \
+        --data-root ../shared/data --models 8 --out benchmarks/results/inversion_speed_cifarfs.json
+    python benchmarks/inversion_speed.py --toy          # the built-in toy pool, a minute on a CPU
+
+Methods (same pool, same models, same hardware, one run):
+  generator-200      a generator reset per model, 200 steps (BiDf-MKD/TDS/TGR style), one model at a time
+  generator-200 x M  the same, M same-architecture teachers at once (stacked params + vmap)
+  metagen-5          FREE's meta-generator adapted 5 steps per model, after meta-training it over
+                     the other models of the pool (its meta-training time is reported separately)
+  metagen-5 x M      the same, adapting M teachers at once
+  pixels-200         inputs optimised directly, 200 steps
+  pixel-bank         PURER's persistent bank, first visit (init + refinement steps)
+  black-box          outputs only, zeroth-order gradients, with the query budget printed
+
+Teacher accuracy is each teacher's accuracy on its own recovered support + query images (computed
+outside the inverters' cost). Ratios are against generator-200. Timings synchronise the device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from dfml.data import get_dataset
+from dfml.inversion import (
+    BlackBoxInversionConfig,
+    BlackBoxInverter,
+    BlackBoxTeacher,
+    PixelBank,
+    PixelBankConfig,
+    PixelInversionConfig,
+    PixelInverter,
+)
+from dfml.inversion.batched import BatchedGeneratorInverter
+from dfml.inversion.generator import GeneratorInversionConfig, GeneratorInverter
+from dfml.inversion.grid import input_shape_of
+from dfml.inversion.losses import DiffAugment
+from dfml.inversion.metagen import MetaGeneratorConfig, MetaGeneratorInverter
+from dfml.pool import ModelPool, build_toy_pool
+from dfml.types import Task
+
+
+def teacher_accuracy(teacher: torch.nn.Module, task: Task) -> float:
+    """Share of the task's images the teacher classifies as their label."""
+    with torch.no_grad():
+        x = torch.cat([task.support_x, task.query_x])
+        y = torch.cat([task.support_y, task.query_y])
+        return float((teacher(x).argmax(-1) == y).float().mean())
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], list[Task]], device: torch.device) -> tuple[list[Task], float]:
+    sync(device)
+    start = time.perf_counter()
+    tasks = fn()
+    sync(device)
+    return tasks, time.perf_counter() - start
+
+
+def run(args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    if args.toy:
+        pool = build_toy_pool(Path(args.work) / "toy-pool", n_models=max(args.models * 2, 10), seed=0)
+        augment = None
+    else:
+        pool = ModelPool(args.pool)
+        ds = get_dataset(args.dataset, args.data_root, "train") if args.dataset else None
+        mean = tuple(ds.mean.view(-1).tolist()) if ds is not None and ds.mean is not None else None
+        std = tuple(ds.std.view(-1).tolist()) if ds is not None and ds.std is not None else None
+        augment = DiffAugment(pad=2, flip=True, mean=mean, std=std) if mean else None
+    shape = input_shape_of(pool.entry(0))
+    ids = list(range(min(args.models, len(pool))))
+    rest = [i for i in range(len(pool)) if i not in ids] or ids
+    teachers = [pool.load(i, device=device) for i in ids]
+    classes = [tuple(pool.entry(i).class_ids) for i in ids]
+    ns, nq = args.n_shot, args.n_query
+    gen_cfg = GeneratorInversionConfig(steps=args.generator_steps, augment=augment, lr=args.generator_lr,
+                                       nz=args.nz, width=args.width)
+    rows: list[dict] = []
+
+    def record(name: str, tasks: list[Task], seconds: float, cost: dict, extra: dict | None = None) -> None:
+        accs = [teacher_accuracy(t, task) for t, task in zip(teachers, tasks)]
+        rows.append({"method": name, "tasks": len(tasks), "seconds_per_task": seconds / len(tasks),
+                     "teacher_acc": sum(accs) / len(accs), "min_teacher_acc": min(accs),
+                     "queries_per_task": cost.get("teacher_queries", 0) / len(tasks), **(extra or {})})
+        print(f"  {name:<22} {seconds / len(tasks):8.3f} s/task  acc {100 * rows[-1]['teacher_acc']:5.1f}%",
+              file=sys.stderr, flush=True)
+
+    g = lambda: torch.Generator().manual_seed(args.seed)  # noqa: E731
+
+    # per-model generator, one by one and batched
+    inv = GeneratorInverter(shape, gen_cfg)
+    gen = g()
+    tasks, s = timed(lambda: [inv.invert(t, ns, nq, gen, model_id=i, classes=c)
+                              for t, i, c in zip(teachers, ids, classes)], device)
+    record(f"generator-{args.generator_steps}", tasks, s, inv.cost.as_dict())
+    binv = BatchedGeneratorInverter(shape, gen_cfg)
+    tasks, s = timed(lambda: binv.invert_many(teachers, ns, nq, g(), model_ids=ids, classes=classes), device)
+    record(f"generator-{args.generator_steps} x{len(ids)}", tasks, s, binv.cost.as_dict())
+
+    # meta-generator: meta-train over the other models first (reported), then adapt per model
+    mcfg = MetaGeneratorConfig(inner=replace(gen_cfg, steps=args.metagen_steps), algorithm=args.metagen_algorithm)
+    minv = MetaGeneratorInverter(shape, len(classes[0]), mcfg)
+    mgen = g()
+    t0 = time.perf_counter()
+    for _ in range(args.metagen_epochs):
+        for i in rest:
+            minv.invert(pool.load(i, device=device), ns, nq, mgen, model_id=i)
+            minv.meta_update()
+    sync(device)
+    meta_train = time.perf_counter() - t0
+    before = minv.cost.as_dict()
+    tasks, s = timed(lambda: [minv.invert(t, ns, nq, mgen, model_id=i, classes=c)
+                              for t, i, c in zip(teachers, ids, classes)], device)
+    after = {k: minv.cost.as_dict()[k] - before[k] for k in before}
+    record(f"metagen-{args.metagen_steps}", tasks, s, after,
+           {"meta_train_seconds": meta_train, "meta_train_visits": args.metagen_epochs * len(rest)})
+    minv._pending.clear()  # these adaptations are for timing only: no meta-update from held-out models
+    before = minv.cost.as_dict()
+    tasks, s = timed(lambda: minv.invert_many(teachers, ns, nq, mgen, model_ids=ids, classes=classes), device)
+    after = {k: minv.cost.as_dict()[k] - before[k] for k in before}
+    record(f"metagen-{args.metagen_steps} x{len(ids)}", tasks, s, after)
+    minv._pending.clear()
+
+    # pixels, pixel bank, black box
+    pinv = PixelInverter(shape, PixelInversionConfig(steps=args.generator_steps))
+    tasks, s = timed(lambda: [pinv.invert(t, ns, nq, g(), model_id=i, classes=c)
+                              for t, i, c in zip(teachers, ids, classes)], device)
+    record(f"pixels-{args.generator_steps}", tasks, s, pinv.cost.as_dict())
+    bank = PixelBank(shape, PixelBankConfig(per_class=ns + nq, steps=args.bank_steps))
+    tasks, s = timed(lambda: [bank.invert(t, ns, nq, g(), model_id=i, classes=c)
+                              for t, i, c in zip(teachers, ids, classes)], device)
+    record(f"pixel-bank ({args.bank_steps} steps)", tasks, s, bank.cost.as_dict())
+    bcfg = BlackBoxInversionConfig(steps=args.bb_steps, q=args.bb_q, on_budget="stop")
+    binv2 = BlackBoxInverter(shape, bcfg, device=device)
+    wrapped = [BlackBoxTeacher(t, budget=args.bb_budget, name=f"model {i}") for t, i in zip(teachers, ids)]
+    tasks, s = timed(lambda: [binv2.invert(w, ns, nq, g(), model_id=i, classes=c)
+                              for w, i, c in zip(wrapped, ids, classes)], device)
+    record("black-box (ZO)", tasks, s, binv2.cost.as_dict(), {"budget_per_model": args.bb_budget})
+
+    base = rows[0]["seconds_per_task"]
+    for r in rows:
+        r["speedup_vs_generator"] = base / r["seconds_per_task"]
+    return {"pool": str(pool.root), "device": str(device), "models": ids, "n_shot": ns, "n_query": nq,
+            "threads": args.threads, "rows": rows, "command": " ".join(sys.argv)}
+
+
+def table(result: dict) -> str:
+    lines = ["| method | s / task | teacher acc % (min) | teacher queries / task | speed-up vs generator |",
+             "|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['method']} | {r['seconds_per_task']:.3f} | {100 * r['teacher_acc']:.1f} "
+                     f"({100 * r['min_teacher_acc']:.0f}) | {r['queries_per_task']:.0f} | "
+                     f"{r['speedup_vs_generator']:.1f}x |")
+    mg = next(r for r in result["rows"] if r["method"].startswith("metagen") and "x" not in r["method"])
+    lines.append(f"\nmeta-generator meta-training: {mg['meta_train_seconds']:.1f} s over "
+                 f"{mg['meta_train_visits']} model visits (paid once, before the timed adaptation)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--pool", help="pool directory")
+    p.add_argument("--toy", action="store_true", help="use a toy MLP pool built on the fly")
+    p.add_argument("--dataset", help="dataset of the pool (for the normalisation of generated images)")
+    p.add_argument("--data-root", dest="data_root")
+    p.add_argument("--models", type=int, default=8, help="models timed (M of the batched runs)")
+    p.add_argument("--n-shot", dest="n_shot", type=int, default=1)
+    p.add_argument("--n-query", dest="n_query", type=int, default=15)
+    p.add_argument("--generator-steps", dest="generator_steps", type=int, default=200)
+    p.add_argument("--generator-lr", dest="generator_lr", type=float, default=1e-2)
+    p.add_argument("--nz", type=int, default=64)
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--metagen-steps", dest="metagen_steps", type=int, default=5)
+    p.add_argument("--metagen-epochs", dest="metagen_epochs", type=int, default=3)
+    p.add_argument("--metagen-algorithm", dest="metagen_algorithm", default="reptile")
+    p.add_argument("--bank-steps", dest="bank_steps", type=int, default=20)
+    p.add_argument("--bb-steps", dest="bb_steps", type=int, default=100)
+    p.add_argument("--bb-q", dest="bb_q", type=int, default=20)
+    p.add_argument("--bb-budget", dest="bb_budget", type=int, default=200_000)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work", default="runs/bench-work")
+    p.add_argument("--out", help="write the JSON results here (refuses to overwrite)")
+    args = p.parse_args(argv)
+    if not args.toy and not args.pool:
+        p.error("give --pool DIR or --toy")
+    if args.out and Path(args.out).exists():
+        p.error(f"{args.out} exists; choose another --out (results are never overwritten)")
+    result = run(args)
+    print(table(result))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
