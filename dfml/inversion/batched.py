@@ -1,0 +1,189 @@
+"""Batched generator inversion: many same-architecture teachers inverted at once with ``torch.vmap``.
+
+Teacher parameters and buffers are stacked (``torch.func.stack_module_state``), as are the
+parameters of one fresh generator per teacher and their noise; every step runs
+
+``x = vmap(G)(gen_params, z)`` -> per-teacher augmentation (outside ``vmap``, each teacher with its
+own random stream) -> ``loss = vmap(T + losses)(teacher_params, teacher_buffers, x_seen, x)``
+
+and one Adam over the stacked leaves. Adam is elementwise, and the gradient of ``sum_m loss_m``
+w.r.t. teacher ``m``'s generator is that of ``loss_m`` alone, so this is exactly
+:class:`~dfml.inversion.generator.GeneratorInverter` run on each teacher with the generators of
+:func:`model_generators` (checked in float64 by the tests).
+
+BatchNorm under ``vmap``: teachers run in eval mode (running statistics, no batch statistics,
+no buffer updates). The BN-statistics prior uses the shared :class:`~dfml.inversion.losses.BNStatMatch`
+hooks on the template teacher: inside ``functional_call`` the hooked module's ``running_mean``/
+``running_var`` are the vmapped teacher's own buffers, and the terms are consumed within the
+vmapped function, so no batched tensor escapes it. Generators normalise with batch statistics
+and no running buffers, differentiated to first order only (the known wrong-gradient hazard is
+second order through training-mode ``F.batch_norm`` inside ``vmap``; nothing here is second order).
+
+References:
+    Hu et al., "Learning to Learn from APIs: Black-Box Data-Free Meta-Learning" (BiDf-MKD), ICML 2023;
+    Yin et al., "Dreaming to Distill: Data-free Knowledge Transfer via DeepInversion", CVPR 2020.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state
+
+from ..types import Task
+from .base import InversionCost, split_task
+from .generator import GeneratorInversionConfig, check_classes, check_request, inversion_loss, seeded_generator
+from .losses import BNStatMatch
+
+__all__ = ["BatchedGeneratorInverter", "model_generators"]
+
+
+def model_generators(generator: torch.Generator, n: int) -> list[torch.Generator]:
+    """``n`` independent CPU generators seeded by ``n`` draws from ``generator`` (one per teacher)."""
+    seeds = torch.randint(0, 2**62, (n,), generator=generator).tolist()
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+def check_same_architecture(teachers: Sequence[nn.Module]) -> None:
+    """Raise ``ValueError`` unless every teacher has teacher 0's class and state (names, shapes, dtypes, devices)."""
+    ref = teachers[0].state_dict()
+    for i, t in enumerate(teachers[1:], start=1):
+        state = t.state_dict()
+        same = type(t) is type(teachers[0]) and list(state) == list(ref) and all(
+            state[k].shape == ref[k].shape and state[k].dtype == ref[k].dtype and state[k].device == ref[k].device
+            for k in ref
+        )
+        if not same:
+            raise ValueError(
+                f"teacher {i} ({type(t).__name__}) differs in architecture, dtype or device from teacher 0 "
+                f"({type(teachers[0]).__name__}); the batched inverter needs identical architectures: group the "
+                "models by pool.entry(i).arch/arch_kwargs and call invert_many per group, or use GeneratorInverter"
+            )
+
+
+class BatchedGeneratorInverter:
+    """Invert several same-architecture teachers at once, each with its own fresh generator.
+
+    Args:
+        input_shape: shape of one teacher input, ``(C, H, W)`` or ``(D,)``.
+        config: hyper-parameters (as for :class:`~dfml.inversion.generator.GeneratorInverter`).
+
+    Example:
+        >>> inv = BatchedGeneratorInverter((3, 32, 32))
+        >>> tasks = inv.invert_many([pool.load(i) for i in ids], 1, 15, g, model_ids=ids)
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], config: GeneratorInversionConfig | None = None) -> None:
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.config = config or GeneratorInversionConfig()
+        self.cost = InversionCost()
+
+    def invert_many(
+        self,
+        teachers: Sequence[nn.Module],
+        n_shot: int,
+        n_query: int,
+        generator: torch.Generator,
+        model_ids: Sequence[int | None] | None = None,
+        classes: Sequence[tuple[int, ...]] | None = None,
+    ) -> list[Task]:
+        """One pseudo task per teacher; equal to ``GeneratorInverter.invert(teachers[m], ...,
+        model_generators(generator, M)[m])`` for every ``m``.
+
+        Args:
+            teachers: ``M`` frozen eval-mode teachers of one architecture.
+            model_ids, classes: per-teacher provenance (``None``: none).
+
+        Returns:
+            ``M`` tasks in teacher order.
+
+        Raises:
+            ValueError: no teachers, a teacher in training mode, ``n_shot < 1``, heterogeneous
+                teachers, or provenance lists of the wrong length.
+        """
+        if len(teachers) == 0:
+            raise ValueError("invert_many needs at least one teacher, got an empty list")
+        for t in teachers:
+            check_request(t, n_shot, n_query)
+        check_same_architecture(teachers)
+        m = len(teachers)
+        model_ids = list(model_ids) if model_ids is not None else [None] * m
+        classes = [tuple(c) for c in classes] if classes is not None else [()] * m
+        if len(model_ids) != m or len(classes) != m:
+            raise ValueError(f"give one model id and one class tuple per teacher ({m}), got {len(model_ids)} and "
+                             f"{len(classes)}")
+        like = next(teachers[0].parameters())
+        with self.cost.timed(like.device):
+            x, best_loss, best_step, n_way = self._run(teachers, n_shot + n_query, generator, like, classes)
+        n = n_way * (n_shot + n_query)
+        self.cost.teacher_queries += m * self.config.steps * n
+        self.cost.steps += m * self.config.steps
+        self.cost.images += m * n
+        tasks = []
+        for i in range(m):
+            task = split_task(x[i], n_way, n_shot, n_query, model_id=model_ids[i], classes=classes[i])
+            task.source.extra.update(inverter="generator", best_loss=float(best_loss[i]), best_step=int(best_step[i]))
+            tasks.append(task)
+        return tasks
+
+    def _run(
+        self, teachers: Sequence[nn.Module], per_class: int, generator: torch.Generator, like: Tensor,
+        classes: list[tuple[int, ...]],
+    ) -> tuple[Tensor, Tensor, Tensor, int]:
+        cfg, m = self.config, len(teachers)
+        base = teachers[0]
+        t_params, t_buffers = stack_module_state(list(teachers))
+        t_params = {k: v.detach() for k, v in t_params.items()}
+        rngs = model_generators(generator, m)
+
+        def teacher_fn(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor) -> Tensor:
+            return functional_call(base, (p, b), (x,))
+
+        with torch.no_grad():
+            probe = torch.zeros((2, *self.input_shape), device=like.device, dtype=like.dtype)
+            out = torch.vmap(teacher_fn, in_dims=(0, 0, None))(t_params, t_buffers, probe)
+        self.cost.teacher_queries += 2 * m
+        if out.dim() != 3:
+            raise ValueError(f"the teachers must return logits [batch, classes], got shape {tuple(out.shape[1:])}")
+        n_way = int(out.shape[-1])
+        for c in classes:
+            check_classes(c, n_way)
+        n = n_way * per_class
+        gens = [seeded_generator(self.input_shape, cfg, n_way, r).to(device=like.device, dtype=like.dtype) for r in rngs]
+        g_params, _ = stack_module_state(gens)
+        z = torch.stack([torch.randn((n, cfg.nz), generator=r, dtype=like.dtype) for r in rngs]).to(like.device)
+        z.requires_grad_(cfg.learn_z)
+        y = torch.arange(n_way, device=like.device).repeat_interleave(per_class)
+        leaves = list(g_params.values()) + ([z] if cfg.learn_z else [])
+        groups = [{"params": list(g_params.values()), "lr": cfg.lr}]
+        opt = torch.optim.Adam(groups + ([{"params": [z], "lr": cfg.z_lr}] if cfg.learn_z else []))
+
+        def gen_fn(p: dict[str, Tensor], zz: Tensor) -> Tensor:
+            return functional_call(gens[0], p, (zz, y) if cfg.conditional else (zz,))
+
+        best_loss = torch.full((m,), float("inf"), device=like.device, dtype=like.dtype)
+        best_step = torch.full((m,), -1, device=like.device)
+        best_x: Tensor | None = None
+        with BNStatMatch(base) as bn:
+
+            def loss_fn(p: dict[str, Tensor], b: dict[str, Tensor], x_seen: Tensor, x: Tensor) -> Tensor:
+                return inversion_loss(teacher_fn(p, b, x_seen), y, x, x_seen, bn.loss(), cfg)
+
+            for step in range(cfg.steps):
+                x = torch.vmap(gen_fn)(g_params, z)
+                x_seen = x if cfg.augment is None else torch.stack([cfg.augment(x[i], rngs[i]) for i in range(m)])
+                losses = torch.vmap(loss_fn)(t_params, t_buffers, x_seen, x)
+                better = losses.detach() < best_loss
+                mask = better.view(m, *([1] * (x.dim() - 1)))
+                best_x = x.detach() if best_x is None else torch.where(mask, x.detach(), best_x)
+                best_step = torch.where(better, torch.full_like(best_step, step), best_step)
+                best_loss = torch.minimum(losses.detach(), best_loss)
+                for p, g in zip(leaves, torch.autograd.grad(losses.sum(), leaves)):
+                    p.grad = g
+                opt.step()
+        for p in leaves:
+            p.grad = None
+        assert best_x is not None
+        return best_x, best_loss, best_step, n_way
