@@ -34,7 +34,14 @@ from torch.func import functional_call, stack_module_state
 
 from ..types import Task
 from .base import InversionCost, split_task
-from .generator import GeneratorInversionConfig, check_classes, check_request, inversion_loss, seeded_generator
+from .generator import (
+    GeneratorInversionConfig,
+    check_classes,
+    check_request,
+    inversion_loss,
+    make_optimizer,
+    seeded_generator,
+)
 from .losses import BNStatMatch
 
 __all__ = ["BatchedGeneratorInverter", "model_generators"]
@@ -158,7 +165,7 @@ class BatchedGeneratorInverter:
         y = torch.arange(n_way, device=like.device).repeat_interleave(per_class)
         leaves = list(g_params.values()) + ([z] if cfg.learn_z else [])
         groups = [{"params": list(g_params.values()), "lr": cfg.lr}]
-        opt = torch.optim.Adam(groups + ([{"params": [z], "lr": cfg.z_lr}] if cfg.learn_z else []))
+        opt = make_optimizer(groups + ([{"params": [z], "lr": cfg.z_lr}] if cfg.learn_z else []))
 
         def gen_fn(p: dict[str, Tensor], zz: Tensor) -> Tensor:
             return functional_call(gens[0], p, (zz, y) if cfg.conditional else (zz,))

@@ -38,6 +38,7 @@ class GeneratorInversionConfig:
 
     Attributes:
         steps: generator optimisation steps per model (200 in BiDf-MKD/TGR; FREE adapts in 5).
+        optimizer: ``"adam"`` or ``"sgd"`` (plain gradient steps) on the generator and ``z``.
         lr: Adam learning rate of the generator.
         z_lr: Adam learning rate of the noise (when ``learn_z``).
         learn_z: optimise ``z`` together with the generator (else it stays fixed).
@@ -51,6 +52,7 @@ class GeneratorInversionConfig:
     """
 
     steps: int = 200
+    optimizer: str = "adam"
     lr: float = 1e-3
     z_lr: float = 1e-2
     learn_z: bool = True
@@ -69,6 +71,8 @@ class GeneratorInversionConfig:
             raise ValueError(f"generator inversion steps must be >= 1, got {self.steps}")
         if self.lr <= 0 or self.z_lr <= 0:
             raise ValueError(f"generator inversion lr and z_lr must be > 0, got {self.lr} and {self.z_lr}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"generator inversion optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.norm not in NORMS:
             raise ValueError(f"generator norm must be one of {list(NORMS)}, got {self.norm!r}")
 
@@ -87,6 +91,11 @@ def seeded_generator(
             input_shape, nz=config.nz, width=config.width, norm=config.norm,
             n_classes=n_classes if config.conditional else 0,
         )
+
+
+def make_optimizer(groups: list[dict], config: GeneratorInversionConfig) -> torch.optim.Optimizer:
+    """The per-teacher optimiser over ``groups`` (elementwise, so stacking teachers leaves it unchanged)."""
+    return torch.optim.SGD(groups) if config.optimizer == "sgd" else torch.optim.Adam(groups)
 
 
 def check_request(teacher: nn.Module, n_shot: int, n_query: int) -> None:
@@ -167,7 +176,7 @@ def optimise_generator(
     """
     params = [p for p in gen.parameters() if p.requires_grad]
     groups = [{"params": params, "lr": config.lr}] + ([{"params": [z], "lr": config.z_lr}] if config.learn_z else [])
-    opt = torch.optim.Adam(groups)
+    opt = make_optimizer(groups, config)
     leaves = params + ([z] if config.learn_z else [])
     student_params = None if student is None else {k: v.detach() for k, v in student.named_parameters()}
     best_loss = torch.tensor(float("inf"), device=z.device, dtype=z.dtype)

@@ -195,7 +195,8 @@ class MetaGeneratorInverter:
         """Everything needed to resume: meta-generator weights, outer optimiser state, counters, cost."""
         return {
             "generator": {k: v.detach().clone() for k, v in self.generator.state_dict().items()},
-            "optimizer": None if self._optimizer is None else self._optimizer.state_dict(),
+            # deep copies: Optimizer.load_state_dict may keep the very tensors it is given
+            "optimizer": None if self._optimizer is None else copy.deepcopy(self._optimizer.state_dict()),
             "updates": self.updates,
             "cost": self.cost.as_dict(),
             "config_algorithm": self.config.algorithm,
@@ -216,7 +217,7 @@ class MetaGeneratorInverter:
         self._optimizer = None
         if state["optimizer"] is not None:
             self._optimizer = self._make_optimizer()
-            self._optimizer.load_state_dict(state["optimizer"])
+            self._optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
         self.updates = int(state["updates"])
         self.cost = InversionCost(**state["cost"])
         self._pending = []
