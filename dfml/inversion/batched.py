@@ -165,7 +165,7 @@ class BatchedGeneratorInverter:
         y = torch.arange(n_way, device=like.device).repeat_interleave(per_class)
         leaves = list(g_params.values()) + ([z] if cfg.learn_z else [])
         groups = [{"params": list(g_params.values()), "lr": cfg.lr}]
-        opt = make_optimizer(groups + ([{"params": [z], "lr": cfg.z_lr}] if cfg.learn_z else []))
+        opt = make_optimizer(groups + ([{"params": [z], "lr": cfg.z_lr}] if cfg.learn_z else []), cfg)
 
         def gen_fn(p: dict[str, Tensor], zz: Tensor) -> Tensor:
             return functional_call(gens[0], p, (zz, y) if cfg.conditional else (zz,))
