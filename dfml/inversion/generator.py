@@ -17,7 +17,6 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -226,9 +225,10 @@ class GeneratorInverter:
         self.input_shape = tuple(int(s) for s in input_shape)
         self.config = config or GeneratorInversionConfig()
         self.cost = InversionCost()
-        self.make_generator: Callable[[int, torch.Generator], nn.Module] = (
-            lambda n_way, rng: seeded_generator(self.input_shape, self.config, n_way, rng)
-        )
+
+    def build_generator(self, n_way: int, generator: torch.Generator) -> nn.Module:
+        """A fresh generator for a teacher with ``n_way`` outputs (one draw from ``generator``); override to swap it."""
+        return seeded_generator(self.input_shape, self.config, n_way, generator)
 
     def invert(
         self,
@@ -257,7 +257,7 @@ class GeneratorInverter:
             n_way = probe_n_way(teacher, self.input_shape, like, self.cost)
             check_classes(classes, n_way)
             n = n_way * (n_shot + n_query)
-            gen = self.make_generator(n_way, generator).to(device=device, dtype=dtype)
+            gen = self.build_generator(n_way, generator).to(device=device, dtype=dtype)
             z = torch.randn((n, self.config.nz), generator=generator, dtype=dtype).to(device)
             z.requires_grad_(self.config.learn_z)
             y = torch.arange(n_way, device=device).repeat_interleave(n_shot + n_query)

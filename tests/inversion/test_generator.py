@@ -138,3 +138,10 @@ def test_bad_requests_and_configs_are_refused(teacher):
         GeneratorInversionConfig(steps=0)
     with pytest.raises(ValueError, match="norm must be one of"):
         GeneratorInversionConfig(norm="group")
+
+
+def test_generator_inverters_follow_the_inverter_protocol():
+    from dfml.inversion import Inverter, MetaGeneratorInverter
+
+    assert isinstance(GeneratorInverter((32,)), Inverter)
+    assert isinstance(MetaGeneratorInverter((32,), 5), Inverter)
