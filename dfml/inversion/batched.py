@@ -139,44 +139,53 @@ class BatchedGeneratorInverter:
         self, teachers: Sequence[nn.Module], per_class: int, generator: torch.Generator, like: Tensor,
         classes: list[tuple[int, ...]],
     ) -> tuple[Tensor, Tensor, Tensor, int]:
+        """Stack the teachers, build one generator and one ``z`` per teacher, optimise them together."""
         cfg, m = self.config, len(teachers)
-        base = teachers[0]
         t_params, t_buffers = stack_module_state(list(teachers))
         t_params = {k: v.detach() for k, v in t_params.items()}
         rngs = model_generators(generator, m)
-
-        def teacher_fn(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor) -> Tensor:
-            return functional_call(base, (p, b), (x,))
-
-        with torch.no_grad():
-            probe = torch.zeros((2, *self.input_shape), device=like.device, dtype=like.dtype)
-            out = torch.vmap(teacher_fn, in_dims=(0, 0, None))(t_params, t_buffers, probe)
-        self.cost.teacher_queries += 2 * m
-        if out.dim() != 3:
-            raise ValueError(f"the teachers must return logits [batch, classes], got shape {tuple(out.shape[1:])}")
-        n_way = int(out.shape[-1])
+        n_way = self._probe(teachers[0], t_params, t_buffers, like)
         for c in classes:
             check_classes(c, n_way)
         n = n_way * per_class
         gens = [seeded_generator(self.input_shape, cfg, n_way, r).to(device=like.device, dtype=like.dtype) for r in rngs]
-        g_params, _ = stack_module_state(gens)
         z = torch.stack([torch.randn((n, cfg.nz), generator=r, dtype=like.dtype) for r in rngs]).to(like.device)
         z.requires_grad_(cfg.learn_z)
         y = torch.arange(n_way, device=like.device).repeat_interleave(per_class)
+        x, best_loss, best_step = self._optimise(teachers[0], t_params, t_buffers, gens, z, y, rngs)
+        return x, best_loss, best_step, n_way
+
+    def _probe(self, base: nn.Module, t_params: dict[str, Tensor], t_buffers: dict[str, Tensor], like: Tensor) -> int:
+        """The teachers' number of outputs (2 zero inputs each, counted)."""
+        probe = torch.zeros((2, *self.input_shape), device=like.device, dtype=like.dtype)
+        with torch.no_grad():
+            out = torch.vmap(lambda p, b: functional_call(base, (p, b), (probe,)))(t_params, t_buffers)
+        self.cost.teacher_queries += 2 * out.shape[0]
+        if out.dim() != 3:
+            raise ValueError(f"the teachers must return logits [batch, classes], got shape {tuple(out.shape[1:])}")
+        return int(out.shape[-1])
+
+    def _optimise(
+        self, base: nn.Module, t_params: dict[str, Tensor], t_buffers: dict[str, Tensor], gens: list[nn.Module],
+        z: Tensor, y: Tensor, rngs: list[torch.Generator],
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``steps`` joint steps; per teacher the lowest-loss batch ``[M, B, ...]``, its loss ``[M]`` and step ``[M]``."""
+        cfg, m = self.config, len(gens)
+        g_params, _ = stack_module_state(gens)  # stateless norms: no generator buffers
         leaves = list(g_params.values()) + ([z] if cfg.learn_z else [])
         groups = [{"params": list(g_params.values()), "lr": cfg.lr}]
         opt = make_optimizer(groups + ([{"params": [z], "lr": cfg.z_lr}] if cfg.learn_z else []), cfg)
-
-        def gen_fn(p: dict[str, Tensor], zz: Tensor) -> Tensor:
-            return functional_call(gens[0], p, (zz, y) if cfg.conditional else (zz,))
-
-        best_loss = torch.full((m,), float("inf"), device=like.device, dtype=like.dtype)
-        best_step = torch.full((m,), -1, device=like.device)
+        best_loss = torch.full((m,), float("inf"), device=z.device, dtype=z.dtype)
+        best_step = torch.full((m,), -1, device=z.device)
         best_x: Tensor | None = None
         with BNStatMatch(base) as bn:
 
+            def gen_fn(p: dict[str, Tensor], zz: Tensor) -> Tensor:
+                return functional_call(gens[0], p, (zz, y) if cfg.conditional else (zz,))
+
             def loss_fn(p: dict[str, Tensor], b: dict[str, Tensor], x_seen: Tensor, x: Tensor) -> Tensor:
-                return inversion_loss(teacher_fn(p, b, x_seen), y, x, x_seen, bn.loss(), cfg)
+                logits = functional_call(base, (p, b), (x_seen,))
+                return inversion_loss(logits, y, x, x_seen, bn.loss(), cfg)  # BN terms consumed inside vmap
 
             for step in range(cfg.steps):
                 x = torch.vmap(gen_fn)(g_params, z)
@@ -193,4 +202,4 @@ class BatchedGeneratorInverter:
         for p in leaves:
             p.grad = None
         assert best_x is not None
-        return best_x, best_loss, best_step, n_way
+        return best_x, best_loss, best_step
