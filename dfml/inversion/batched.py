@@ -41,6 +41,7 @@ from .generator import (
     inversion_loss,
     make_optimizer,
     seeded_generator,
+    teacher_space,
 )
 from .losses import BNStatMatch
 
@@ -130,7 +131,8 @@ class BatchedGeneratorInverter:
         self.cost.images += m * n
         tasks = []
         for i in range(m):
-            task = split_task(x[i], n_way, n_shot, n_query, model_id=model_ids[i], classes=classes[i])
+            xi = teacher_space(x[i], self.config.augment)
+            task = split_task(xi, n_way, n_shot, n_query, model_id=model_ids[i], classes=classes[i])
             task.source.extra.update(inverter="generator", best_loss=float(best_loss[i]), best_step=int(best_step[i]))
             tasks.append(task)
         return tasks

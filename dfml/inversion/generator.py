@@ -9,6 +9,9 @@ For every teacher a generator (seeded from the caller's ``torch.Generator``) and
 where ``x = G(z[, y])`` and ``y`` holds ``n_shot + n_query`` targets per teacher class. The batch
 kept is the generator output with the **lowest total loss** over all steps (the loss of the
 forward pass that produced it, before that step's update), tracked on the device without syncs.
+Tasks hold the kept batch in the teacher's input space: normalised with ``augment.mean``/``std``
+when given (image generators end in a sigmoid, so the augmentation should carry the dataset's
+normalisation), never cropped or flipped.
 
 References:
     Hu et al., "Learning to Learn from APIs: Black-Box Data-Free Meta-Learning" (BiDf-MKD), ICML 2023;
@@ -17,7 +20,7 @@ References:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor, nn
@@ -90,6 +93,16 @@ def seeded_generator(
             input_shape, nz=config.nz, width=config.width, norm=config.norm,
             n_classes=n_classes if config.conditional else 0,
         )
+
+
+def teacher_space(x: Tensor, augment: DiffAugment | None) -> Tensor:
+    """Generator outputs ``x`` as the teacher takes them: normalised with ``augment``'s mean/std (no crop, no flip).
+
+    Tasks hold inputs in this space, like real episodes (which are normalised by their dataset).
+    """
+    if augment is None or augment.mean is None:
+        return x
+    return replace(augment, pad=0, flip=False)(x, torch.Generator())  # draws nothing without crop and flip
 
 
 def make_optimizer(groups: list[dict], config: GeneratorInversionConfig) -> torch.optim.Optimizer:
@@ -265,7 +278,8 @@ class GeneratorInverter:
         self.cost.teacher_queries += self.config.steps * n
         self.cost.steps += self.config.steps
         self.cost.images += n
-        task = split_task(x, n_way, n_shot, n_query, model_id=model_id, classes=classes)
+        task = split_task(teacher_space(x, self.config.augment), n_way, n_shot, n_query, model_id=model_id,
+                          classes=classes)
         task.source.extra.update(inverter="generator", best_loss=float(best_loss), best_step=int(best_step))
         return task
 

@@ -38,6 +38,7 @@ from .generator import (
     optimise_generator,
     probe_n_way,
     seeded_generator,
+    teacher_space,
 )
 
 __all__ = ["ALGORITHMS", "MetaGeneratorConfig", "MetaGeneratorInverter"]
@@ -156,7 +157,8 @@ class MetaGeneratorInverter:
         self.cost.teacher_queries += (inner.steps + int(fomaml)) * n
         self.cost.steps += inner.steps
         self.cost.images += n
-        task = split_task(x, n_way, n_shot, n_query, model_id=model_id, classes=classes)
+        task = split_task(teacher_space(x, inner.augment), n_way, n_shot, n_query, model_id=model_id,
+                          classes=classes)
         task.source.extra.update(inverter="metagen", best_loss=float(best_loss), best_step=int(best_step))
         return task
 

@@ -95,7 +95,9 @@ def test_images_with_bn_prior_and_augmentation_leave_the_teacher_untouched(bn_te
     aug = DiffAugment(pad=2, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     cfg = GeneratorInversionConfig(steps=2, nz=8, width=4, tv_weight=0.1, l2_weight=0.01, augment=aug)
     task = GeneratorInverter((3, 16, 16), cfg).invert(bn_teacher, 2, 1, torch.Generator().manual_seed(0))
-    assert task.support_x.shape == (8, 3, 16, 16) and 0 <= task.support_x.min() and task.support_x.max() <= 1
+    # sigmoid images in [0, 1], handed out normalised like real episodes: (x - 0.5) / 0.25 in [-2, 2]
+    assert task.support_x.shape == (8, 3, 16, 16) and -2 <= task.support_x.min() and task.support_x.max() <= 2
+    assert task.support_x.min() < 0
     assert not bn_teacher.training
     assert all(not m._forward_hooks for m in bn_teacher.modules())
     assert all(p.grad is None and not p.requires_grad for p in bn_teacher.parameters())
