@@ -150,7 +150,8 @@ class BatchedGeneratorInverter:
         for c in classes:
             check_classes(c, n_way)
         n = n_way * per_class
-        gens = [seeded_generator(self.input_shape, cfg, n_way, r).to(device=like.device, dtype=like.dtype) for r in rngs]
+        gens = [seeded_generator(self.input_shape, cfg, n_way, r) for r in rngs]
+        gens = [g.to(device=like.device, dtype=like.dtype) for g in gens]
         z = torch.stack([torch.randn((n, cfg.nz), generator=r, dtype=like.dtype) for r in rngs]).to(like.device)
         z.requires_grad_(cfg.learn_z)
         y = torch.arange(n_way, device=like.device).repeat_interleave(per_class)
@@ -171,7 +172,7 @@ class BatchedGeneratorInverter:
         self, base: nn.Module, t_params: dict[str, Tensor], t_buffers: dict[str, Tensor], gens: list[nn.Module],
         z: Tensor, y: Tensor, rngs: list[torch.Generator],
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """``steps`` joint steps; per teacher the lowest-loss batch ``[M, B, ...]``, its loss ``[M]`` and step ``[M]``."""
+        """``steps`` joint steps; per teacher: lowest-loss batch ``[M, B, ...]``, its loss ``[M]``, its step ``[M]``."""
         cfg, m = self.config, len(gens)
         g_params, _ = stack_module_state(gens)  # stateless norms: no generator buffers
         leaves = list(g_params.values()) + ([z] if cfg.learn_z else [])
