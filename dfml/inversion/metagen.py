@@ -23,6 +23,7 @@ References:
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,14 @@ from torch import Tensor, nn
 
 from ..types import Task
 from .base import InversionCost, split_task
+from .batched import (
+    check_batch_request,
+    model_generators,
+    optimise_stacked,
+    probe_stacked,
+    stack_teachers,
+    stacked_tasks,
+)
 from .generator import (
     GeneratorInversionConfig,
     check_classes,
@@ -132,13 +141,7 @@ class MetaGeneratorInverter:
         like = next(teacher.parameters())
         inner = self.config.inner
         with self.cost.timed(like.device):
-            n_way = probe_n_way(teacher, self.input_shape, like, self.cost)
-            if n_way != self.n_way:
-                raise ValueError(
-                    f"teacher has {n_way} outputs but this meta-generator was built for n_way={self.n_way}; "
-                    "build one MetaGeneratorInverter per n_way"
-                )
-            check_classes(classes, n_way)
+            n_way = self._check_n_way(probe_n_way(teacher, self.input_shape, like, self.cost), [classes])
             self.generator.to(device=like.device, dtype=like.dtype)
             n = n_way * (n_shot + n_query)
             gen = copy.deepcopy(self.generator)
@@ -161,6 +164,63 @@ class MetaGeneratorInverter:
                           classes=classes)
         task.source.extra.update(inverter="metagen", best_loss=float(best_loss), best_step=int(best_step))
         return task
+
+    def invert_many(
+        self,
+        teachers: Sequence[nn.Module],
+        n_shot: int,
+        n_query: int,
+        generator: torch.Generator,
+        model_ids: Sequence[int | None] | None = None,
+        classes: Sequence[tuple[int, ...]] | None = None,
+    ) -> list[Task]:
+        """Adapt ``M`` copies of the meta-generator to ``M`` same-architecture teachers at once (``vmap``).
+
+        Equal to ``invert(teachers[m], ..., model_generators(generator, M)[m])`` for every ``m`` in
+        turn (tasks, remembered adaptations and cost; no student term).
+
+        Raises:
+            ValueError: see :func:`~dfml.inversion.batched.check_batch_request`; also a wrong ``n_way``.
+        """
+        model_ids, classes = check_batch_request(teachers, n_shot, n_query, model_ids, classes)
+        inner, m, per_class = self.config.inner, len(teachers), n_shot + n_query
+        fomaml = self.config.algorithm == "fomaml"
+        like = next(teachers[0].parameters())
+        with self.cost.timed(like.device):
+            t_params, t_buffers = stack_teachers(teachers)
+            rngs = model_generators(generator, m)
+            n_way = self._check_n_way(probe_stacked(teachers[0], t_params, t_buffers, self.input_shape, like,
+                                                    self.cost), classes)
+            self.generator.to(device=like.device, dtype=like.dtype)
+            n = n_way * per_class
+            z = torch.stack([torch.randn((n, inner.nz), generator=r, dtype=like.dtype) for r in rngs]).to(like.device)
+            z.requires_grad_(inner.learn_z)
+            y = torch.arange(n_way, device=like.device).repeat_interleave(per_class)
+            gens = [self.generator] * m  # stack_module_state copies the parameters
+            x, best_loss, best_step, adapted, grads = optimise_stacked(
+                teachers[0], t_params, t_buffers, gens, z, y, rngs, inner, final_grad=fomaml
+            )
+        names = [k for k, _ in self.generator.named_parameters()]
+        for i in range(m):
+            if fomaml:
+                assert grads is not None
+                self._pending.append([grads[k][i].detach() for k in names])
+            else:
+                self._pending.append([(p0 - adapted[k][i]).detach() for k, p0 in self.generator.named_parameters()])
+        self.cost.teacher_queries += m * (inner.steps + int(fomaml)) * n
+        self.cost.steps += m * inner.steps
+        self.cost.images += m * n
+        return stacked_tasks(x, best_loss, best_step, inner, n_way, n_shot, n_query, model_ids, classes, "metagen")
+
+    def _check_n_way(self, n_way: int, classes: Sequence[tuple[int, ...]]) -> int:
+        if n_way != self.n_way:
+            raise ValueError(
+                f"teacher has {n_way} outputs but this meta-generator was built for n_way={self.n_way}; "
+                "build one MetaGeneratorInverter per n_way"
+            )
+        for c in classes:
+            check_classes(c, n_way)
+        return n_way
 
     def meta_update(self) -> dict[str, float]:
         """Apply the mean first-order meta-gradient of the adaptations since the last update.
