@@ -31,7 +31,18 @@ from ..types import Task
 from .base import InversionCost, split_task
 from .losses import BNStatMatch, DiffAugment, boundary_loss, class_loss, l2_prior, total_variation
 
-__all__ = ["GeneratorInversionConfig", "GeneratorInverter", "check_request", "inversion_loss", "seeded_generator"]
+__all__ = [
+    "GeneratorInversionConfig",
+    "GeneratorInverter",
+    "check_classes",
+    "check_request",
+    "inversion_loss",
+    "make_optimizer",
+    "optimise_generator",
+    "probe_n_way",
+    "seeded_generator",
+    "teacher_space",
+]
 
 
 @dataclass(frozen=True)
