@@ -15,13 +15,20 @@ from .bank import PixelBankConfig as PixelBankConfig
 from .base import InversionCost as InversionCost
 from .base import Inverter as Inverter
 from .base import split_task as split_task
+from .batched import BatchedGeneratorInverter as BatchedGeneratorInverter
+from .batched import model_generators as model_generators
 from .blackbox import BlackBoxGradientError as BlackBoxGradientError
 from .blackbox import BlackBoxPool as BlackBoxPool
 from .blackbox import BlackBoxTeacher as BlackBoxTeacher
 from .blackbox import QueryBudget as QueryBudget
 from .blackbox import QueryBudgetExceeded as QueryBudgetExceeded
+from .generator import GeneratorInversionConfig as GeneratorInversionConfig
+from .generator import GeneratorInverter as GeneratorInverter
 from .grid import image_grid as image_grid
 from .grid import invert_pool as invert_pool
+from .losses import DiffAugment as DiffAugment
+from .metagen import MetaGeneratorConfig as MetaGeneratorConfig
+from .metagen import MetaGeneratorInverter as MetaGeneratorInverter
 from .pixels import PixelInversionConfig as PixelInversionConfig
 from .pixels import PixelInverter as PixelInverter
 from .zeroth_order import BlackBoxInversionConfig as BlackBoxInversionConfig
@@ -30,13 +37,19 @@ from .zeroth_order import zo_gradient as zo_gradient
 
 __all__ = [
     "AdaptedStudent",
+    "BatchedGeneratorInverter",
     "BlackBoxGradientError",
     "BlackBoxInversionConfig",
     "BlackBoxInverter",
     "BlackBoxPool",
     "BlackBoxTeacher",
+    "DiffAugment",
+    "GeneratorInversionConfig",
+    "GeneratorInverter",
     "InversionCost",
     "Inverter",
+    "MetaGeneratorConfig",
+    "MetaGeneratorInverter",
     "PixelBank",
     "PixelBankConfig",
     "PixelInversionConfig",
@@ -46,6 +59,7 @@ __all__ = [
     "image_grid",
     "invert_pool",
     "losses",
+    "model_generators",
     "split_task",
     "zo_gradient",
 ]

@@ -9,6 +9,9 @@ For every teacher a generator (seeded from the caller's ``torch.Generator``) and
 where ``x = G(z[, y])`` and ``y`` holds ``n_shot + n_query`` targets per teacher class. The batch
 kept is the generator output with the **lowest total loss** over all steps (the loss of the
 forward pass that produced it, before that step's update), tracked on the device without syncs.
+Tasks hold the kept batch in the teacher's input space: normalised with ``augment.mean``/``std``
+when given (image generators end in a sigmoid, so the augmentation should carry the dataset's
+normalisation), never cropped or flipped.
 
 References:
     Hu et al., "Learning to Learn from APIs: Black-Box Data-Free Meta-Learning" (BiDf-MKD), ICML 2023;
@@ -17,8 +20,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor, nn
@@ -29,7 +31,18 @@ from ..types import Task
 from .base import InversionCost, split_task
 from .losses import BNStatMatch, DiffAugment, boundary_loss, class_loss, l2_prior, total_variation
 
-__all__ = ["GeneratorInversionConfig", "GeneratorInverter", "check_request", "inversion_loss", "seeded_generator"]
+__all__ = [
+    "GeneratorInversionConfig",
+    "GeneratorInverter",
+    "check_classes",
+    "check_request",
+    "inversion_loss",
+    "make_optimizer",
+    "optimise_generator",
+    "probe_n_way",
+    "seeded_generator",
+    "teacher_space",
+]
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,7 @@ class GeneratorInversionConfig:
 
     Attributes:
         steps: generator optimisation steps per model (200 in BiDf-MKD/TGR; FREE adapts in 5).
+        optimizer: ``"adam"`` or ``"sgd"`` (plain gradient steps) on the generator and ``z``.
         lr: Adam learning rate of the generator.
         z_lr: Adam learning rate of the noise (when ``learn_z``).
         learn_z: optimise ``z`` together with the generator (else it stays fixed).
@@ -51,6 +65,7 @@ class GeneratorInversionConfig:
     """
 
     steps: int = 200
+    optimizer: str = "adam"
     lr: float = 1e-3
     z_lr: float = 1e-2
     learn_z: bool = True
@@ -69,6 +84,8 @@ class GeneratorInversionConfig:
             raise ValueError(f"generator inversion steps must be >= 1, got {self.steps}")
         if self.lr <= 0 or self.z_lr <= 0:
             raise ValueError(f"generator inversion lr and z_lr must be > 0, got {self.lr} and {self.z_lr}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"generator inversion optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.norm not in NORMS:
             raise ValueError(f"generator norm must be one of {list(NORMS)}, got {self.norm!r}")
 
@@ -87,6 +104,21 @@ def seeded_generator(
             input_shape, nz=config.nz, width=config.width, norm=config.norm,
             n_classes=n_classes if config.conditional else 0,
         )
+
+
+def teacher_space(x: Tensor, augment: DiffAugment | None) -> Tensor:
+    """Generator outputs ``x`` as the teacher takes them: normalised with ``augment``'s mean/std (no crop, no flip).
+
+    Tasks hold inputs in this space, like real episodes (which are normalised by their dataset).
+    """
+    if augment is None or augment.mean is None:
+        return x
+    return replace(augment, pad=0, flip=False)(x, torch.Generator())  # draws nothing without crop and flip
+
+
+def make_optimizer(groups: list[dict], config: GeneratorInversionConfig) -> torch.optim.Optimizer:
+    """The per-teacher optimiser over ``groups`` (elementwise, so stacking teachers leaves it unchanged)."""
+    return torch.optim.SGD(groups) if config.optimizer == "sgd" else torch.optim.Adam(groups)
 
 
 def check_request(teacher: nn.Module, n_shot: int, n_query: int) -> None:
@@ -167,7 +199,7 @@ def optimise_generator(
     """
     params = [p for p in gen.parameters() if p.requires_grad]
     groups = [{"params": params, "lr": config.lr}] + ([{"params": [z], "lr": config.z_lr}] if config.learn_z else [])
-    opt = torch.optim.Adam(groups)
+    opt = make_optimizer(groups, config)
     leaves = params + ([z] if config.learn_z else [])
     student_params = None if student is None else {k: v.detach() for k, v in student.named_parameters()}
     best_loss = torch.tensor(float("inf"), device=z.device, dtype=z.dtype)
@@ -217,9 +249,10 @@ class GeneratorInverter:
         self.input_shape = tuple(int(s) for s in input_shape)
         self.config = config or GeneratorInversionConfig()
         self.cost = InversionCost()
-        self.make_generator: Callable[[int, torch.Generator], nn.Module] = (
-            lambda n_way, rng: seeded_generator(self.input_shape, self.config, n_way, rng)
-        )
+
+    def build_generator(self, n_way: int, generator: torch.Generator) -> nn.Module:
+        """A fresh generator for a teacher with ``n_way`` outputs (one draw from ``generator``); override to swap it."""
+        return seeded_generator(self.input_shape, self.config, n_way, generator)
 
     def invert(
         self,
@@ -248,7 +281,7 @@ class GeneratorInverter:
             n_way = probe_n_way(teacher, self.input_shape, like, self.cost)
             check_classes(classes, n_way)
             n = n_way * (n_shot + n_query)
-            gen = self.make_generator(n_way, generator).to(device=device, dtype=dtype)
+            gen = self.build_generator(n_way, generator).to(device=device, dtype=dtype)
             z = torch.randn((n, self.config.nz), generator=generator, dtype=dtype).to(device)
             z.requires_grad_(self.config.learn_z)
             y = torch.arange(n_way, device=device).repeat_interleave(n_shot + n_query)
@@ -256,7 +289,8 @@ class GeneratorInverter:
         self.cost.teacher_queries += self.config.steps * n
         self.cost.steps += self.config.steps
         self.cost.images += n
-        task = split_task(x, n_way, n_shot, n_query, model_id=model_id, classes=classes)
+        task = split_task(teacher_space(x, self.config.augment), n_way, n_shot, n_query, model_id=model_id,
+                          classes=classes)
         task.source.extra.update(inverter="generator", best_loss=float(best_loss), best_step=int(best_step))
         return task
 

@@ -197,7 +197,7 @@ def build_generator(
     norm: str = "batch",
     output: str | None = None,
 ) -> nn.Module:
-    """A generator for inputs of ``input_shape``: ``(C, H, W)`` -> :class:`ImageGenerator`, ``(D,)`` -> :class:`VectorGenerator`.
+    """A generator for ``input_shape``: ``(C, H, W)`` -> :class:`ImageGenerator`, ``(D,)`` -> :class:`VectorGenerator`.
 
     Args:
         input_shape: shape of one teacher input.
