@@ -14,8 +14,10 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import copy
+import ctypes
 import dataclasses
+import functools
+import gc
 import json
 import os
 import platform
@@ -237,7 +239,7 @@ class PeakMemory:
         self.device = device
         if device.type == "cuda":
             self.method = "cuda max_memory_allocated - memory_allocated at start"
-        elif _reset_hwm():
+        elif _hwm_resettable():
             self.method = "VmHWM (reset via /proc/self/clear_refs) - VmRSS at start"
         else:
             self.method = "ru_maxrss growth (0 when an earlier region peaked higher)"
@@ -275,19 +277,25 @@ def _proc_status_kib(field: str) -> int:
     raise OSError(f"{field} not in /proc/self/status")
 
 
-def _reset_hwm() -> bool:
+@functools.lru_cache(maxsize=1)
+def _hwm_resettable() -> bool:
     try:
-        import ctypes
-        import gc
-
-        gc.collect()
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap pages back, so VmRSS is the live set
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
         _proc_status_kib("VmHWM")
         return True
-    except (OSError, AttributeError):
+    except OSError:
         return False
+
+
+def _reset_hwm() -> None:
+    gc.collect()  # free unreachable graphs of earlier regions
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap pages back, so VmRSS is the live set
+    except (OSError, AttributeError):
+        pass
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def time_steps(step: Step, batches: Sequence[Sequence[Task]], opt: torch.optim.Optimizer, warmup: int,
