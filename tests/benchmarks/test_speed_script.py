@@ -97,3 +97,12 @@ def test_higher_meta_gradients_equal_dfmls_on_cuda():
     pytest.importorskip("higher")
     checks = speed.check_gradients(["dfml", "higher"], torch.device("cuda"), ("second", "first"), cfg=TINY)
     assert checks["higher"]["ok"], checks["higher"]["message"]
+
+
+def test_the_default_preset_is_the_default_config():
+    from dfml.config import from_dict, load_yaml
+
+    preset = SCRIPT.parent / "presets" / "speed.yaml"
+    assert from_dict(speed.SpeedConfig, load_yaml(preset)) == speed.SpeedConfig()
+    gpu = from_dict(speed.SpeedConfig, load_yaml(SCRIPT.parent / "presets" / "speed_gpu.yaml"))
+    assert dataclasses.replace(gpu, warmup=3, iters=10, task_sets=2) == speed.SpeedConfig()
