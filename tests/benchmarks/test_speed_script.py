@@ -42,6 +42,16 @@ def test_an_implementation_with_other_meta_gradients_is_reported_and_not_trusted
     assert "first order: relative error" in checks["wrong"]["message"]
 
 
+def test_an_implementation_that_raises_is_reported_and_not_trusted():
+    def broken(model, cfg, first_order):
+        raise RuntimeError("incompatible with this torch")
+
+    checks = speed.check_gradients(["dfml", "broken"], CPU, ("first",), builders={"dfml": speed.dfml_step,
+                                                                                  "broken": broken}, cfg=TINY)
+    assert not checks["broken"]["ok"]
+    assert "raised RuntimeError: incompatible with this torch" in checks["broken"]["message"]
+
+
 def test_second_and_first_order_meta_gradients_differ_so_the_check_can_tell_them_apart():
     tasks = speed.make_tasks(TINY, 2, 2, torch.float64, CPU, seed=1)
     second = speed.meta_gradient(speed.dfml_step, TINY, tasks, False, CPU)
