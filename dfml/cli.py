@@ -7,6 +7,7 @@
     dfml eval         score recipes (e.g. random, average) on the same fixed meta-test episodes
     dfml compare      paired comparison of two finished runs
     dfml invert       recover images from pool models: one labelled PNG grid per model + invert.json
+    dfml plot         plots of run directories (meta-val accuracy, reliability weights, model groups)
     dfml demo         the whole pipeline on the built-in toy world
 """
 
@@ -163,6 +164,15 @@ def cmd_invert(args: argparse.Namespace) -> int:
     cost = report["cost"]
     print(f"cost: {cost['teacher_queries']} teacher queries, {cost['steps']} steps, {cost['seconds']:.1f} s; "
           f"details in {Path(args.out) / 'invert.json'}")
+    return 0
+
+
+# -------------------------------------------------------------------- plot
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .plots import plot_runs
+
+    for path in plot_runs(args.runs, args.out, overwrite=args.force):
+        print(path)
     return 0
 
 
@@ -331,6 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--device", default="cpu")
     inv.add_argument("--force", action="store_true", help="overwrite existing grids and invert.json")
     inv.set_defaults(func=cmd_invert)
+
+    pl = sub.add_parser("plot", help="PNG plots of finished or running runs (val accuracy, reliability, groups)")
+    pl.add_argument("runs", nargs="+", help="run directories")
+    pl.add_argument("--out", required=True, help="folder for the PNG files")
+    pl.add_argument("--force", action="store_true", help="overwrite existing PNG files")
+    pl.set_defaults(func=cmd_plot)
 
     d = sub.add_parser("demo", help="the whole pipeline on the built-in toy world (about a minute)")
     d.add_argument("--out", default="runs/demo")

@@ -147,6 +147,8 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: Progress | 
         device=cfg.device,
         progress=progress,
         datafree=cfg.datafree,
+        input_mean=None if val_ds.mean is None else tuple(val_ds.mean.view(-1).tolist()),
+        input_std=None if val_ds.std is None else tuple(val_ds.std.view(-1).tolist()),
     )
     model = recipe(ctx)
     atomic_torch_save(model.state_dict(), run.path / "model.pt")

@@ -388,3 +388,53 @@ def plot_dissimilarity(
     ax.set_ylabel("model (ordered by group)")
     ax.set_title(title or f"model dissimilarity, {len(ordered)} groups", fontsize="medium")
     return _save(fig, path)
+
+
+def plot_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, overwrite: bool = False) -> list[Path]:
+    """Every plot the given run directories support, written to ``out_dir``.
+
+    * ``val_acc.png``: meta-validation accuracy of all runs that have validated;
+    * ``<run>-reliability.png``: reliability weights over time (runs with a reliability weigher),
+      coloured by the pool's trust marks when the pool can still be found;
+    * ``<run>-groups.png``: the TGR dissimilarity matrix and its groups (runs with a group selector,
+      read from the last checkpoint).
+
+    Returns:
+        The PNG files written.
+
+    Raises:
+        FileNotFoundError: a run directory without ``metrics.jsonl``.
+        ValueError: none of the runs has anything to plot.
+    """
+    import torch
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = {Path(d).name: Path(d) for d in run_dirs}
+    records = {name: load_records(d) for name, d in runs.items()}
+    written: list[Path] = []
+    validated = {n: r for n, r in records.items() if any("val_acc" in x for x in r)}
+    if validated:
+        written.append(plot_val_curves(validated, out / "val_acc.png", overwrite=overwrite))
+    for name, d in runs.items():
+        if any(k.startswith("selector/w/") for x in records[name] for k in x):
+            try:
+                trust: list[str] | None = run_trust(d)
+            except (FileNotFoundError, ValueError):
+                trust = None
+            written.append(plot_reliability(records[name], out / f"{name}-reliability.png", trust,
+                                            overwrite=overwrite, title=f"{name}: reliability weights"))
+        ckpt = d / "checkpoints" / "last.pt"
+        if ckpt.is_file():
+            state = torch.load(ckpt, map_location="cpu", weights_only=True)
+            selector = state.get("stream", {}).get("selector", {})
+            if "dissimilarity" in selector:
+                written.append(plot_dissimilarity(selector["dissimilarity"], selector["labels"],
+                                                  out / f"{name}-groups.png", overwrite=overwrite,
+                                                  title=f"{name}: model dissimilarity and groups"))
+    if not written:
+        raise ValueError(
+            f"nothing to plot in {[str(d) for d in runs.values()]}: no run has validated yet (lower "
+            "train.val_every), has a reliability weigher or a group selector"
+        )
+    return written

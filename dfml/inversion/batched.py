@@ -42,6 +42,7 @@ from ..types import Task
 from .base import InversionCost, split_task
 from .generator import (
     GeneratorInversionConfig,
+    GeneratorInverter,
     check_classes,
     check_request,
     inversion_loss,
@@ -196,8 +197,11 @@ def optimise_stacked(
     return best_x, best_loss, best_step, {k: v.detach() for k, v in g_params.items()}, grads
 
 
-class BatchedGeneratorInverter:
+class BatchedGeneratorInverter(GeneratorInverter):
     """Invert several same-architecture teachers at once, each with its own fresh generator.
+
+    ``invert`` (one teacher, optional student) is :class:`GeneratorInverter`'s; ``invert_many``
+    stacks the teachers. Both add to the same ``cost``.
 
     Args:
         input_shape: shape of one teacher input, ``(C, H, W)`` or ``(D,)``.
@@ -207,11 +211,6 @@ class BatchedGeneratorInverter:
         >>> inv = BatchedGeneratorInverter((3, 32, 32))
         >>> tasks = inv.invert_many([pool.load(i) for i in ids], 1, 15, g, model_ids=ids)
     """
-
-    def __init__(self, input_shape: tuple[int, ...], config: GeneratorInversionConfig | None = None) -> None:
-        self.input_shape = tuple(int(s) for s in input_shape)
-        self.config = config or GeneratorInversionConfig()
-        self.cost = InversionCost()
 
     def invert_many(
         self,

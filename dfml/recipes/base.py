@@ -34,6 +34,8 @@ class RecipeContext:
         progress: optional callback ``(stage, i, n, info)`` for the CLI's progress bars.
         info: filled in by the recipe (costs, best step...), copied into ``results.json``.
         datafree: the data-free loop's parts (:class:`dfml.recipes.datafree.DataFreeConfig`).
+        input_mean, input_std: per-channel normalisation of the target domain's images (what the
+            teachers were trained on); generators that output ``[0, 1]`` images use it.
     """
 
     pool: ModelPool
@@ -45,6 +47,8 @@ class RecipeContext:
     progress: Callable[[str, int, int, dict[str, Any]], None] | None = None
     info: dict[str, Any] = field(default_factory=dict)
     datafree: Any = None
+    input_mean: tuple[float, ...] | None = None
+    input_std: tuple[float, ...] | None = None
 
     def architecture(self) -> tuple[str, dict[str, Any]]:
         """The pool's single architecture and its arguments; heterogeneous pools raise ``ValueError``."""

@@ -11,7 +11,7 @@ meta-validation.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -19,6 +19,11 @@ from torch import nn
 
 from ..inversion import (
     AdaptedStudent,
+    BatchedGeneratorInverter,
+    DiffAugment,
+    GeneratorInversionConfig,
+    MetaGeneratorConfig,
+    MetaGeneratorInverter,
     BlackBoxInversionConfig,
     BlackBoxInverter,
     BlackBoxPool,
@@ -48,7 +53,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["BlackBoxAccessConfig", "DataFreeConfig", "INVERTERS", "LEARNERS", "SELECTORS", "UPDATES", "train_datafree"]
 
-INVERTERS = ("pixel", "bank", "blackbox")
+INVERTERS = ("pixel", "bank", "blackbox", "generator", "metagen")
 SELECTORS = ("uniform", "reliability", "group")
 LEARNERS = ("maml", "distill")
 UPDATES = ("maml", "alignment", "grouping")
@@ -79,9 +84,12 @@ class DataFreeConfig:
 
     Attributes:
         inverter: how tasks are recovered: ``pixel`` (inputs optimised per task), ``bank`` (a
-            persistent pixel bank with an optional episode curriculum, PURER) or ``blackbox``
+            persistent pixel bank with an optional episode curriculum, PURER), ``generator`` (a
+            generator trained from scratch per model; several same-architecture models at once),
+            ``metagen`` (a meta-generator adapted a few steps per model, FREE) or ``blackbox``
             (outputs only, zeroth-order gradients into a generator, BiDf-MKD).
-        pixel, bank, blackbox: their settings.
+        pixel, bank, generator, metagen, blackbox: their settings. Image generators output
+            ``[0, 1]`` images; the target dataset's normalisation is applied before the teacher.
         access: query budgets and outputs of black-box teachers (``inverter: blackbox`` only).
         selector: ``uniform``, ``reliability`` (REINFORCE weigher) or ``group`` (TGR groups of
             dissimilar models).
@@ -102,6 +110,8 @@ class DataFreeConfig:
     inverter: str = "pixel"
     pixel: PixelInversionConfig = field(default_factory=PixelInversionConfig)
     bank: PixelBankConfig = field(default_factory=PixelBankConfig)
+    generator: GeneratorInversionConfig = field(default_factory=GeneratorInversionConfig)
+    metagen: MetaGeneratorConfig = field(default_factory=MetaGeneratorConfig)
     blackbox: BlackBoxInversionConfig = field(default_factory=BlackBoxInversionConfig)
     access: BlackBoxAccessConfig = field(default_factory=BlackBoxAccessConfig)
     selector: str = "uniform"
@@ -136,7 +146,19 @@ def build_inverter(cfg: DataFreeConfig, ctx: RecipeContext) -> Any:
         return PixelBank(ctx.input_shape, cfg.bank)
     if cfg.inverter == "blackbox":
         return BlackBoxInverter(ctx.input_shape, cfg.blackbox, device=ctx.device)
+    if cfg.inverter == "generator":
+        return BatchedGeneratorInverter(ctx.input_shape, _normalising(cfg.generator, ctx))
+    if cfg.inverter == "metagen":
+        inner = _normalising(cfg.metagen.inner, ctx)
+        return MetaGeneratorInverter(ctx.input_shape, ctx.train.n_way, replace(cfg.metagen, inner=inner))
     return PixelInverter(ctx.input_shape, cfg.pixel)
+
+
+def _normalising(gen: GeneratorInversionConfig, ctx: RecipeContext) -> GeneratorInversionConfig:
+    """``gen`` with the target domain's normalisation before the teacher (images only, if not set)."""
+    if len(ctx.input_shape) != 3 or ctx.input_mean is None or gen.augment is not None:
+        return gen
+    return replace(gen, augment=DiffAugment(pad=2, flip=True, mean=ctx.input_mean, std=ctx.input_std))
 
 
 def build_learner(cfg: DataFreeConfig, ctx: RecipeContext, model: nn.Module) -> nn.Module:

@@ -21,7 +21,7 @@ def test_reliability_weigher_protects_against_a_corrupted_pool(tmp_path):
                       "outer_lr": 3e-3, "val_every": 50, "val_episodes": 30, "test_inner_lr": 0.1,
                       "checkpoint_every": 1000},
             "eval": {"episodes": 200, "shots": [1], "lr": 0.1, "episodes_dir": str(tmp_path / "eps")},
-            "datafree": {"selector": selector, "pixel": {"steps": 30, "l2_weight": 0.05}}})
+            "datafree": {"selector": selector, "inverter": "pixel", "pixel": {"steps": 30, "l2_weight": 0.05}}})
         return run_experiment(cfg, tmp_path / f"{pool.root.name}-{selector}")
 
     weighted = run(bad, "reliability")

@@ -1,4 +1,10 @@
-"""On the toy world, the data-free recipes beat both baselines on held-out classes by a clear margin."""
+"""On the toy world, the data-free recipes beat both baselines on held-out classes by a clear margin.
+
+The toy teachers are MLPs without BatchNorm, so inversion has no statistics prior and generators
+collapse to near-identical samples per class (within-class spread about 1.7 against 7 for real toy
+data); the tests therefore recover tasks by pixel inversion, which stays diverse. The generator
+inverters are exercised on Conv4 pools with BatchNorm (tests/inversion, the CIFAR-FS runs).
+"""
 
 import pytest
 
@@ -16,7 +22,7 @@ def setup(tmp_path_factory):
                   "outer_lr": 3e-3, "val_every": 30, "val_episodes": 30, "test_inner_lr": 0.1,
                   "checkpoint_every": 1000},
         "eval": {"episodes": 100, "shots": [1], "lr": 0.1, "episodes_dir": str(root / "episodes")},
-        "datafree": {"pixel": {"steps": 30, "l2_weight": 0.05}},
+        "datafree": {"inverter": "pixel", "pixel": {"steps": 30, "l2_weight": 0.05}},
     }
     scores = {}
 

@@ -15,7 +15,8 @@ TINY = {
               "val_every": 2, "val_episodes": 4, "checkpoint_every": 1},
     "eval": {"episodes": 6, "shots": [1]},
     "datafree": {"pixel": {"steps": 5}, "bank": {"per_class": 5, "steps": 2},
-                 "blackbox": {"steps": 3, "q": 4}, "distill": {"inner_steps": 1, "inner_lr": 0.1}},
+                 "blackbox": {"steps": 3, "q": 4}, "distill": {"inner_steps": 1, "inner_lr": 0.1},
+                 "generator": {"steps": 3}, "metagen": {"inner": {"steps": 2}}},
 }
 
 
@@ -44,6 +45,8 @@ def test_presets_choose_the_papers_parts():
     assert experiment_config("bidf_mkd").datafree.inverter == "blackbox"
     assert experiment_config("purer").datafree.inverter == "bank"
     assert experiment_config("purer").datafree.bank.curriculum
+    assert experiment_config("free").datafree.inverter == "metagen"
+    assert experiment_config("robust").datafree.inverter == "generator"
 
 
 @pytest.mark.parametrize("recipe", PAPERS)
