@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["DataFreeStream", "StreamConfig", "restrict_task"]
 
-REWARDS = ("heldout", "none")
+REWARDS = ("heldout", "agreement", "none")
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,11 @@ class StreamConfig:
         n_way, n_shot, n_query: task shape (a teacher with more classes gives a random ``n_way`` of them).
         meta_batch_size: tasks per step (new + memory + interpolated, see ``mix``).
         reward: ``"heldout"``: the selector is rewarded with the meta-learner's loss improvement on
-            tasks recovered earlier from other models (data-free); ``"none"``: no reward.
+            tasks recovered earlier from other models; ``"agreement"``: each selected model is
+            rewarded with how often the *other* pool models that advertise one of its classes
+            classify its recovered images of that class as that class (pools with overlapping label
+            sets; a model no other model can judge is not updated); ``"none"``: no reward. Both
+            rewards are data-free.
         reward_tasks: how many of those held-out tasks score each update.
         teacher_cache: loaded teachers kept in memory (least recently used are dropped).
     """
@@ -62,7 +66,7 @@ class StreamConfig:
     meta_batch_size: int = 4
     reward: str = "heldout"
     reward_tasks: int = 4
-    teacher_cache: int = 16
+    teacher_cache: int = 32
 
     def __post_init__(self) -> None:
         for name in ("n_way", "n_shot", "n_query", "meta_batch_size", "reward_tasks", "teacher_cache"):
@@ -149,6 +153,8 @@ class DataFreeStream:
         self._teachers: OrderedDict[int, nn.Module] = OrderedDict()
         self.recent: dict[int, Task] = {}  # the last task recovered from each model (held-out reward tasks)
         self._pending: tuple[list[int], dict[str, torch.Tensor], list[Task]] | None = None
+        self._agreement: list[tuple[int, float]] = []
+        self.judge_queries = 0  # teacher queries spent judging other models' tasks (agreement reward)
 
     # ----------------------------------------------------------------- teachers
     def teacher(self, i: int) -> nn.Module:
@@ -234,6 +240,8 @@ class DataFreeStream:
         else:
             batch = new
         self._pending = None
+        self._agreement = [(i, r) for i, t in zip(ids, new) if (r := self.agreement(i, t)) is not None] \
+            if cfg.reward == "agreement" else []
         if cfg.reward == "heldout" and self.learner is not None and ids:
             held = [t for m, t in self.recent.items() if m not in set(ids)]
             if held:
@@ -252,7 +260,39 @@ class DataFreeStream:
             out["reward"] = reward
             out.update({f"selector/{k}": v for k, v in self.selector.update(ids, reward).items()})
             self._pending = None
+        if self._agreement:
+            for i, r in self._agreement:
+                metrics = self.selector.update([i], r)
+            out["reward"] = sum(r for _, r in self._agreement) / len(self._agreement)
+            out.update({f"selector/{k}": v for k, v in metrics.items() if k.startswith("w/") or k == "max_weight"})
+            self._agreement = []
         return out
+
+    def agreement(self, i: int, task: Task) -> float | None:
+        """Share of model ``i``'s recovered images of class ``c`` that other models advertising ``c`` call ``c``.
+
+        ``None`` when no other model advertises any of the task's classes.
+        """
+        if task.source is None or not task.source.classes:
+            return None
+        x = torch.cat([task.support_x, task.query_x])
+        y = torch.cat([task.support_y, task.query_y])
+        hits, total = 0.0, 0
+        for k in range(len(self.pool)):
+            if k == i:
+                continue
+            theirs = list(self.pool.entry(k).class_ids)
+            shared = [(label, theirs.index(c)) for label, c in enumerate(task.source.classes) if c in theirs]
+            if not shared or self.pool.entry(k).dataset != self.pool.entry(i).dataset:
+                continue
+            rows = torch.cat([torch.nonzero(y == label).view(-1) for label, _ in shared])
+            want = torch.cat([torch.full((int((y == label).sum()),), col) for label, col in shared]).to(y.device)
+            with torch.no_grad():
+                pred = self.teacher(k)(x[rows]).argmax(-1)
+            self.judge_queries += int(rows.numel())
+            hits += float((pred == want).sum())
+            total += int(rows.numel())
+        return hits / total if total else None
 
     @property
     def cost(self) -> dict[str, float]:
@@ -266,6 +306,7 @@ class DataFreeStream:
             "selector": self.selector.state_dict(),
             "recent": {i: _task_state(t) for i, t in self.recent.items()},
             "cost": self.cost,
+            "judge_queries": self.judge_queries,
         }
         if self.memory is not None:
             state["memory"] = self.memory.state_dict()
@@ -280,6 +321,7 @@ class DataFreeStream:
             return
         self.selector.load_state_dict(state["selector"])
         self.recent = {int(i): _task_from_state(s) for i, s in state["recent"].items()}
+        self.judge_queries = int(state.get("judge_queries", 0))
         if self.memory is not None:
             self.memory.load_state_dict(state["memory"])
         if "inverter" in state and hasattr(self.inverter, "load_state_dict"):

@@ -99,7 +99,8 @@ class DataFreeConfig:
         memory: keep recovered tasks in a task memory (required by memory/interpolated mixes).
         memory_config: its capacity.
         mix: new / memory / interpolated tasks per meta-batch and the interpolation settings.
-        reward: ``heldout`` (data-free reward for a learning selector) or ``none``.
+        reward: ``heldout`` or ``agreement`` (data-free rewards for a learning selector, see
+            :class:`~dfml.meta.pipeline.StreamConfig`) or ``none``.
         learner: ``maml`` (query cross-entropy) or ``distill`` (bi-level KD on teacher outputs).
         distill: settings of the distilling learner.
         update: ``maml`` (the learner's meta-step), ``alignment`` (implicit gradient alignment) or

@@ -111,3 +111,44 @@ def test_bad_parts_are_refused_with_the_fix(pool):
         DataFreeStream(pool, object())
     with pytest.raises(ValueError, match="stream.reward must be one of"):
         StreamConfig(reward="real")
+
+
+class _Entry:
+    def __init__(self, class_ids, dataset="d"):
+        self.class_ids, self.dataset, self.arch, self.arch_kwargs = list(class_ids), dataset, "stub", {}
+
+
+class _StubPool:
+    """Three 'models' with overlapping classes; teacher k answers with fixed logits per input row."""
+
+    def __init__(self, teachers, classes):
+        self.teachers, self.entries = teachers, [_Entry(c) for c in classes]
+
+    def __len__(self):
+        return len(self.entries)
+
+    def entry(self, i):
+        return self.entries[i]
+
+    def load(self, i, device=None):
+        return self.teachers[i]
+
+
+def test_agreement_reward_counts_what_other_models_advertising_the_class_say():
+    # inputs are 2-d one-hot-ish rows; model 1 advertises classes (11, 12) and calls a row class 11
+    # (its output 0) when x[0] > x[1]; model 2 advertises (13, 14): it cannot judge model 0.
+    judge = torch.nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        judge.weight.copy_(torch.eye(2))
+    pool = _StubPool([None, judge.eval(), judge.eval()], [(10, 11), (11, 12), (13, 14)])
+    stream = DataFreeStream(pool, PixelInverter((2,)), StreamConfig(n_way=2, reward="agreement"))
+    # model 0's task: label 1 is class 11; of its 4 images, 3 look like "output 0" to model 1
+    x1 = torch.tensor([[1.0, 0.0], [2.0, 0.0], [1.0, 0.5], [0.0, 1.0]])
+    x0 = torch.zeros(4, 2)
+    task = Task(torch.cat([x0[:1], x1[:1]]), torch.tensor([0, 1]), torch.cat([x0[1:], x1[1:]]),
+                torch.tensor([0, 0, 0, 1, 1, 1]), TaskSource(model_id=0, classes=(10, 11)))
+    assert stream.agreement(0, task) == pytest.approx(3 / 4)
+    assert stream.judge_queries == 4
+    # nobody else advertises model 2's classes: no reward
+    lonely = Task(x0[:2], torch.tensor([0, 1]), x0[2:], torch.tensor([0, 1]), TaskSource(model_id=2, classes=(13, 14)))
+    assert stream.agreement(2, lonely) is None

@@ -1,0 +1,18 @@
+"""CIFAR-FS, the DFML papers' protocol: build the pool, train every recipe, one table.
+
+    python benchmarks/cifar_fs.py --scale small --data-root ../shared/data     # this 2-core machine, < 1 hour
+    python benchmarks/cifar_fs.py --scale paper --device cuda                  # the papers' sizes, for a GPU
+
+Resumable: re-run the same command after an interruption. Presets: presets/cifar_fs_<scale>.yaml.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+
+from protocol import main  # noqa: E402
+
+if __name__ == "__main__":
+    raise SystemExit(main("cifar_fs"))
