@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -77,9 +77,14 @@ class Inverter(Protocol):
         *,
         model_id: int | None = None,
         classes: tuple[int, ...] = (),
-        student: nn.Module | None = None,
+        student: Any = None,
     ) -> Task:
-        """One pseudo task for ``teacher``'s own classes (labels ``0..n_way-1`` in output order)."""
+        """One pseudo task for ``teacher``'s own classes (labels ``0..n_way-1`` in output order).
+
+        ``student`` is what the inverter may play against: a module (boundary terms of the
+        generator inverters) or a callable ``student(support_x, support_y, query_x) -> logits``
+        (the pixel bank's episode curriculum); ``None``: no student.
+        """
         ...
 
 
