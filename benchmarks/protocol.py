@@ -35,7 +35,8 @@ def load_preset(dataset: str, scale: str) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
 
 
-def build_pools(p: dict[str, Any], data_root: str, out: Path, device: str, existing: str | None) -> dict[str, Path]:
+def build_pools(p: dict[str, Any], data_root: str, out: Path, device: str, existing: str | None,
+                needed: set[str]) -> dict[str, Path]:
     """The clean pool (built, or an existing one) and, when the preset asks, a corrupted copy; resumable."""
     train = get_dataset(p["dataset"], data_root, "train")
     pools = {"clean": Path(existing) if existing else out / "pool"}
@@ -47,7 +48,7 @@ def build_pools(p: dict[str, Any], data_root: str, out: Path, device: str, exist
     print(f"pool: {len(pool)} models, mean held-out accuracy "
           f"{100 * sum(e.heldout_acc for e in pool.entries) / len(pool):.1f}% ({time.perf_counter() - start:.0f} s)",
           file=sys.stderr, flush=True)
-    if p.get("corruption"):
+    if p.get("corruption") and "corrupted" in needed:
         c = p["corruption"]
         pools["corrupted"] = out / f"pool-corrupted-{int(100 * c['ratio'])}"
         if not (pools["corrupted"] / "pool.json").is_file():
@@ -59,14 +60,13 @@ def build_pools(p: dict[str, Any], data_root: str, out: Path, device: str, exist
 
 def run_all(p: dict[str, Any], data_root: str, out: Path, device: str, recipes: list[str] | None,
             pool: str | None = None) -> dict:
-    pools = build_pools(p, data_root, out, device, pool)
+    selected = {n: s for n, s in p["runs"].items() if not recipes or s["recipe"] in recipes or n in recipes}
+    pools = build_pools(p, data_root, out, device, pool, {s.get("pool", "clean") for s in selected.values()})
     common = {"dataset": p["dataset"], "data_root": data_root, "device": device,
               "eval": {**p.get("eval", {}), "episodes_dir": str(out / "episodes")}, "train": p.get("train", {}),
               "datafree": p.get("datafree", {})}
     runs: dict[str, dict] = {}
-    for name, spec in p["runs"].items():
-        if recipes and spec["recipe"] not in recipes and name not in recipes:
-            continue
+    for name, spec in selected.items():
         pool = pools[spec.get("pool", "clean")]
         layer = {**common, "pool": str(pool)}
         cfg = experiment_config(spec["recipe"], layer, spec.get("set", {}))
