@@ -60,7 +60,9 @@ def build_pools(p: dict[str, Any], data_root: str, out: Path, device: str, exist
 
 def run_all(p: dict[str, Any], data_root: str, out: Path, device: str, recipes: list[str] | None,
             pool: str | None = None) -> dict:
-    selected = {n: s for n, s in p["runs"].items() if not recipes or s["recipe"] in recipes or n in recipes}
+    # a token names a run, or a recipe (its runs on the clean pool)
+    selected = {n: s for n, s in p["runs"].items()
+                if not recipes or n in recipes or (s["recipe"] in recipes and s.get("pool", "clean") == "clean")}
     pools = build_pools(p, data_root, out, device, pool, {s.get("pool", "clean") for s in selected.values()})
     common = {"dataset": p["dataset"], "data_root": data_root, "device": device,
               "eval": {**p.get("eval", {}), "episodes_dir": str(out / "episodes")}, "train": p.get("train", {}),
@@ -106,7 +108,7 @@ def main(dataset: str, argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help=f"output folder (default runs/bench-{dataset}-<scale>)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--recipes", nargs="*", help="only these runs or recipes")
+    ap.add_argument("--recipes", nargs="*", help="only these runs (by name) or recipes (their clean-pool runs)")
     ap.add_argument("--pool", help="use this existing pool instead of building the preset's")
     args = ap.parse_args(argv)
     if args.threads:
