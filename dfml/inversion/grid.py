@@ -199,9 +199,9 @@ def _recover(
     groups: dict[tuple, list[int]] = {}
     for i in ids:
         e = pool.entry(i)
-        groups.setdefault((e.arch, json.dumps(e.arch_kwargs, sort_keys=True), shapes[i]), []).append(i)
+        groups.setdefault((e.architecture_key, shapes[i]), []).append(i)
     banks, records, batches, total = {}, {}, [], InversionCost()
-    for (_, _, shape), members in groups.items():
+    for (_, shape), members in groups.items():
         bank = PixelBank(shape, cfg)
         teachers = [pool.load(i, device) for i in members]
         bank.refine_many(teachers, members, generator)

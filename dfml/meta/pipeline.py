@@ -151,7 +151,8 @@ class DataFreeStream:
         self.access = access
         self.device = torch.device(device)
         self._teachers: OrderedDict[int, nn.Module] = OrderedDict()
-        self.recent: dict[int, Task] = {}  # the last task recovered from each model (held-out reward tasks)
+        self.recent: dict[int, Task] = {}  # heldout reward only: the last task recovered from each model
+        self._inversion_metrics: dict[str, float] = {}
         self._pending: tuple[list[int], dict[str, torch.Tensor], list[Task]] | None = None
         self._agreement: list[tuple[int, float]] = []
         self.judge_queries = 0  # teacher queries spent judging other models' tasks (agreement reward)
@@ -184,7 +185,7 @@ class DataFreeStream:
         cfg = self.config
         entries = [self.pool.entry(i) for i in ids]
         student = self.student() if self.student is not None else None
-        same_arch = len({(e.arch, repr(sorted(e.arch_kwargs.items()))) for e in entries}) == 1
+        same_arch = len({e.architecture_key for e in entries}) == 1
         if hasattr(self.inverter, "invert_many") and student is None and same_arch and len(ids) > 1:
             tasks = self.inverter.invert_many(
                 [self.teacher(i) for i in ids], cfg.n_shot, cfg.n_query, generator,
@@ -248,12 +249,12 @@ class DataFreeStream:
                 order = torch.randperm(len(held), generator=generator)[: cfg.reward_tasks].tolist()
                 before = {k: v.detach().clone() for k, v in self.learner.params().items()}
                 self._pending = (ids, before, [held[k] for k in order])
-        for i, t in zip(ids, new):
-            self.recent[i] = t
+        if cfg.reward == "heldout":
+            self.recent.update(zip(ids, new))
         return batch
 
     def feedback(self, step: int, tasks: list[Task], metrics: dict[str, float], learner: Any) -> dict[str, float]:
-        out: dict[str, float] = dict(getattr(self, "_inversion_metrics", {}))
+        out: dict[str, float] = dict(self._inversion_metrics)
         if self._pending is not None:
             ids, before, held = self._pending
             reward = improvement_reward(learner.loss, before, learner.params(), held)

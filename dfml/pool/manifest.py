@@ -75,6 +75,11 @@ class PoolEntry:
                 f"{len(self.class_ids)} class ids"
             )
 
+    @property
+    def architecture_key(self) -> tuple[str, tuple[tuple[str, str], ...]]:
+        """``(arch, sorted arguments)``, hashable: equal keys build models of identical shapes."""
+        return self.arch, tuple(sorted((k, repr(v)) for k, v in self.arch_kwargs.items()))
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

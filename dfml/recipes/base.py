@@ -52,7 +52,7 @@ class RecipeContext:
 
     def architecture(self) -> tuple[str, dict[str, Any]]:
         """The pool's single architecture and its arguments; heterogeneous pools raise ``ValueError``."""
-        archs = {(e.arch, _frozen(e.arch_kwargs)) for e in self.pool.entries}
+        archs = {e.architecture_key for e in self.pool.entries}
         if len(archs) != 1:
             names = sorted({a for a, _ in archs})
             raise ValueError(
@@ -69,10 +69,6 @@ class RecipeContext:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return build_model(arch, **kwargs)
-
-
-def _frozen(d: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((k, repr(v)) for k, v in d.items()))
 
 
 RECIPES: Registry[Callable[[RecipeContext], nn.Module]] = Registry("recipe")
