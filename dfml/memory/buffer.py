@@ -174,6 +174,43 @@ class TaskMemory:
         slot["next"] = (slot["next"] + n) % cap
         slot["count"] = min(slot["count"] + n, cap)
 
+    def forget(self, model_ids: Sequence[int]) -> int:
+        """Drop every stored example recovered from the given models; returns how many were dropped.
+
+        The remaining examples of a class keep their order (oldest first) and the ring continues
+        after them; a class left with no examples is removed. Used to stop replaying tasks of models
+        the reliability weigher has learned to distrust.
+        """
+        drop = {int(m) for m in model_ids}
+        if not drop:
+            return 0
+        removed = 0
+        for key in list(self._slots):
+            slot = self._slots[key]
+            count, cap = slot["count"], self.config.capacity_per_class
+            order = torch.arange(count, device=self.device)
+            if count == cap:  # full ring: the oldest example sits at `next`
+                order = (order + slot["next"]) % cap
+            mids = slot["model_id"][order]
+            bad = torch.zeros_like(mids, dtype=torch.bool)
+            for m in drop:
+                bad |= mids == m
+            n_bad = int(bad.sum())
+            if n_bad == 0:
+                continue
+            removed += n_bad
+            keep = order[~bad]
+            if keep.numel() == 0:
+                del self._slots[key]
+                continue
+            k = int(keep.numel())
+            for name, fill in (("x", 0), ("model_id", -1), ("step", -1)):
+                kept = slot[name][keep].clone()
+                slot[name].fill_(fill)
+                slot[name][:k] = kept
+            slot["count"], slot["next"] = k, k % cap
+        return removed
+
     # ----------------------------------------------------------------- sample
     def _eligible(self, per_class: int) -> list[ClassKey]:
         return [k for k, s in self._slots.items() if s["count"] >= per_class]

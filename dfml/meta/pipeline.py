@@ -58,6 +58,9 @@ class StreamConfig:
             rewards are data-free.
         reward_tasks: how many of those held-out tasks score each update.
         teacher_cache: loaded teachers kept in memory (least recently used are dropped).
+        forget_below: models whose selector weight is below ``forget_below / n_models`` are
+            distrusted: their tasks are not stored in the memory and, after each selector update,
+            their stored examples are forgotten (``0``: keep everything).
     """
 
     n_way: int = 5
@@ -67,11 +70,14 @@ class StreamConfig:
     reward: str = "heldout"
     reward_tasks: int = 4
     teacher_cache: int = 32
+    forget_below: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("n_way", "n_shot", "n_query", "meta_batch_size", "reward_tasks", "teacher_cache"):
             if getattr(self, name) < 1:
                 raise ValueError(f"stream.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.forget_below < 1.0:
+            raise ValueError(f"stream.forget_below must be in [0, 1), got {self.forget_below}")
         if self.reward not in REWARDS:
             raise ValueError(f"stream.reward must be one of {REWARDS}, got {self.reward!r}")
 
@@ -236,8 +242,10 @@ class DataFreeStream:
                 new, self.memory, self.mix, meta_batch_size=cfg.meta_batch_size, n_way=cfg.n_way,
                 n_shot=cfg.n_shot, n_query=cfg.n_query, generator=generator,
             )
-            for t in new:
-                self.memory.add(t, step=step)
+            distrusted = set(self.distrusted())
+            for i, t in zip(ids, new):
+                if i not in distrusted:
+                    self.memory.add(t, step=step)
         else:
             batch = new
         self._pending = None
@@ -267,7 +275,16 @@ class DataFreeStream:
             out["reward"] = sum(r for _, r in self._agreement) / len(self._agreement)
             out.update({f"selector/{k}": v for k, v in metrics.items() if k.startswith("w/") or k == "max_weight"})
             self._agreement = []
+        if self.memory is not None and self.config.forget_below > 0 and "reward" in out:
+            out["memory/forgotten"] = float(self.memory.forget(self.distrusted()))
         return out
+
+    def distrusted(self) -> list[int]:
+        """Models whose selector weight is below ``forget_below / n_models`` (none if ``forget_below=0``)."""
+        if self.config.forget_below <= 0:
+            return []
+        w = self.selector.weights()
+        return torch.nonzero(w < self.config.forget_below / len(w)).view(-1).tolist()
 
     def agreement(self, i: int, task: Task) -> float | None:
         """Share of model ``i``'s recovered images of class ``c`` that other models advertising ``c`` call ``c``.

@@ -98,6 +98,9 @@ class DataFreeConfig:
         models_per_step: models inverted per step (``0``: as many as the meta-batch needs).
         memory: keep recovered tasks in a task memory (required by memory/interpolated mixes).
         memory_config: its capacity.
+        forget_below: with a learning selector, examples of models whose selection weight fell below
+            ``forget_below / n_models`` (a fraction of the uniform weight) are dropped from the memory
+            and no longer stored, so distrusted models stop being replayed; ``0`` keeps everything.
         mix: new / memory / interpolated tasks per meta-batch and the interpolation settings.
         reward: ``heldout`` or ``agreement`` (data-free rewards for a learning selector, see
             :class:`~dfml.meta.pipeline.StreamConfig`) or ``none``.
@@ -120,6 +123,7 @@ class DataFreeConfig:
     n_groups: int = 2
     memory: bool = False
     memory_config: MemoryConfig = field(default_factory=MemoryConfig)
+    forget_below: float = 0.0
     mix: MetaBatchMix = field(default_factory=MetaBatchMix)
     reward: str = "heldout"
     learner: str = "maml"
@@ -137,6 +141,10 @@ class DataFreeConfig:
             raise ValueError(
                 "datafree.mix asks for memory/interpolated tasks but datafree.memory is false; set datafree.memory=true"
             )
+        if not 0.0 <= self.forget_below < 1.0:
+            raise ValueError(f"datafree.forget_below must be in [0, 1) (a fraction of the uniform weight), got {self.forget_below}")
+        if self.forget_below > 0 and not self.memory:
+            raise ValueError("datafree.forget_below forgets memory entries but datafree.memory is false; set datafree.memory=true")
         if self.n_groups < 1:
             raise ValueError(f"datafree.n_groups must be >= 1, got {self.n_groups}")
 
@@ -227,7 +235,8 @@ def train_datafree(ctx: RecipeContext, cfg: DataFreeConfig) -> nn.Module:
         ctx.pool,
         inverter,
         StreamConfig(n_way=tr.n_way, n_shot=tr.n_shot, n_query=tr.n_query, meta_batch_size=tr.meta_batch_size,
-                     reward=cfg.reward if cfg.selector == "reliability" else "none"),
+                     reward=cfg.reward if cfg.selector == "reliability" else "none",
+                     forget_below=cfg.forget_below),
         selector=selector,
         memory=TaskMemory(cfg.memory_config, device=device) if cfg.memory else None,
         mix=cfg.mix,

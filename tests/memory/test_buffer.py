@@ -173,3 +173,25 @@ def test_config_and_state_errors_name_the_value():
         TaskMemory(MemoryConfig(capacity_per_class=4)).load_state_dict(
             TaskMemory(MemoryConfig(capacity_per_class=3)).state_dict()
         )
+
+
+def test_forget_drops_a_models_examples_and_keeps_the_rest_in_ring_order(one_class_task, tagged_task):
+    memory = TaskMemory(MemoryConfig(capacity_per_class=4))
+    memory.add(one_class_task([1, 2, 3], model_id=0, step=0))
+    memory.add(one_class_task([4, 5, 6], model_id=1, step=1))  # ring [5, 6, 3, 4], oldest at slot 2
+    assert memory.forget([1]) == 3
+    s = stored(memory)
+    assert s["x"][:, 0].tolist() == [3, 0, 0, 0] and s["model_id"].tolist() == [0, -1, -1, -1]
+    assert (s["count"], s["next"]) == (1, 1) and len(memory) == 1
+    memory.add(one_class_task([7, 8], model_id=2, step=2))  # the ring goes on after the survivor
+    assert stored(memory)["x"][:3, 0].tolist() == [3, 7, 8]
+    assert memory.forget([]) == 0 and memory.forget([9]) == 0
+
+    two = filled(tagged_task)  # model 0: classes 1..4, model 1: classes 3..6
+    assert two.forget([0]) == 20
+    assert two.classes() == [(None, c) for c in (3, 4, 5, 6)]  # classes only model 0 had are gone
+    assert all((two.state_dict()["slots"][k]["model_id"][:5] == 1).all() for k in range(4))
+    restored = TaskMemory(MemoryConfig(capacity_per_class=10))
+    restored.load_state_dict(two.state_dict())
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(two.sample(3, 1, 2, g1).support_x, restored.sample(3, 1, 2, g2).support_x)

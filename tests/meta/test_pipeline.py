@@ -152,3 +152,26 @@ def test_agreement_reward_counts_what_other_models_advertising_the_class_say():
     # nobody else advertises model 2's classes: no reward
     lonely = Task(x0[:2], torch.tensor([0, 1]), x0[2:], torch.tensor([0, 1]), TaskSource(model_id=2, classes=(13, 14)))
     assert stream.agreement(2, lonely) is None
+
+
+def test_distrusted_models_are_not_stored_and_their_memory_is_forgotten(pool, world):
+    from dataclasses import replace
+    _, stream = _setup(pool, world)
+    g = torch.Generator().manual_seed(0)
+    stream.next_batch(0, g)
+    stored_models = {int(m) for s in stream.memory.state_dict()["slots"] for m in s["model_id"][: s["count"]]}
+    assert len(stored_models) == 3  # three new tasks, three models
+    assert stream.distrusted() == []  # forget_below=0: nothing is ever distrusted
+    stream.config = replace(stream.config, forget_below=0.5, reward="heldout")
+    bad = min(stored_models)
+    with torch.no_grad():
+        stream.selector.logits.fill_(0.0)
+        stream.selector.logits[bad] = -5.0
+    assert stream.distrusted() == [bad]
+    batch = stream.next_batch(1, g)
+    out = stream.feedback(1, batch, {}, stream.learner)
+    assert "reward" in out and out["memory/forgotten"] > 0
+    models = {int(m) for s in stream.memory.state_dict()["slots"] for m in s["model_id"][: s["count"]]}
+    assert bad not in models and models  # the distrusted model's examples are gone, the others' remain
+    with pytest.raises(ValueError, match="forget_below"):
+        StreamConfig(forget_below=1.5)
