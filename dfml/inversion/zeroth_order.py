@@ -125,6 +125,9 @@ class BlackBoxInversionConfig:
             ``budget_exhausted`` in the task's provenance.
         nz, width, norm: shape of the default generator (see :func:`dfml.models.build_generator`).
         conditional: feed the target labels to the generator (``generator(z, y)``).
+        mean, std: per-channel normalisation applied to the generator's ``[0, 1]`` images before the
+            teacher sees them (the teacher's training normalisation, e.g. the dataset's); the tasks hold
+            the normalised images, like real episodes. ``None``: the generator's output as it is.
     """
 
     steps: int = 100
@@ -139,8 +142,14 @@ class BlackBoxInversionConfig:
     width: int = 64
     norm: str = "batch"
     conditional: bool = False
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("give the black-box inverter both mean and std, or neither")
+        if self.std is not None and any(v <= 0 for v in self.std):
+            raise ValueError(f"std values must be > 0, got {self.std}")
         if self.steps < 1:
             raise ValueError(f"inversion steps must be >= 1, got {self.steps}")
         if self.q < 1:
@@ -375,6 +384,17 @@ class BlackBoxInverter:
         x = gen(z, y) if self.config.conditional else gen(z)
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"the generator made inputs of shape {tuple(x.shape[1:])}, expected {self.input_shape}")
+        cfg = self.config
+        if cfg.mean is not None and cfg.std is not None:
+            if len(cfg.mean) != x.shape[1] or len(cfg.std) != x.shape[1]:
+                raise ValueError(
+                    f"mean/std have {len(cfg.mean)}/{len(cfg.std)} values but the inputs have {x.shape[1]} channels; "
+                    "give one value per channel"
+                )
+            view = (1, -1) + (1,) * (x.dim() - 2)
+            mean = torch.tensor(cfg.mean, dtype=x.dtype, device=x.device).view(view)
+            std = torch.tensor(cfg.std, dtype=x.dtype, device=x.device).view(view)
+            x = (x - mean) / std
         return x
 
 

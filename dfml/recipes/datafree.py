@@ -154,7 +154,10 @@ def build_inverter(cfg: DataFreeConfig, ctx: RecipeContext) -> Any:
     if cfg.inverter == "bank":
         return PixelBank(ctx.input_shape, cfg.bank)
     if cfg.inverter == "blackbox":
-        return BlackBoxInverter(ctx.input_shape, cfg.blackbox, device=ctx.device)
+        bb = cfg.blackbox
+        if len(ctx.input_shape) == 3 and ctx.input_mean is not None and bb.mean is None:
+            bb = replace(bb, mean=ctx.input_mean, std=ctx.input_std)  # the teachers' input space, as real episodes
+        return BlackBoxInverter(ctx.input_shape, bb, device=ctx.device)
     if cfg.inverter == "generator":
         return BatchedGeneratorInverter(ctx.input_shape, _normalising(cfg.generator, ctx))
     if cfg.inverter == "metagen":

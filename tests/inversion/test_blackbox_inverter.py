@@ -302,6 +302,27 @@ def test_images_from_the_default_image_generator_with_a_conv_teacher():
     assert bb.queries == 2 * 6 * 4 + 6
 
 
+def test_normalised_images_are_what_the_teacher_sees_and_what_the_task_holds():
+    torch.manual_seed(0)
+    seen = []
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 3)).eval()
+    conv.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    mean, std = (0.5, 0.4, 0.3), (0.25, 0.2, 0.1)
+    inv = BlackBoxInverter((3, 8, 8), BlackBoxInversionConfig(steps=2, q=3, width=4, mean=mean, std=std))
+    task = inv.invert(BlackBoxTeacher(conv, n_outputs=3), 1, 1, torch.Generator())
+    raw = task.support_x * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
+    assert -1e-5 <= raw.min() and raw.max() <= 1 + 1e-5  # generator [0, 1] images, normalised
+    assert task.support_x.min() < 0  # (0 - 0.5) / 0.25 and the like: not the raw range
+    rows = torch.cat(seen)
+    assert any(torch.allclose(task.support_x[0], r, atol=1e-6) for r in rows)  # the teacher saw these inputs
+    with pytest.raises(ValueError, match="both mean and std"):
+        BlackBoxInversionConfig(mean=(0.5,))
+    with pytest.raises(ValueError, match="one value per channel"):
+        BlackBoxInverter((3, 8, 8), BlackBoxInversionConfig(steps=1, q=1, width=4, mean=(0.5,), std=(0.2,))).invert(
+            BlackBoxTeacher(conv, n_outputs=3), 1, 1, torch.Generator())
+
+
 @pytest.mark.gpu
 def test_inversion_on_a_cuda_teacher_keeps_the_inputs_on_the_inverters_device(teacher):
     cuda_teacher = copy.deepcopy(teacher).to("cuda")
