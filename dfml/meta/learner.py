@@ -75,14 +75,18 @@ class Learner(nn.Module):
         tasks = self._check_tasks(tasks)
         optimizer.zero_grad(set_to_none=True)
         params = self.params()
-        total, correct = 0.0, 0.0
+        losses, accs = [], []
         for task in tasks:
             loss, acc = self.task_loss(params, task)
             (loss / len(tasks)).backward()
-            total += float(loss.detach())
-            correct += float(acc)
+            losses.append(loss.detach())
+            accs.append(acc)
         optimizer.step()
-        return {"loss": total / len(tasks), "acc": correct / len(tasks)}
+        # one host transfer per meta-step, after the update (a float() per task would synchronise a
+        # GPU inside the loop and stall the queue of kernels behind each task)
+        total, correct = torch.stack(losses).double().mean(), torch.stack(accs).double().mean()
+        stats = torch.stack([total.to(correct.device), correct]).tolist()
+        return {"loss": stats[0], "acc": stats[1]}
 
     def forward(self, x: Tensor) -> Tensor:
         """The network's output on ``x`` with the meta-parameters."""
