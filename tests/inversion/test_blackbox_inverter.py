@@ -76,6 +76,31 @@ def test_the_estimate_has_no_bias_on_a_quadratic_even_with_a_large_radius():
     assert (est - true).norm() / true.norm() < 0.03
 
 
+@pytest.mark.parametrize("directions", ["sphere", "gaussian"])
+def test_tiled_directions_estimate_the_gradient_projected_onto_tile_means(directions):
+    g = torch.Generator().manual_seed(0)
+    w = torch.rand(3, 3, 8, 8, generator=g, dtype=torch.float64) + 0.5
+    x = torch.randn(3, 3, 8, 8, generator=g, dtype=torch.float64)
+    f = lambda rows, index: (w[index] * rows ** 2).flatten(1).sum(1)  # noqa: E731
+    true = 2 * w * x
+    projected = F.avg_pool2d(true, 4).repeat_interleave(4, 2).repeat_interleave(4, 3)  # 12-dim subspace
+    est, _ = zo_gradient(f, x, torch.Generator().manual_seed(1), q=6000, mu=1e-5, directions=directions, block=4)
+    assert ((est - projected).flatten(1).norm(dim=1) / projected.flatten(1).norm(dim=1)).max() < 0.1
+    tiles = est.unfold(2, 4, 4).unfold(3, 4, 4)  # constant within every tile
+    assert torch.allclose(tiles, tiles[..., :1, :1].expand_as(tiles))
+    # a smooth gradient (as natural images have): 12 queries in the 12-dim tile space find it, 12
+    # queries among all 192 pixels do not
+    smooth = torch.randn(3, 3, 2, 2, generator=g, dtype=torch.float64).repeat_interleave(4, 2).repeat_interleave(4, 3)
+    f2 = lambda rows, index: (rows ** 2).flatten(1).sum(1)  # noqa: E731
+    few, _ = zo_gradient(f2, smooth, torch.Generator().manual_seed(2), q=12, mu=1e-5, directions=directions, block=4)
+    full, _ = zo_gradient(f2, smooth, torch.Generator().manual_seed(2), q=12, mu=1e-5, directions=directions)
+    assert cosines(few, 2 * smooth).mean() > 2 * cosines(full, 2 * smooth).mean()  # about sqrt(12/12) vs sqrt(12/192)
+    with pytest.raises(ValueError, match="divisible"):
+        zo_gradient(f, x, g, q=2, block=3)
+    with pytest.raises(ValueError, match="block must be"):
+        zo_gradient(f, x, g, q=2, block=0)
+
+
 def test_one_batched_call_of_exactly_b_times_q_plus_one_rows():
     f, x, _ = problem()
     calls: list[tuple[int, list[int]]] = []
