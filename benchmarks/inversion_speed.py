@@ -113,7 +113,9 @@ def run(args: argparse.Namespace) -> dict:
     record(f"generator-{args.generator_steps} x{len(ids)}", tasks, s, binv.cost.as_dict())
 
     # meta-generator: meta-train over the other models first (reported), then adapt per model
-    mcfg = MetaGeneratorConfig(inner=replace(gen_cfg, steps=args.metagen_steps), algorithm=args.metagen_algorithm)
+    # label-conditional, as in the FREE preset: the label embedding lets a few steps re-map classes
+    mcfg = MetaGeneratorConfig(inner=replace(gen_cfg, steps=args.metagen_steps, conditional=True),
+                               algorithm=args.metagen_algorithm)
     minv = MetaGeneratorInverter(shape, len(classes[0]), mcfg)
     mgen = g()
     t0 = time.perf_counter()
@@ -129,12 +131,12 @@ def run(args: argparse.Namespace) -> dict:
     after = {k: minv.cost.as_dict()[k] - before[k] for k in before}
     record(f"metagen-{args.metagen_steps}", tasks, s, after,
            {"meta_train_seconds": meta_train, "meta_train_visits": args.metagen_epochs * len(rest)})
-    minv._pending.clear()  # these adaptations are for timing only: no meta-update from held-out models
+    minv.discard_pending()  # these adaptations are for timing only: no meta-update from held-out models
     before = minv.cost.as_dict()
     tasks, s = timed(lambda: minv.invert_many(teachers, ns, nq, mgen, model_ids=ids, classes=classes), device)
     after = {k: minv.cost.as_dict()[k] - before[k] for k in before}
     record(f"metagen-{args.metagen_steps} x{len(ids)}", tasks, s, after)
-    minv._pending.clear()
+    minv.discard_pending()
 
     # pixels, pixel bank, black box
     pinv = PixelInverter(shape, PixelInversionConfig(steps=args.generator_steps))
@@ -145,7 +147,9 @@ def run(args: argparse.Namespace) -> dict:
     tasks, s = timed(lambda: [bank.invert(t, ns, nq, g(), model_id=i, classes=c)
                               for t, i, c in zip(teachers, ids, classes)], device)
     record(f"pixel-bank ({args.bank_steps} steps)", tasks, s, bank.cost.as_dict())
-    bcfg = BlackBoxInversionConfig(steps=args.bb_steps, q=args.bb_q, on_budget="stop")
+    norm = {} if augment is None else {"mean": augment.mean, "std": augment.std}
+    bcfg = BlackBoxInversionConfig(steps=args.bb_steps, q=args.bb_q, on_budget="stop", block=args.bb_block,
+                                   conditional=args.bb_conditional, **norm)
     binv2 = BlackBoxInverter(shape, bcfg, device=device)
     wrapped = [BlackBoxTeacher(t, budget=args.bb_budget, name=f"model {i}") for t, i in zip(teachers, ids)]
     tasks, s = timed(lambda: [binv2.invert(w, ns, nq, g(), model_id=i, classes=c)
@@ -192,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bb-steps", dest="bb_steps", type=int, default=100)
     p.add_argument("--bb-q", dest="bb_q", type=int, default=20)
     p.add_argument("--bb-budget", dest="bb_budget", type=int, default=200_000)
+    p.add_argument("--bb-block", dest="bb_block", type=int, default=1,
+                   help="zeroth-order directions constant over BLOCK x BLOCK pixel tiles")
+    p.add_argument("--bb-conditional", dest="bb_conditional", action="store_true",
+                   help="a label-conditional black-box generator")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)

@@ -247,6 +247,15 @@ class MetaGeneratorInverter:
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in mean]))
         return {"meta_grad_norm": float(norm), "n_tasks": float(n_tasks)}
 
+    def discard_pending(self) -> int:
+        """Forget the adaptations since the last update without learning from them; returns how many.
+
+        For adaptations that must not teach the meta-generator (evaluation on held-out models).
+        """
+        n = len(self._pending)
+        self._pending = []
+        return n
+
     def _make_optimizer(self) -> torch.optim.Optimizer:
         params = list(self.generator.parameters())
         if self.config.outer == "sgd":

@@ -108,3 +108,13 @@ def test_meta_generator_errors_name_the_fix(teachers):
     with pytest.raises(ValueError, match="saved by a 'reptile'"):
         MetaGeneratorInverter((32,), 3, MetaGeneratorConfig(inner=INNER, algorithm="fomaml")).load_state_dict(
             inv.state_dict())
+
+
+def test_discarded_adaptations_do_not_move_the_meta_generator(teachers):
+    inv = MetaGeneratorInverter((32,), 5, MetaGeneratorConfig(inner=INNER))
+    before = copy.deepcopy(inv.generator.state_dict())
+    inv.invert(teachers[4], 1, 3, torch.Generator().manual_seed(0))
+    assert inv.discard_pending() == 1 and inv.discard_pending() == 0
+    with pytest.raises(RuntimeError, match="call invert"):
+        inv.meta_update()  # nothing left to learn from
+    assert all(torch.equal(before[k], v) for k, v in inv.generator.state_dict().items())
