@@ -157,6 +157,8 @@ def build_inverter(cfg: DataFreeConfig, ctx: RecipeContext) -> Any:
         bb = cfg.blackbox
         if len(ctx.input_shape) == 3 and ctx.input_mean is not None and bb.mean is None:
             bb = replace(bb, mean=ctx.input_mean, std=ctx.input_std)  # the teachers' input space, as real episodes
+        if len(ctx.input_shape) != 3 and bb.block > 1:
+            bb = replace(bb, block=1)  # tiles are for images; vectors (toy pools) perturb every coordinate
         return BlackBoxInverter(ctx.input_shape, bb, device=ctx.device)
     if cfg.inverter == "generator":
         return BatchedGeneratorInverter(ctx.input_shape, _normalising(cfg.generator, ctx))
