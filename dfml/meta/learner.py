@@ -74,15 +74,30 @@ class Learner(nn.Module):
         """
         tasks = self._check_tasks(tasks)
         optimizer.zero_grad(set_to_none=True)
+        total, correct = self.accumulate(tasks, len(tasks))
+        optimizer.step()
+        return {"loss": total / len(tasks), "acc": correct / len(tasks)}
+
+    def accumulate(self, tasks: Sequence[Task], denominator: int) -> tuple[float, float]:
+        """Add the gradient of ``sum(task losses) / denominator`` to the meta-parameters' ``.grad``.
+
+        Each task's loss is backpropagated as soon as it is computed, so memory holds one task's
+        graph at a time. With ``denominator`` the size of a whole meta-batch of which ``tasks`` is a
+        part, the gradients of the parts add up to the gradient of the whole (data-parallel
+        meta-training sums them over ranks, see :mod:`dfml.meta.parallel`).
+
+        Returns:
+            The sums (not means) over ``tasks`` of the query losses and accuracies; ``(0.0, 0.0)``
+            and no gradient for no tasks.
+        """
         params = self.params()
         total, correct = 0.0, 0.0
         for task in tasks:
             loss, acc = self.task_loss(params, task)
-            (loss / len(tasks)).backward()
+            (loss / denominator).backward()
             total += float(loss.detach())
             correct += float(acc)
-        optimizer.step()
-        return {"loss": total / len(tasks), "acc": correct / len(tasks)}
+        return total, correct
 
     def forward(self, x: Tensor) -> Tensor:
         """The network's output on ``x`` with the meta-parameters."""
