@@ -50,9 +50,11 @@ def assert_same_run(ref: dict[str, Any], other: dict[str, Any]) -> None:
     assert other["summary"] == pytest.approx(ref["summary"])
 
 
-def test_a_data_parallel_meta_step_is_the_one_process_step_for_any_meta_batch(two_process_runs: Path) -> None:
+def test_a_data_parallel_meta_step_is_the_one_process_step_for_any_meta_batch_and_a_replicated_one_too(
+    two_process_runs: Path,
+) -> None:
     found = json.loads((two_process_runs / "updates.json").read_text())  # B = 1 leaves rank 1 without a task
-    assert sorted(found) == ["1", "2", "3", "4"]
+    assert sorted(found) == ["1", "2", "3", "4", "alignment"]
     assert max(found.values()) < 1e-12, found
 
 

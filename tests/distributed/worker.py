@@ -99,28 +99,34 @@ def updates(out: str | Path) -> None:
     """Data-parallel meta-steps against one-process meta-steps on the same tasks (float64), B = 1..4.
 
     Rank 0 writes ``{B: max |difference|}`` of the parameters (a learnt inner rate included) and
-    of the metrics; with B = 1 one rank has no task at all.
+    of the metrics; with B = 1 one rank has no task at all. Key ``"alignment"``: FREE's gradient
+    alignment (not a sum over tasks) run replicated against one process.
     """
-    from dfml.meta.parallel import data_parallel_update
+    from dfml.meta import AlignmentConfig, GradientAlignment
+    from dfml.meta.parallel import data_parallel_update, replicated
     from dfml.types import Task
 
     g = torch.Generator().manual_seed(0)
-    found: dict[int, float] = {}
-    for b in (1, 2, 3, 4):
+    found: dict[int | str, float] = {}
+    alignment = GradientAlignment(AlignmentConfig(task_lr=0.1, task_steps=2))
+    cases = [(b, lambda l, t, o: l.meta_step(t, o), data_parallel_update) for b in (1, 2, 3, 4)]
+    cases.append(("alignment", alignment, replicated(alignment)))
+    for key, alone, parallel in cases:
+        n = 3 if key == "alignment" else key
         tasks = [Task(torch.randn(5, 8, generator=g), torch.arange(5), torch.randn(10, 8, generator=g),
-                      torch.arange(5).repeat(2)) for _ in range(b)]
+                      torch.arange(5).repeat(2)) for _ in range(n)]
         learners, metrics = [], []
-        for parallel in (False, True):
+        for update in (alone, parallel):
             torch.manual_seed(1)
             net = build_model("mlp", in_features=8, num_classes=5, hidden=[6]).double()
             learner = MAML(net, inner_steps=1, inner_lr=0.3, learn_inner_lr=True)
             opt = torch.optim.Adam(learner.parameters(), lr=0.1)
             for _ in range(2):
-                m = data_parallel_update(learner, tasks, opt) if parallel else learner.meta_step(tasks, opt)
+                m = update(learner, tasks, opt)
             learners.append(learner.state_dict())
             metrics.append(m)
         diff = max(float((learners[0][k] - learners[1][k]).abs().max()) for k in learners[0])
-        found[b] = max(diff, abs(metrics[0]["loss"] - metrics[1]["loss"]), abs(metrics[0]["acc"] - metrics[1]["acc"]))
+        found[key] = max(diff, abs(metrics[0]["loss"] - metrics[1]["loss"]), abs(metrics[0]["acc"] - metrics[1]["acc"]))
     if dist.is_main():
         Path(out).write_text(json.dumps(found))
 
