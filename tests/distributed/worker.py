@@ -144,6 +144,24 @@ def experiment(pool_dir: str | Path, out: str | Path) -> dict[str, Any]:
     return run_experiment(cfg, out)
 
 
+RECIPE_SETTINGS = {  # tests/recipes/test_paper_recipes.py's tiny settings
+    "dataset": "toy",
+    "train": {"n_query": 3, "meta_batch_size": 3, "steps": 4, "inner_steps": 1, "inner_lr": 0.1,
+              "val_every": 2, "val_episodes": 4, "checkpoint_every": 2},
+    "eval": {"episodes": 6, "shots": [1]},
+    "datafree": {"pixel": {"steps": 5}, "bank": {"per_class": 5, "steps": 2},
+                 "blackbox": {"steps": 3, "q": 4}, "distill": {"inner_steps": 1, "inner_lr": 0.1},
+                 "generator": {"steps": 3}, "metagen": {"inner": {"steps": 2}}},
+}
+
+
+def recipe(name: str, pool_dir: str | Path, out: str | Path) -> dict[str, Any]:
+    """A paper recipe from its preset at tiny sizes."""
+    from dfml.experiment import experiment_config, run_experiment
+
+    return run_experiment(experiment_config(name, RECIPE_SETTINGS, {"pool": str(pool_dir)}), out)
+
+
 def main(jobs: list[dict[str, Any]]) -> None:
     torch.set_num_threads(1)
     with dist.launched(timeout_s=120):
@@ -155,6 +173,8 @@ def main(jobs: list[dict[str, Any]]) -> None:
                 updates(job["out"])
             elif job["kind"] == "experiment":
                 experiment(job["pool"], job["out"])
+            elif job["kind"] == "recipe":
+                recipe(job["recipe"], job["pool"], job["out"])
             else:
                 train(job["pool"], job["run"], job.get("kill"))
 
