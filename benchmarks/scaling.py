@@ -149,7 +149,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         cells = [str(r["processes"])]
         for w in WORKLOADS:
-            cells += [f"{r[w]['per_s']:.2f}", f"{100 * r[w]['efficiency']:.0f}%", f"{100 * r[w]['cpu_efficiency']:.0f}%"]
+            r_w = r[w]
+            cells += [f"{r_w['per_s']:.2f}", f"{100 * r_w['efficiency']:.0f}%", f"{100 * r_w['cpu_efficiency']:.0f}%"]
         cells.append(f"{r['param_diff']:.1e}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -185,7 +185,8 @@ def _result(scores: list[float], seconds: float, info: dict[str, Any]) -> EvalRe
         mean, ci = scores[0], math.nan
     else:
         mean, ci = mean_ci95(scores)
-    logger.info("meta-test %s over %d episodes: %.2f ± %.2f %% (%.1f s)", info["method"], len(scores), mean, ci, seconds)
+    logger.info("meta-test %s over %d episodes: %.2f ± %.2f %% (%.1f s)", info["method"], len(scores), mean, ci,
+                seconds)
     return EvalResult(mean=mean, ci95=ci, n=len(scores), per_episode=scores, seconds=seconds, info=info)
 
 

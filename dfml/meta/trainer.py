@@ -190,7 +190,7 @@ class MetaTrainer:
         update: MetaUpdate | None = None,
     ) -> None:
         self.config = config
-        self.device = torch.device(device)
+        self.device = dist.device_for(device)
         self.learner = learner if learner is not None else MAML(
             model,
             inner_steps=config.inner_steps,
@@ -203,7 +203,7 @@ class MetaTrainer:
             self.stream = tasks
         else:
             self.stream = BankStream(tasks, config.n_way, config.n_shot, config.n_query, config.meta_batch_size)
-        self.update = _update_for_world(update)
+        self.update = _update_for_world(update, self.learner)
         self.val_tasks = val_tasks
         self.run = run
         self.optimizer = torch.optim.Adam(self.learner.parameters(), lr=config.outer_lr)
@@ -301,16 +301,20 @@ class MetaTrainer:
         }
 
 
-def _update_for_world(update: MetaUpdate | None) -> MetaUpdate:
+def _update_for_world(update: MetaUpdate | None, learner: Any) -> MetaUpdate:
     """The meta-update to run: alone ``update`` (default: the learner's meta-step); under ``torchrun``
-    the default becomes data-parallel and any other update runs replicated (see :mod:`dfml.meta.parallel`)."""
+    the learner's meta-step becomes data-parallel when the learner can accumulate a share of the
+    tasks (:meth:`~dfml.meta.learner.Learner.accumulate`), and anything else runs replicated (see
+    :mod:`dfml.meta.parallel`)."""
     if not dist.is_distributed():
         return update or default_update
-    if update is None or update is default_update:
+    if (update is None or update is default_update) and hasattr(learner, "accumulate"):
         return data_parallel_update
+    update = update or default_update
     if dist.is_main():
         log.warning(
             "the meta-update %s is not a sum over tasks, so it runs whole on each of the %d ranks (no "
-            "speed-up for the update; inversion is still shared out)", type(update).__name__, dist.world_size()
+            "speed-up for the update; inversion is still shared out)",
+            getattr(update, "__name__", type(update).__name__), dist.world_size(),
         )
     return replicated(update)

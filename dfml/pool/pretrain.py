@@ -255,7 +255,7 @@ def pretrain_pool(
         ValueError: ``out_dir`` holds a pool built with another config or dataset (names the field),
             or the dataset cannot supply the classes (see :func:`choose_classes`).
     """
-    out = Path(out_dir)
+    out, device = Path(out_dir), dist.device_for(device)
     arch_kwargs = resolve_arch_kwargs(config.arch, config.arch_kwargs, config.n_way, dataset)
     build = {"kind": "pretrain", "config": to_dict(config), "dataset": dataset_record(dataset)}
     class_sets = choose_classes(config, dataset.num_classes)
