@@ -144,22 +144,22 @@ def experiment(pool_dir: str | Path, out: str | Path) -> dict[str, Any]:
     return run_experiment(cfg, out)
 
 
-RECIPE_SETTINGS = {  # tests/recipes/test_paper_recipes.py's tiny settings
-    "dataset": "toy",
-    "train": {"n_query": 3, "meta_batch_size": 3, "steps": 4, "inner_steps": 1, "inner_lr": 0.1,
-              "val_every": 2, "val_episodes": 4, "checkpoint_every": 2},
-    "eval": {"episodes": 6, "shots": [1]},
-    "datafree": {"pixel": {"steps": 5}, "bank": {"per_class": 5, "steps": 2},
-                 "blackbox": {"steps": 3, "q": 4}, "distill": {"inner_steps": 1, "inner_lr": 0.1},
-                 "generator": {"steps": 3}, "metagen": {"inner": {"steps": 2}}},
-}
+def _recipe_settings() -> dict[str, Any]:
+    """tests/recipes/test_paper_recipes.py's tiny settings, with a meta-batch of 3 (2 ranks: 2 + 1 tasks)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "dfml_test_paper_recipes", Path(__file__).resolve().parents[1] / "recipes" / "test_paper_recipes.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return {**module.TINY, "train": {**module.TINY["train"], "meta_batch_size": 3, "checkpoint_every": 2}}
 
 
 def recipe(name: str, pool_dir: str | Path, out: str | Path) -> dict[str, Any]:
     """A paper recipe from its preset at tiny sizes."""
     from dfml.experiment import experiment_config, run_experiment
 
-    return run_experiment(experiment_config(name, RECIPE_SETTINGS, {"pool": str(pool_dir)}), out)
+    return run_experiment(experiment_config(name, _recipe_settings(), {"pool": str(pool_dir)}), out)
 
 
 def main(jobs: list[dict[str, Any]]) -> None:
