@@ -9,14 +9,20 @@
     dfml invert       recover images from pool models: one labelled PNG grid per model + invert.json
     dfml plot         plots of run directories (meta-val accuracy, reliability weights, model groups)
     dfml demo         the whole pipeline on the built-in toy world
+
+Every command also runs under ``torchrun --nproc_per_node K -m dfml ...`` (docs/distributed.md):
+``pool build``, ``train`` and ``eval`` share their work among the processes; only rank 0 prints.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,7 +30,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from . import __version__
+from . import __version__, distributed
 from .config import apply_overrides, load_yaml
 from .experiment import ExperimentConfig, experiment_config, run_experiment
 
@@ -40,7 +46,8 @@ class _Bars:
     def __call__(self, stage: str, i: int, n: int, info: dict[str, Any]) -> None:
         bar = self.bars.get(stage)
         if bar is None:
-            bar = self.bars[stage] = tqdm(total=n, desc=stage, leave=False, dynamic_ncols=True, disable=None)
+            quiet = None if distributed.is_main() else True  # one set of bars per launch
+            bar = self.bars[stage] = tqdm(total=n, desc=stage, leave=False, dynamic_ncols=True, disable=quiet)
         bar.n = i
         if "val_acc" in info:
             bar.set_postfix(val_acc=f"{info['val_acc']:.3f}")
@@ -62,6 +69,15 @@ def _parse_kv(items: list[str] | None) -> dict[str, Any]:
         k, v = item.split("=", 1)
         out[k] = yaml.safe_load(v)
     return out
+
+
+def _one_process(command: str) -> None:
+    """Commands that write files from one process refuse a torchrun launch (ranks would race)."""
+    if distributed.is_distributed():
+        raise ValueError(
+            f"`dfml {command}` runs in one process; launch it without torchrun (only `pool build`, `train` "
+            f"and `eval` share their work among processes)"
+        )
 
 
 # ---------------------------------------------------------------------------- pool
@@ -86,20 +102,21 @@ def cmd_pool_build(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
     )
-    bar = tqdm(total=args.n_models, desc="pool build", dynamic_ncols=True, disable=None)
+    quiet = None if distributed.is_main() else True
+    bar = tqdm(total=args.n_models, desc="pool build", dynamic_ncols=True, disable=quiet)
 
     def progress(i: int, n: int, entry: Any) -> None:
-        bar.n = i + 1
+        bar.update(1)  # models finish out of order under torchrun; rank 0's bar counts its own share
         bar.set_postfix(heldout_acc=f"{entry.heldout_acc:.3f}")
-        bar.refresh()
 
-    pool = pretrain_pool(dataset, args.out, cfg, device=args.device, progress=progress)
+    pool = pretrain_pool(dataset, args.out, cfg, device=distributed.device_for(args.device), progress=progress)
     bar.close()
     _print_pool(pool)
     return 0
 
 
 def cmd_pool_import(args: argparse.Namespace) -> int:
+    _one_process("pool import")
     from .data import get_dataset
     from .pool import import_official_pool
 
@@ -145,6 +162,7 @@ def _print_pool(pool: Any, show_all: bool = False) -> None:
 
 # -------------------------------------------------------------------- invert
 def cmd_invert(args: argparse.Namespace) -> int:
+    _one_process("invert")
     from .inversion.grid import invert_pool
 
     mean = std = None
@@ -169,6 +187,7 @@ def cmd_invert(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------- plot
 def cmd_plot(args: argparse.Namespace) -> int:
+    _one_process("plot")
     from .plots import plot_runs
 
     for path in plot_runs(args.runs, args.out, overwrite=args.force):
@@ -231,6 +250,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    _one_process("demo")
     import time
 
     from .demo import results_table, run_demo
@@ -355,6 +375,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _quiet_unless_main() -> Iterator[None]:
+    """Under torchrun only rank 0 prints results (every rank still reports its own errors)."""
+    if distributed.is_main():
+        yield
+        return
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -368,13 +398,15 @@ def main(argv: list[str] | None = None) -> int:
         # another busy process slowed the demo's meta-test more than tenfold on 2 cores.
         torch.set_num_threads(threads)
     try:
-        return int(args.func(args) or 0)
+        with distributed.launched(), _quiet_unless_main():
+            return int(args.func(args) or 0)
     except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, NotADirectoryError, RuntimeError,
             FloatingPointError) as exc:
         if args.verbose:
             raise
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"dfml: error: {msg}", file=sys.stderr)
+        where = f" (rank {os.environ.get('RANK')})" if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else ""
+        print(f"dfml: error{where}: {msg}", file=sys.stderr)
         return 2
 
 

@@ -4,6 +4,8 @@
 scripts call for each recipe. It writes a run directory (see :mod:`dfml.runs`) and returns the
 results. Meta-test episodes are drawn once from ``eval.seed`` and saved (indices only) so that
 every recipe is scored on exactly the same tasks; the test split is touched only at the end.
+Under ``torchrun`` every rank runs it: rank 0 writes the run directory's files, the recipe shares
+out its work, and meta-test episodes are shared out and gathered (the same scores as one process).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from typing import Any
 import torch
 
 from . import __version__
+from . import distributed as dist
 from .config import to_dict
 from .data import EpisodeList, get_dataset
-from .eval import EvalResult, evaluate
+from .eval import EvalResult, evaluate_sharded
 from .meta.trainer import TrainConfig
 from .pool import ModelPool
 from .config import apply_mapping
@@ -118,7 +121,8 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: Progress | 
     if not cfg.pool:
         raise ValueError("no pool given: pass --pool DIR (build one with `dfml pool build`)")
     pool = ModelPool(cfg.pool)
-    run = RunDir(out, to_dict(cfg))
+    with dist.main_first():  # rank 0 creates the run directory; the others open it
+        run = RunDir(out, to_dict(cfg))
     done = run.path / "results.json"
     if done.exists():
         import json
@@ -129,48 +133,52 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: Progress | 
     val_ds = get_dataset(cfg.dataset, cfg.data_root, "val")
     tr = cfg.train
     episodes_dir = Path(cfg.eval.episodes_dir) if cfg.eval.episodes_dir else run.path / "episodes"
-    val_eps = episode_list(
-        val_ds,
-        episodes_dir / f"val_{tr.n_way}w{tr.n_shot}s_{tr.val_episodes}.json",
-        tr.val_episodes,
-        tr.n_way,
-        tr.n_shot,
-        cfg.eval.n_query,
-        cfg.eval.seed + 1,
-    )
+    with dist.main_first():
+        val_eps = episode_list(
+            val_ds,
+            episodes_dir / f"val_{tr.n_way}w{tr.n_shot}s_{tr.val_episodes}.json",
+            tr.val_episodes,
+            tr.n_way,
+            tr.n_shot,
+            cfg.eval.n_query,
+            cfg.eval.seed + 1,
+        )
+    device = dist.device_for(cfg.device)
     ctx = RecipeContext(
         pool=pool,
         train=tr,
         input_shape=tuple(val_ds.input_shape),
         val_tasks=lambda: val_eps.tasks(val_ds),
         run=run,
-        device=cfg.device,
+        device=device,
         progress=progress,
         datafree=cfg.datafree,
         input_mean=None if val_ds.mean is None else tuple(val_ds.mean.view(-1).tolist()),
         input_std=None if val_ds.std is None else tuple(val_ds.std.view(-1).tolist()),
     )
     model = recipe(ctx)
-    atomic_torch_save(model.state_dict(), run.path / "model.pt")
+    if dist.is_main():
+        atomic_torch_save(model.state_dict(), run.path / "model.pt")
     train_seconds = time.perf_counter() - start
 
     test_ds = get_dataset(cfg.dataset, cfg.data_root, "test")
     scores: dict[str, Any] = {}
     for shot in cfg.eval.shots:
-        eps = episode_list(
-            test_ds,
-            episodes_dir / f"test_{cfg.eval.n_way}w{shot}s_{cfg.eval.episodes}.json",
-            cfg.eval.episodes,
-            cfg.eval.n_way,
-            shot,
-            cfg.eval.n_query,
-            cfg.eval.seed,
-        )
+        with dist.main_first():
+            eps = episode_list(
+                test_ds,
+                episodes_dir / f"test_{cfg.eval.n_way}w{shot}s_{cfg.eval.episodes}.json",
+                cfg.eval.episodes,
+                cfg.eval.n_way,
+                shot,
+                cfg.eval.n_query,
+                cfg.eval.seed,
+            )
         bar = None
         if progress is not None:
             bar = lambda done, acc, s=shot, n=len(eps): progress(f"test {s}-shot", done, n, {"acc": acc})  # noqa: E731
-        res: EvalResult = evaluate(model, eps.tasks(test_ds), steps=cfg.eval.steps, lr=cfg.eval.lr,
-                                   device=torch.device(cfg.device), progress=bar)
+        res: EvalResult = evaluate_sharded(model, eps.tasks(test_ds), steps=cfg.eval.steps, lr=cfg.eval.lr,
+                                           device=device, progress=bar)
         scores[f"{cfg.eval.n_way}way_{shot}shot"] = res.as_dict()
     results = {
         "recipe": cfg.recipe,
@@ -182,7 +190,9 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: Progress | 
         "seconds": {"train": train_seconds, "total": time.perf_counter() - start},
         "config": dataclasses.asdict(cfg),
     }
-    run.write_results(results)
+    if dist.is_main():
+        run.write_results(results)
+    dist.barrier()  # nobody returns (and may start the next run) before results.json is written
     return results
 
 

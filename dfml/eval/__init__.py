@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from .protocol import METHODS as METHODS
 from .protocol import evaluate as evaluate
+from .protocol import evaluate_sharded as evaluate_sharded
 from .protocol import feature_extractor as feature_extractor
 from .stats import EvalResult as EvalResult
 from .stats import mean_ci95 as mean_ci95
 from .stats import paired as paired
 
-__all__ = ["METHODS", "EvalResult", "evaluate", "feature_extractor", "mean_ci95", "paired"]
+__all__ = ["METHODS", "EvalResult", "evaluate", "evaluate_sharded", "feature_extractor", "mean_ci95", "paired"]

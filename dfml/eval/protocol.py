@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import math
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from .. import distributed as dist
 from ..meta.inner import functional_forward, inner_update
 from ..meta.learner import Learner
 from ..meta.protonet import ProtoNet
@@ -18,7 +21,7 @@ from ..models.norm import use_batch_stats
 from ..types import Task
 from .stats import EvalResult, mean_ci95
 
-__all__ = ["METHODS", "evaluate", "feature_extractor"]
+__all__ = ["METHODS", "evaluate", "evaluate_sharded", "feature_extractor"]
 
 logger = logging.getLogger(__name__)
 
@@ -149,8 +152,7 @@ def evaluate(
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
-    if first_n is not None and (isinstance(first_n, bool) or not isinstance(first_n, int) or first_n < 1):
-        raise ValueError(f"first_n must be a positive integer or None, got {first_n!r}")
+    _check_first_n(first_n)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
     net, method = _prepare(model, method, device)
@@ -168,12 +170,67 @@ def evaluate(
             progress(i + 1, acc)
     if not scores:
         raise ValueError("no episodes to evaluate: tasks was empty")
+    info = {"method": method, "steps": steps if method == "finetune" else 0, "lr": lr if method == "finetune" else 0.0}
+    return _result(scores, time.perf_counter() - start, info)
+
+
+def _check_first_n(first_n: int | None) -> None:
+    if first_n is not None and (isinstance(first_n, bool) or not isinstance(first_n, int) or first_n < 1):
+        raise ValueError(f"first_n must be a positive integer or None, got {first_n!r}")
+
+
+def _result(scores: list[float], seconds: float, info: dict[str, Any]) -> EvalResult:
     if len(scores) == 1:
         logger.warning("a single episode was scored; its 95%% interval is undefined (nan)")
         mean, ci = scores[0], math.nan
     else:
         mean, ci = mean_ci95(scores)
-    seconds = time.perf_counter() - start
-    info = {"method": method, "steps": steps if method == "finetune" else 0, "lr": lr if method == "finetune" else 0.0}
-    logger.info("meta-test %s over %d episodes: %.2f ± %.2f %% (%.1f s)", method, len(scores), mean, ci, seconds)
+    logger.info("meta-test %s over %d episodes: %.2f ± %.2f %% (%.1f s)", info["method"], len(scores), mean, ci,
+                seconds)
     return EvalResult(mean=mean, ci95=ci, n=len(scores), per_episode=scores, seconds=seconds, info=info)
+
+
+def evaluate_sharded(
+    model: nn.Module,
+    tasks: Iterable[Task],
+    *,
+    first_n: int | None = None,
+    progress: Callable[[int, float], None] | None = None,
+    **kwargs: Any,
+) -> EvalResult:
+    """:func:`evaluate` with the episodes dealt round-robin to the ranks of a ``torchrun`` launch.
+
+    Episodes are scored independently, so gathering the per-episode accuracies back in episode
+    order gives every rank the result one process gets (alone this *is* ``evaluate``). Every rank
+    walks the whole episode iterable and scores every ``K``-th episode (``first_n`` applies to the
+    whole list); ``progress`` is called on rank 0 only, with the approximate overall count.
+    """
+    if not dist.is_distributed():
+        return evaluate(model, tasks, first_n=first_n, progress=progress, **kwargs)
+    _check_first_n(first_n)
+    k, r = dist.world_size(), dist.rank()
+    episodes = itertools.islice(tasks, first_n)
+    mine = itertools.islice(episodes, r, None, k)
+    bar = None
+    if progress is not None and dist.is_main():
+        bar = lambda done, acc: progress(done * k, acc)  # noqa: E731
+    start = time.perf_counter()
+    try:
+        local: EvalResult | None = evaluate(model, mine, progress=bar, **kwargs)
+    except ValueError as err:
+        if "no episodes" not in str(err):
+            raise
+        local = None  # fewer episodes than ranks
+    parts = dist.all_gather_object(None if local is None else (local.per_episode, local.info))
+    if all(p is None for p in parts):
+        raise ValueError("no episodes to evaluate: tasks was empty")
+    n = sum(len(p[0]) for p in parts if p is not None)
+    scores: list[float] = [0.0] * n
+    for rank_, p in enumerate(parts):
+        if p is not None:
+            scores[rank_::k] = p[0]
+    info = next(p[1] for p in parts if p is not None)
+    result = _result(scores, time.perf_counter() - start, info)
+    if progress is not None and dist.is_main():
+        progress(n, result.mean)
+    return result

@@ -220,6 +220,8 @@ class BatchedGeneratorInverter(GeneratorInverter):
         generator: torch.Generator,
         model_ids: Sequence[int | None] | None = None,
         classes: Sequence[tuple[int, ...]] | None = None,
+        *,
+        generators: Sequence[torch.Generator] | None = None,
     ) -> list[Task]:
         """One pseudo task per teacher; equal to ``GeneratorInverter.invert(teachers[m], ...,
         model_generators(generator, M)[m])`` for every ``m``.
@@ -227,6 +229,9 @@ class BatchedGeneratorInverter(GeneratorInverter):
         Args:
             teachers: ``M`` frozen eval-mode teachers of one architecture.
             model_ids, classes: per-teacher provenance (``None``: none).
+            generators: one generator per teacher, used instead of ``model_generators(generator, M)``
+                (``generator`` is then not drawn from): a share of a larger draw, as when ranks split
+                the teachers (see :meth:`dfml.meta.pipeline.DataFreeStream.recover_many`).
 
         Returns:
             ``M`` tasks in teacher order.
@@ -239,7 +244,9 @@ class BatchedGeneratorInverter(GeneratorInverter):
         like = next(teachers[0].parameters())
         with self.cost.timed(like.device):
             t_params, t_buffers = stack_teachers(teachers)
-            rngs = model_generators(generator, m)
+            if generators is not None and len(generators) != m:
+                raise ValueError(f"got {len(generators)} generators for {m} teachers; pass one per teacher")
+            rngs = list(generators) if generators is not None else model_generators(generator, m)
             n_way = probe_stacked(teachers[0], t_params, t_buffers, self.input_shape, like, self.cost)
             for c in classes:
                 check_classes(c, n_way)

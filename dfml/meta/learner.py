@@ -74,19 +74,36 @@ class Learner(nn.Module):
         """
         tasks = self._check_tasks(tasks)
         optimizer.zero_grad(set_to_none=True)
+        total, correct = self.accumulate(tasks, len(tasks))
+        optimizer.step()
+        return {"loss": total / len(tasks), "acc": correct / len(tasks)}
+
+    def accumulate(self, tasks: Sequence[Task], denominator: int) -> tuple[float, float]:
+        """Add the gradient of ``sum(task losses) / denominator`` to the meta-parameters' ``.grad``.
+
+        Each task's loss is backpropagated as soon as it is computed, so memory holds one task's
+        graph at a time. With ``denominator`` the size of a whole meta-batch of which ``tasks`` is a
+        part, the gradients of the parts add up to the gradient of the whole (data-parallel
+        meta-training sums them over ranks, see :mod:`dfml.meta.parallel`).
+
+        Returns:
+            The sums (not means) over ``tasks`` of the query losses and accuracies; ``(0.0, 0.0)``
+            and no gradient for no tasks.
+        """
         params = self.params()
         losses, accs = [], []
         for task in tasks:
             loss, acc = self.task_loss(params, task)
-            (loss / len(tasks)).backward()
+            (loss / denominator).backward()
             losses.append(loss.detach())
             accs.append(acc)
-        optimizer.step()
-        # one host transfer per meta-step, after the update (a float() per task would synchronise a
-        # GPU inside the loop and stall the queue of kernels behind each task)
-        total, correct = torch.stack(losses).double().mean(), torch.stack(accs).double().mean()
-        stats = torch.stack([total.to(correct.device), correct]).tolist()
-        return {"loss": stats[0], "acc": stats[1]}
+        if not losses:
+            return 0.0, 0.0
+        # one host transfer for the whole share (a float() per task would synchronise a GPU inside
+        # the task loop and stall the kernels queued behind each task)
+        stats = torch.stack([torch.stack(losses).double().sum().to(accs[0].device), torch.stack(accs).double().sum()])
+        total, correct = stats.tolist()
+        return total, correct
 
     def forward(self, x: Tensor) -> Tensor:
         """The network's output on ``x`` with the meta-parameters."""

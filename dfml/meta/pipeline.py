@@ -14,6 +14,10 @@ meta-batch is new tasks only. Randomness comes from the trainer's generator; the
 selector, the memory, the inverter (meta-generator, pixel bank) and the reward tasks is in
 ``state_dict`` so a run resumes exactly.
 
+Under ``torchrun`` every rank runs the stream with the same generator, so every rank builds the
+same meta-batch and holds the same memory: stateless inverters share the models of a step out
+among the ranks and gather the tasks, and rank 0's selections and rewards are broadcast.
+
 References:
     Hu et al., "Task-Distributionally Robust Data-Free Meta-Learning", 2023 (memory, interpolation
     and a policy-gradient reliability weigher in one loop).
@@ -30,6 +34,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import distributed as dist
+from ..inversion.sharded import is_stateless, shard_map, sync_cost
 from ..meta.distill import attach_teacher_logits
 from ..memory import MetaBatchMix, TaskMemory, build_meta_batch, plan_meta_batch
 from ..pool import ModelPool
@@ -184,26 +190,43 @@ class DataFreeStream:
     def recover_many(self, ids: list[int], step: int, generator: torch.Generator) -> list[Task]:
         """One pseudo task per model in ``ids``.
 
-        Inverters with ``invert_many`` (stacked same-architecture teachers) recover them in one
-        batched call when the models share an architecture and no student is involved; otherwise
-        models are inverted one by one.
+        A stateless inverter (pixels, per-model generators) inverts each model with its own
+        generator (one draw per model from ``generator``), so under ``torchrun`` every rank inverts
+        its share of ``ids`` and the tasks are gathered in order: every rank ends with the same
+        tasks, whatever the number of ranks (see :mod:`dfml.inversion.sharded`). Stateful
+        inverters (pixel bank, meta-generator) and budgeted black-box access run whole on every
+        rank. Inverters with ``invert_many`` (stacked same-architecture teachers) recover a share
+        in one batched call when the models share an architecture and no student is involved.
         """
-        cfg = self.config
         entries = [self.pool.entry(i) for i in ids]
         student = self.student() if self.student is not None else None
+        if is_stateless(self.inverter) and self.access is None:
+            before = self.inverter.cost.as_dict()
+            tasks = shard_map(len(ids), generator, lambda mine, rngs: self._invert(
+                [ids[j] for j in mine], [entries[j] for j in mine], rngs, student), self.device)
+            sync_cost(self.inverter.cost, before)
+        else:
+            tasks = self._invert(ids, entries, generator, student)
+        return [self._finish(t, i, e, step, generator) for t, i, e in zip(tasks, ids, entries)]
+
+    def _invert(self, ids: list[int], entries: list[Any], rngs: list[torch.Generator] | torch.Generator,
+                student: Any) -> list[Task]:
+        """Invert ``ids``, each with its generator from ``rngs``, or all from one shared generator."""
+        cfg = self.config
         same_arch = len({e.architecture_key for e in entries}) == 1
         if hasattr(self.inverter, "invert_many") and student is None and same_arch and len(ids) > 1:
-            tasks = self.inverter.invert_many(
-                [self.teacher(i) for i in ids], cfg.n_shot, cfg.n_query, generator,
-                model_ids=list(ids), classes=[tuple(e.class_ids) for e in entries],
+            per_model = {} if isinstance(rngs, torch.Generator) else {"generators": rngs}
+            shared = rngs if isinstance(rngs, torch.Generator) else rngs[0]
+            return self.inverter.invert_many(
+                [self.teacher(i) for i in ids], cfg.n_shot, cfg.n_query, shared,
+                model_ids=list(ids), classes=[tuple(e.class_ids) for e in entries], **per_model,
             )
-        else:
-            tasks = [
-                self.inverter.invert(self.teacher(i), cfg.n_shot, cfg.n_query, generator, model_id=i,
-                                     classes=tuple(e.class_ids), student=student)
-                for i, e in zip(ids, entries)
-            ]
-        return [self._finish(t, i, e, step, generator) for t, i, e in zip(tasks, ids, entries)]
+        gens = [rngs] * len(ids) if isinstance(rngs, torch.Generator) else rngs
+        return [
+            self.inverter.invert(self.teacher(i), cfg.n_shot, cfg.n_query, g, model_id=i,
+                                 classes=tuple(e.class_ids), student=student)
+            for i, e, g in zip(ids, entries, gens)
+        ]
 
     def _finish(self, task: Task, i: int, entry: Any, step: int, generator: torch.Generator) -> Task:
         cfg = self.config
@@ -233,6 +256,7 @@ class DataFreeStream:
         ids: list[int] = []
         while len(ids) < n_new:  # more new tasks than models: draw again
             ids += self.selector.select(min(n_new - len(ids), len(self.pool)), generator)
+        ids = dist.broadcast_object(ids)  # rank 0 decides (the ranks draw alike; this keeps them so)
         new = self.recover_many(ids, step, generator)
         self._inversion_metrics = {}
         if hasattr(self.inverter, "meta_update"):  # a meta-generator learns from this step's adaptations
@@ -249,8 +273,9 @@ class DataFreeStream:
         else:
             batch = new
         self._pending = None
-        self._agreement = [(i, r) for i, t in zip(ids, new) if (r := self.agreement(i, t)) is not None] \
-            if cfg.reward == "agreement" else []
+        self._agreement = dist.broadcast_object(
+            [(i, r) for i, t in zip(ids, new) if (r := self.agreement(i, t)) is not None]
+            if cfg.reward == "agreement" else [])
         if cfg.reward == "heldout" and self.learner is not None and ids:
             held = [t for m, t in self.recent.items() if m not in set(ids)]
             if held:
@@ -265,7 +290,7 @@ class DataFreeStream:
         out: dict[str, float] = dict(self._inversion_metrics)
         if self._pending is not None:
             ids, before, held = self._pending
-            reward = improvement_reward(learner.loss, before, learner.params(), held)
+            reward = dist.broadcast_object(improvement_reward(learner.loss, before, learner.params(), held))
             out["reward"] = reward
             out.update({f"selector/{k}": v for k, v in self.selector.update(ids, reward).items()})
             self._pending = None

@@ -6,24 +6,33 @@ shuffled so the head cannot memorise a teacher's label order), take a MAML meta-
 meta-model on fixed meta-validation episodes now and then, and keep the best. Checkpoints hold the
 meta-model, the optimiser, the step, the sampling generator and the best-so-far, so a killed run
 resumes and reproduces the uninterrupted one.
+
+Under ``torchrun`` every rank runs the same loop on the same meta-batch: the meta-update is
+data-parallel (each rank differentiates its share of the tasks, gradients are summed, see
+:mod:`dfml.meta.parallel`), meta-validation episodes are shared out, and rank 0 alone writes
+metrics and checkpoints. Nothing in a checkpoint depends on the number of ranks, so a run resumes
+on any number of processes.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..eval.protocol import evaluate
+from .. import distributed as dist
+from ..eval.protocol import evaluate_sharded
 from ..inversion.pixels import PixelInversionConfig, PixelInverter
+from ..inversion.sharded import shard_map, sync_cost
 from ..runs import RunDir
 from ..types import Task, TaskSource
 from .maml import MAML
+from .parallel import data_parallel_update, replicated
 from .stream import BankStream, MetaUpdate, TaskStream, default_update
 
 log = logging.getLogger(__name__)
@@ -117,22 +126,35 @@ class SyntheticBank:
 
 
 def build_bank(
-    teachers: Iterable[tuple[nn.Module, tuple[int, ...]]],
+    teachers: Sequence[tuple[nn.Module, tuple[int, ...]]],
     input_shape: tuple[int, ...],
     config: TrainConfig,
     generator: torch.Generator,
     progress: Callable[[int], None] | None = None,
 ) -> SyntheticBank:
-    """Invert every ``(teacher, class_ids)`` into ``config.bank_per_class`` examples per class."""
+    """Invert every ``(teacher, class_ids)`` into ``config.bank_per_class`` examples per class.
+
+    Model ``m`` is inverted with its own generator (one draw per model from ``generator``), so
+    under ``torchrun`` each rank inverts its share (``teachers[m]`` is read only for those; pass a
+    lazy sequence to load on demand) and every rank gets the whole bank, the same as one process
+    makes. ``progress(m)`` is called after model ``m``, on the rank that inverted it.
+    """
     inverter = PixelInverter(input_shape, config.inversion)
-    xs, ids = [], []
-    for i, (teacher, class_ids) in enumerate(teachers):
-        x, _ = inverter.synthesize(teacher, config.bank_per_class, generator)
-        xs.append(x.cpu().view(-1, config.bank_per_class, *input_shape))
-        ids.append(tuple(class_ids))
-        if progress is not None:
-            progress(i)
-    return SyntheticBank(xs, ids, inverter.cost.as_dict())
+
+    def invert(mine: list[int], rngs: list[torch.Generator]) -> list[tuple[Tensor, tuple[int, ...]]]:
+        out = []
+        for m, rng in zip(mine, rngs):
+            teacher, class_ids = teachers[m]
+            x, _ = inverter.synthesize(teacher, config.bank_per_class, rng)
+            out.append((x.cpu().view(-1, config.bank_per_class, *input_shape), tuple(class_ids)))
+            if progress is not None:
+                progress(m)
+        return out
+
+    before = inverter.cost.as_dict()
+    done = shard_map(len(teachers), generator, invert, "cpu")
+    sync_cost(inverter.cost, before)
+    return SyntheticBank([x for x, _ in done], [ids for _, ids in done], inverter.cost.as_dict())
 
 
 class MetaTrainer:
@@ -168,7 +190,7 @@ class MetaTrainer:
         update: MetaUpdate | None = None,
     ) -> None:
         self.config = config
-        self.device = torch.device(device)
+        self.device = dist.device_for(device)
         self.learner = learner if learner is not None else MAML(
             model,
             inner_steps=config.inner_steps,
@@ -181,7 +203,7 @@ class MetaTrainer:
             self.stream = tasks
         else:
             self.stream = BankStream(tasks, config.n_way, config.n_shot, config.n_query, config.meta_batch_size)
-        self.update = update or default_update
+        self.update = _update_for_world(update, self.learner)
         self.val_tasks = val_tasks
         self.run = run
         self.optimizer = torch.optim.Adam(self.learner.parameters(), lr=config.outer_lr)
@@ -209,13 +231,13 @@ class MetaTrainer:
         self.stream.load_state_dict(state.get("stream", {}))
 
     def _checkpoint(self) -> None:
-        if self.run is not None:
+        if self.run is not None and dist.is_main():
             self.run.save_checkpoint(self.state_dict())
 
     # ------------------------------------------------------------------- loop
     def validate(self) -> float:
-        """Mean accuracy on the meta-validation episodes (fine-tuned as at meta-test)."""
-        res = evaluate(
+        """Mean accuracy on the meta-validation episodes (fine-tuned as at meta-test; shared out among ranks)."""
+        res = evaluate_sharded(
             self.model,
             self.val_tasks(),
             steps=self.config.test_inner_steps,
@@ -235,8 +257,10 @@ class MetaTrainer:
             state = self.run.load_checkpoint()
             if state is not None:
                 self.load_state_dict(state)
-                self.run.truncate_metrics(self.step)
+                if dist.is_main():
+                    self.run.truncate_metrics(self.step)
                 log.info("resuming from step %d", self.step)
+            dist.barrier()  # every rank has read the checkpoint before rank 0 may replace it
         start = time.perf_counter()
         while self.step < cfg.steps:
             tasks = [t.to(self.device) for t in self.stream.next_batch(self.step, self.generator)]
@@ -259,7 +283,7 @@ class MetaTrainer:
                         "step": self.step,
                         "state": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
                     }
-            if self.run is not None:
+            if self.run is not None and dist.is_main():
                 self.run.log_metrics(record)
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     self._checkpoint()
@@ -267,7 +291,7 @@ class MetaTrainer:
                 progress(self.step, record)
         if self.best["state"] is not None:
             self.model.load_state_dict(self.best["state"])
-        if self.run is not None:
+        if self.run is not None and dist.is_main():
             self.run.save_checkpoint({"model": self.model.state_dict(), "step": self.best["step"]}, "best")
         return {
             "best_val_acc": self.best["acc"],
@@ -275,3 +299,22 @@ class MetaTrainer:
             "steps": self.step,
             "seconds": time.perf_counter() - start,
         }
+
+
+def _update_for_world(update: MetaUpdate | None, learner: Any) -> MetaUpdate:
+    """The meta-update to run: alone ``update`` (default: the learner's meta-step); under ``torchrun``
+    the learner's meta-step becomes data-parallel when the learner can accumulate a share of the
+    tasks (:meth:`~dfml.meta.learner.Learner.accumulate`), and anything else runs replicated (see
+    :mod:`dfml.meta.parallel`)."""
+    if not dist.is_distributed():
+        return update or default_update
+    if (update is None or update is default_update) and hasattr(learner, "accumulate"):
+        return data_parallel_update
+    update = update or default_update
+    if dist.is_main():
+        log.warning(
+            "the meta-update %s is not a sum over tasks, so it runs whole on each of the %d ranks (no "
+            "speed-up for the update; inversion is still shared out)",
+            getattr(update, "__name__", type(update).__name__), dist.world_size(),
+        )
+    return replicated(update)

@@ -1,14 +1,19 @@
 """Pretraining a pool: many small classifiers, each on its own N-class subset of a dataset.
 
 The build is deterministic (each model's seed is derived from ``(seed, index)``), keeps each
-model's best epoch by held-out accuracy (the papers' code kept the last one), and is resumable:
-``pool.json`` is rewritten after every model, and a re-run continues after the last model in it.
+model's best epoch by held-out accuracy (the papers' code kept the last one), shards across the
+ranks of a ``torchrun`` launch, and is resumable per model: each finished model leaves its weights
+file and a record in ``.build/`` (both written atomically), a re-run on any number of processes
+trains only the models without one, and ``pool.json`` is written when all are done (a single
+process also rewrites it after every model).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,16 +23,19 @@ import numpy as np
 import torch
 
 from .. import __version__
+from .. import distributed as dist
 from ..config import to_dict
 from ..data.base import ArrayDataset
 from ..models.registry import MODELS, model_arguments
-from .manifest import MANIFEST_NAME, PoolEntry, PoolManifest, sha256_file
+from .manifest import MANIFEST_NAME, PoolEntry, PoolManifest, sha256_file, write_atomic
 from .pool import ModelPool, save_state_dict
 from .training import TrainResult, derive_seed, init_model, train_classifier
 
 logger = logging.getLogger(__name__)
 
 CLASS_MODES = ("random", "disjoint")
+BUILD_DIR = ".build"  # per-model records of an unfinished build (removed when pool.json is complete)
+BUILD_RECORD = "build.json"
 Progress = Callable[[int, int, PoolEntry], None]
 
 
@@ -163,12 +171,9 @@ def fit_and_save(
     return save_state_dict(result.state, path), result
 
 
-def _check_resume(manifest: PoolManifest, build: dict[str, Any], out: Path) -> None:
-    old = manifest.build
+def _check_build(old: dict[str, Any], build: dict[str, Any], out: Path, source: str) -> None:
     if old.get("kind") != "pretrain":
-        raise ValueError(
-            f"{out / MANIFEST_NAME} was not made by pretrain_pool (kind={old.get('kind')!r}); use a new out_dir"
-        )
+        raise ValueError(f"{out / source} was not made by pretrain_pool (kind={old.get('kind')!r}); use a new out_dir")
     for section in ("config", "dataset"):
         before, now = old.get(section, {}), build[section]
         diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
@@ -178,13 +183,50 @@ def _check_resume(manifest: PoolManifest, build: dict[str, Any], out: Path) -> N
                 f"the pool in {str(out)!r} was built with a different {section} ({details}). "
                 f"Use a new out_dir for a new pool, or the pool's original {section} to resume it."
             )
-    for e in manifest.entries:
-        path = out / e.file
-        if not path.is_file() or sha256_file(path) != e.sha256:
-            raise ValueError(
-                f"cannot resume {str(out)!r}: model {e.index}'s file {e.file} is missing or was modified; "
-                f"delete the pool directory and build again"
-            )
+
+
+def _finished_models(out: Path, build: dict[str, Any]) -> dict[int, PoolEntry]:
+    """The models an earlier (possibly sharded, possibly killed) build finished, checked against ``build``.
+
+    Sources: the entries of ``pool.json`` (every file must be intact, else the resume is refused)
+    and the per-model records in ``.build/`` (a record whose file is missing or differs is ignored:
+    that model is trained again). Writes ``.build/build.json`` for a build that is not complete.
+    """
+    done: dict[int, PoolEntry] = {}
+    if (out / MANIFEST_NAME).is_file():
+        manifest = PoolManifest.load(out)
+        _check_build(manifest.build, build, out, MANIFEST_NAME)
+        for e in manifest.entries:
+            path = out / e.file
+            if not path.is_file() or sha256_file(path) != e.sha256:
+                raise ValueError(
+                    f"cannot resume {str(out)!r}: model {e.index}'s file {e.file} is missing or was modified; "
+                    f"delete the pool directory and build again"
+                )
+            done[e.index] = e
+    records = out / BUILD_DIR
+    if (records / BUILD_RECORD).is_file():
+        _check_build(json.loads((records / BUILD_RECORD).read_text()), build, out, f"{BUILD_DIR}/{BUILD_RECORD}")
+    for path in sorted(records.glob("model_*.json")):
+        entry = PoolEntry.from_dict(json.loads(path.read_text()))
+        weights = out / entry.file
+        if entry.index in done or entry.index >= build["config"]["n_models"]:
+            continue
+        if weights.is_file() and sha256_file(weights) == entry.sha256:
+            done[entry.index] = entry
+        else:
+            logger.warning("model %d: its record has no intact weights file; training it again", entry.index)
+    if len(done) < build["config"]["n_models"] and not (records / BUILD_RECORD).is_file():
+        write_atomic(records / BUILD_RECORD, json.dumps(build, indent=2).encode())
+    return done
+
+
+def _prefix_manifest(done: dict[int, PoolEntry], build: dict[str, Any]) -> PoolManifest:
+    """The manifest of models ``0..k-1``, the longest run of finished models from 0 (indices must be dense)."""
+    entries = []
+    while len(entries) in done:
+        entries.append(done[len(entries)])
+    return PoolManifest(entries=entries, build=build)
 
 
 def pretrain_pool(
@@ -197,29 +239,42 @@ def pretrain_pool(
 ) -> ModelPool:
     """Train ``config.n_models`` classifiers on ``dataset`` and write them as a pool in ``out_dir``.
 
-    Re-running on the same ``out_dir`` with the same config and data resumes: models already in
-    ``pool.json`` are kept, never retrained. ``progress(i, n_models, entry)`` is called after model
-    ``i`` is saved and recorded.
+    Under ``torchrun`` (see :mod:`dfml.distributed`) the models still to train are dealt to the
+    ranks round-robin; each rank trains its share (model ``i`` from ``derive_seed(seed, i)``
+    whichever rank trains it) and writes each weights file and its record atomically; rank 0
+    writes ``pool.json`` once, when every model is done, and it is identical to a one-process
+    build's. A single process also rewrites ``pool.json`` after every model (the finished prefix).
+    ``out_dir`` must be on a file system every rank sees.
+
+    Re-running on the same ``out_dir`` with the same config and data resumes, on any number of
+    processes: models in ``pool.json`` or in an intact per-model record are kept, never
+    retrained. ``progress(i, n_models, entry)`` is called after model ``i`` is saved and recorded,
+    by the rank that trained it.
 
     Raises:
         ValueError: ``out_dir`` holds a pool built with another config or dataset (names the field),
             or the dataset cannot supply the classes (see :func:`choose_classes`).
     """
-    out = Path(out_dir)
+    out, device = Path(out_dir), dist.device_for(device)
     arch_kwargs = resolve_arch_kwargs(config.arch, config.arch_kwargs, config.n_way, dataset)
     build = {"kind": "pretrain", "config": to_dict(config), "dataset": dataset_record(dataset)}
     class_sets = choose_classes(config, dataset.num_classes)
-    if (out / MANIFEST_NAME).is_file():
-        manifest = PoolManifest.load(out)
-        _check_resume(manifest, build, out)
-        if manifest.entries:
-            logger.info("resuming pool %s at model %d of %d", out, len(manifest.entries), config.n_models)
-    else:
-        manifest = PoolManifest(build=build)
+    plan: tuple[str | None, dict[int, PoolEntry]] = (None, {})
+    if dist.is_main():
+        try:
+            plan = (None, _finished_models(out, build))
+        except ValueError as err:
+            plan = (str(err), {})
+    error, done = dist.broadcast_object(plan)
+    if error is not None:
+        raise ValueError(error)
+    todo = [i for i in range(config.n_models) if i not in done]
+    if done and todo:
+        logger.info("resuming pool %s: %d of %d models done", out, len(done), config.n_models)
     name, split = split_name(dataset)
-    for i in range(len(manifest.entries), config.n_models):
-        seed, class_ids = derive_seed(config.seed, i), class_sets[i]
-        file = f"models/model_{i:04d}.pt"
+    mine: list[PoolEntry] = []
+    for i in dist.shard(todo):
+        seed, class_ids, file = derive_seed(config.seed, i), class_sets[i], f"models/model_{i:04d}.pt"
         sha, result = fit_and_save(dataset, class_ids, config, arch_kwargs, seed, out / file, device=device)
         entry = PoolEntry(
             index=i, file=file, arch=config.arch, arch_kwargs=arch_kwargs, n_way=config.n_way,
@@ -227,10 +282,19 @@ def pretrain_pool(
             seed=seed, heldout_acc=result.heldout_acc, best_epoch=result.best_epoch, sha256=sha,
             dfml_version=__version__,
         )
-        manifest.entries.append(entry)
-        manifest.save(out)
+        write_atomic(out / BUILD_DIR / f"model_{i:04d}.json", json.dumps(entry.to_dict(), indent=2).encode())
+        mine.append(entry)
+        if dist.world_size() == 1:
+            done[i] = entry
+            _prefix_manifest(done, build).save(out)
         logger.info("model %d/%d: held-out acc %.3f (epoch %d)", i + 1, config.n_models, entry.heldout_acc,
                     entry.best_epoch)
         if progress is not None:
             progress(i, config.n_models, entry)
+    for part in dist.all_gather_object(mine):
+        done.update((e.index, e) for e in part)
+    if dist.is_main() and todo:
+        _prefix_manifest(done, build).save(out)  # complete: every index 0..n-1 is done
+        shutil.rmtree(out / BUILD_DIR, ignore_errors=True)
+    dist.barrier()
     return ModelPool(out)

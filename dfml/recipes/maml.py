@@ -6,11 +6,15 @@ meta-train MAML on tasks sampled from the recovered examples, select on meta-val
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
+from .. import distributed as dist
 from ..meta.trainer import MetaTrainer, SyntheticBank, build_bank
 from ..models.norm import use_batch_stats
+from ..runs import atomic_torch_save
 from .base import RECIPES, RecipeContext
 
 
@@ -38,22 +42,30 @@ def maml_recipe(ctx: RecipeContext) -> nn.Module:
     return trainer.model
 
 
+class _Teachers(Sequence):
+    """The pool's ``(teacher, class_ids)`` pairs, each model loaded when asked for (a rank loads its share)."""
+
+    def __init__(self, ctx: RecipeContext) -> None:
+        self.ctx = ctx
+
+    def __len__(self) -> int:
+        return len(self.ctx.pool)
+
+    def __getitem__(self, i: int) -> tuple[nn.Module, tuple[int, ...]]:  # type: ignore[override]
+        return self.ctx.pool.load(i, device=self.ctx.device), tuple(self.ctx.pool.entry(i).class_ids)
+
+
 def _load_or_build_bank(ctx: RecipeContext) -> SyntheticBank:
     path = None if ctx.run is None else ctx.run.path / "bank.pt"
-    if path is not None and path.exists():
+    if path is not None and dist.broadcast_object(path.exists()):  # rank 0 decides: all ranks load or all build
         return SyntheticBank.from_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     generator = torch.Generator().manual_seed(ctx.train.seed)
-    teachers = (
-        (ctx.pool.load(i, device=ctx.device), tuple(ctx.pool.entry(i).class_ids)) for i in range(len(ctx.pool))
-    )
 
     def progress(i: int) -> None:
         if ctx.progress is not None:
             ctx.progress("invert", i + 1, len(ctx.pool), {})
 
-    bank = build_bank(teachers, ctx.input_shape, ctx.train, generator, progress)
-    if path is not None:
-        from ..runs import atomic_torch_save
-
+    bank = build_bank(_Teachers(ctx), ctx.input_shape, ctx.train, generator, progress)
+    if path is not None and dist.is_main():
         atomic_torch_save(bank.state_dict(), path)
     return bank

@@ -116,3 +116,17 @@ def test_batched_meta_generator_equals_one_by_one_in_float64(algorithm):
     assert batched.meta_update() == pytest.approx(seq.meta_update(), rel=1e-12)
     for p, q in zip(batched.generator.parameters(), seq.generator.parameters()):
         torch.testing.assert_close(p, q, atol=1e-10, rtol=0)  # vmapped matmuls sum in another order
+
+
+def test_shares_of_one_draw_invert_as_the_whole_stack():
+    """What ranks do under torchrun: each inverts its share with its models' generators."""
+    teachers = bn_conv_teachers()
+    cfg = GeneratorInversionConfig(steps=2, nz=8, width=4)
+    whole = BatchedGeneratorInverter((3, 16, 16), cfg).invert_many(teachers, 1, 1, torch.Generator().manual_seed(0))
+    rngs = model_generators(torch.Generator().manual_seed(0), 3)
+    inv = BatchedGeneratorInverter((3, 16, 16), cfg)
+    shares = inv.invert_many(teachers[::2], 1, 1, None, generators=rngs[::2])  # type: ignore[arg-type]
+    shares += inv.invert_many(teachers[1:2], 1, 1, None, generators=rngs[1:2])  # type: ignore[arg-type]
+    assert_same_tasks([whole[0], whole[2], whole[1]], shares, 1e-12)
+    with pytest.raises(ValueError, match="got 2 generators for 3 teachers; pass one per teacher"):
+        inv.invert_many(teachers, 1, 1, None, generators=rngs[:2])  # type: ignore[arg-type]

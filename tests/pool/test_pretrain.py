@@ -152,3 +152,39 @@ def test_conv4_pool_on_images_with_augmentation(tmp_path: Path) -> None:
     again = pretrain_pool(ds, tmp_path / "again", cfg)
     assert shas(again) == shas(pool)
     assert torch.equal(model.head.weight, again.load(0).head.weight)
+
+
+def test_a_build_resumes_from_its_per_model_records_and_retrains_a_damaged_one(
+    toy_world: dict[str, ArrayDataset], tmp_path: Path
+) -> None:
+    ds = toy_world["train"]
+    reference = pretrain_pool(ds, tmp_path / "ref", FAST)
+
+    def stop(i: int, n: int, entry: PoolEntry) -> None:
+        if i == 2:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "pool"
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_pool(ds, out, FAST, progress=stop)
+    assert sorted(p.name for p in (out / ".build").iterdir()) == [
+        "build.json", "model_0000.json", "model_0001.json", "model_0002.json"]
+    (out / "pool.json").unlink()  # as a sharded build leaves it: records, no manifest
+    (out / "models/model_0001.pt").write_bytes(b"junk")
+    seen: list[int] = []
+    pool = pretrain_pool(ds, out, FAST, progress=lambda i, n, e: seen.append(i))
+    assert seen == [1, 3]
+    assert [e.to_dict() for e in pool] == [e.to_dict() for e in reference]
+    assert (out / "pool.json").read_text() == (tmp_path / "ref" / "pool.json").read_text()
+    assert not (out / ".build").exists()
+
+
+def test_records_of_a_build_with_another_config_are_refused(toy_world: dict[str, ArrayDataset], tmp_path: Path) -> None:
+    def stop(i: int, n: int, entry: PoolEntry) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_pool(toy_world["train"], tmp_path, FAST, progress=stop)
+    (tmp_path / "pool.json").unlink()
+    with pytest.raises(ValueError, match=r"different config \(epochs: pool has 3, this call has 5\)"):
+        pretrain_pool(toy_world["train"], tmp_path, dataclasses.replace(FAST, epochs=5))
