@@ -122,7 +122,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: Progress | 
         raise ValueError("no pool given: pass --pool DIR (build one with `dfml pool build`)")
     pool = ModelPool(cfg.pool)
     with dist.main_first():  # rank 0 creates the run directory; the others open it
-        run = RunDir(out, to_dict(cfg))
+        run = RunDir(out, to_dict(cfg), defaults=to_dict(ExperimentConfig()))
     done = run.path / "results.json"
     if done.exists():
         import json

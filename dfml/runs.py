@@ -90,6 +90,9 @@ class RunDir:
     Args:
         path: the directory; created if missing.
         config: the resolved configuration as a plain dict (written as ``config.yaml``).
+        defaults: the configuration's defaults as a plain dict. A run saved by an older dfml lacks
+            the fields added since; such a field is accepted when ``config`` holds it at its default
+            (the behaviour the old run had), so finished and interrupted runs survive upgrades.
 
     Raises:
         ValueError: ``path`` holds a run whose ``config.yaml`` differs from ``config`` (the message
@@ -97,7 +100,7 @@ class RunDir:
         NotADirectoryError: ``path`` exists and is a file.
     """
 
-    def __init__(self, path: str | Path, config: dict[str, Any]) -> None:
+    def __init__(self, path: str | Path, config: dict[str, Any], defaults: dict[str, Any] | None = None) -> None:
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
             raise NotADirectoryError(f"run directory {str(self.path)!r} exists and is not a directory")
@@ -106,8 +109,11 @@ class RunDir:
         if cfg_file.exists():
             old = yaml.safe_load(cfg_file.read_text()) or {}
             plain_new = yaml.safe_load(yaml.safe_dump(config))
-            if old != plain_new:
-                diff = sorted(_diff_keys(old, plain_new))
+            diff = sorted(_diff_keys(old, plain_new))
+            if defaults is not None:
+                plain_defaults = yaml.safe_load(yaml.safe_dump(defaults))
+                diff = [k for k in diff if not (_missing(old, k) and _lookup(plain_new, k) == _lookup(plain_defaults, k))]
+            if diff:
                 raise ValueError(
                     f"{str(self.path)!r} already holds a run with another configuration (differs in: "
                     f"{', '.join(diff)}); nothing was changed. Use a new --out directory, or re-run "
@@ -199,6 +205,22 @@ class RunDir:
         target = self.path / "results.json"
         atomic_write_text(target, json.dumps(results, indent=2))
         return target
+
+
+_ABSENT = object()
+
+
+def _lookup(tree: Any, dotted: str) -> Any:
+    """The value at ``a.b.c`` of nested dicts, or ``_ABSENT``."""
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return _ABSENT
+        tree = tree[part]
+    return tree
+
+
+def _missing(tree: Any, dotted: str) -> bool:
+    return _lookup(tree, dotted) is _ABSENT
 
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> set[str]:

@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from dfml.runs import RunDir
 
@@ -55,3 +56,19 @@ def test_run_path_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(NotADirectoryError, match="not a directory"):
         RunDir(tmp_path / "f", {})
+
+
+def test_fields_added_since_a_run_was_saved_are_accepted_at_their_defaults_only(tmp_path):
+    old = {"train": {"steps": 5}, "recipe": "maml"}
+    RunDir(tmp_path / "r", old)
+    defaults = {"train": {"steps": 100, "new_knob": 0.0}, "eval": {"calibration": {"enabled": False}}, "recipe": "x"}
+    upgraded = {"train": {"steps": 5, "new_knob": 0.0}, "eval": {"calibration": {"enabled": False}}, "recipe": "maml"}
+    run = RunDir(tmp_path / "r", upgraded, defaults=defaults)
+    assert run.resumed and yaml.safe_load((tmp_path / "r" / "config.yaml").read_text()) == old  # not rewritten
+    for changed, key in (({"train": {"steps": 5, "new_knob": 1.0}}, "train.new_knob"),
+                         ({"train": {"steps": 6, "new_knob": 0.0}}, "train.steps"),
+                         ({"eval": {"calibration": {"enabled": True}}}, "eval")):
+        with pytest.raises(ValueError, match=key):
+            RunDir(tmp_path / "r", {**upgraded, **changed}, defaults=defaults)
+    with pytest.raises(ValueError, match="train.new_knob"):  # without defaults nothing is assumed
+        RunDir(tmp_path / "r", upgraded)
