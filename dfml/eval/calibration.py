@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -40,6 +40,10 @@ from ..types import Params
 __all__ = ["CalibrationConfig", "adapted_teacher", "calibrate", "episode_generator"]
 
 
+def _inversion_default() -> PixelBankConfig:
+    return PixelBankConfig(per_class=5, steps=50)
+
+
 @dataclass(frozen=True)
 class CalibrationConfig:
     """Inversion calibration after the inner loop (meta-test only; off by default).
@@ -47,15 +51,11 @@ class CalibrationConfig:
     Attributes:
         enabled: calibrate every meta-test episode (``evaluate`` then also reports the
             uncalibrated score of the same episodes and the paired difference).
-        per_class: inverted examples per class of the episode.
-        inversion_steps: Adam steps of the inversion (from Gaussian inputs).
-        inversion_lr: Adam learning rate of the inversion.
-        bn_weight: weight of the BatchNorm-statistics match (to the support set's statistics).
-        tv_weight: weight of the total variation (images only).
-        l2_weight: weight of the mean squared input.
-        init_std: standard deviation of the Gaussian the inputs start from.
-        augment_pad: random-crop padding before the adapted model sees an inverted image (0: none).
-        augment_flip: random horizontal flips before the adapted model sees an inverted image.
+        inversion: the inversion of the adapted model, one :meth:`PixelBank.refine` of
+            ``inversion.steps`` Adam steps on ``inversion.per_class`` inputs per class from
+            Gaussian noise (default 5 per class, 50 steps; the other fields as in meta-training's
+            bank: ``bn_weight`` 0.1 towards the support set's statistics, L2 0.01, crop-and-flip
+            augmentation). The curriculum fields do not apply and must stay off.
         steps: fine-tuning steps after the inversion, from the adapted weights.
         lr: their step size (``None``: the meta-test fine-tuning ``lr``).
         support_weight: weight of the real support set's cross-entropy in those steps.
@@ -65,15 +65,7 @@ class CalibrationConfig:
     """
 
     enabled: bool = False
-    per_class: int = 5
-    inversion_steps: int = 50
-    inversion_lr: float = 0.1
-    bn_weight: float = 0.1
-    tv_weight: float = 0.0
-    l2_weight: float = 1e-2
-    init_std: float = 1.0
-    augment_pad: int = 2
-    augment_flip: bool = True
+    inversion: PixelBankConfig = field(default_factory=_inversion_default)
     steps: int = 10
     lr: float | None = None
     support_weight: float = 1.0
@@ -81,15 +73,14 @@ class CalibrationConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("per_class", "inversion_steps", "steps", "augment_pad"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "per_class" else 0):
-                low = 1 if name == "per_class" else 0
-                raise ValueError(f"CalibrationConfig.{name} must be an integer >= {low}, got {value!r}")
-        for name in ("inversion_lr", "init_std"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"CalibrationConfig.{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("bn_weight", "tv_weight", "l2_weight", "support_weight", "pseudo_weight"):
+        if not isinstance(self.inversion, PixelBankConfig):
+            raise TypeError(f"CalibrationConfig.inversion must be a PixelBankConfig, got {type(self.inversion).__name__}")
+        if self.inversion.curriculum:
+            raise ValueError("CalibrationConfig.inversion.curriculum must be false: the calibration inverts the adapted "
+                             "model once, with no student to make episodes harder for")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
+            raise ValueError(f"CalibrationConfig.steps must be an integer >= 0, got {self.steps!r}")
+        for name in ("support_weight", "pseudo_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"CalibrationConfig.{name} must be >= 0, got {getattr(self, name)!r}")
         if self.lr is not None and not self.lr > 0:
@@ -99,12 +90,6 @@ class CalibrationConfig:
         if self.support_weight == 0 and self.pseudo_weight == 0 and self.steps > 0:
             raise ValueError("CalibrationConfig.support_weight and pseudo_weight are both 0: the calibration steps "
                              "would have no loss; give one of them a positive weight or set steps=0")
-
-    def bank_config(self) -> PixelBankConfig:
-        """The inversion's :class:`PixelBankConfig` (one refinement of ``inversion_steps`` steps)."""
-        return PixelBankConfig(per_class=self.per_class, steps=self.inversion_steps, lr=self.inversion_lr,
-                               bn_weight=self.bn_weight, tv_weight=self.tv_weight, l2_weight=self.l2_weight,
-                               init_std=self.init_std, augment_pad=self.augment_pad, augment_flip=self.augment_flip)
 
 
 def episode_generator(seed: int, index: int) -> torch.Generator:
@@ -197,7 +182,7 @@ def calibrate(
     pseudo: tuple[Tensor, Tensor] | None = None
     if config.pseudo_weight > 0:
         teacher = adapted_teacher(network, fast, support_x)
-        bank = PixelBank(tuple(support_x.shape[1:]), config.bank_config())
+        bank = PixelBank(tuple(support_x.shape[1:]), config.inversion)
         info["inversion"] = bank.refine(teacher, 0, generator)
         images = bank.images(0)  # [n_out, per_class, *input_shape]
         labels = torch.arange(images.shape[0], device=images.device).repeat_interleave(images.shape[1])

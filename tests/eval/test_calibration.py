@@ -14,13 +14,14 @@ from dfml.data.toy import make_toy_world
 from dfml.eval import CalibrationConfig, calibrate, evaluate
 from dfml.eval.calibration import adapted_teacher, episode_generator
 from dfml.experiment import experiment_config, load_meta_model, run_experiment
+from dfml.inversion import PixelBankConfig
 from dfml.meta.inner import functional_forward, inner_update
 from dfml.models import Conv4, use_batch_stats
 from dfml.models.registry import build_model
 from dfml.pool import build_toy_pool
 from dfml.types import Task
 
-FAST = CalibrationConfig(enabled=True, per_class=3, inversion_steps=10, steps=5)
+FAST = CalibrationConfig(enabled=True, inversion=PixelBankConfig(per_class=3, steps=10), steps=5)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +101,7 @@ def test_both_arms_come_from_one_adaptation_and_the_calibration_changes_predicti
     assert info["pseudo_acc"] > 0.6  # the adapted model mostly classifies its own inversions as their class (chance: 0.2)
     control = evaluate(model, toy_tasks, steps=10, lr=0.1, calibration=dataclasses.replace(FAST, pseudo_weight=0.0))
     assert res.per_episode != control.per_episode  # the inverted pseudo-support, not just more steps, moves them
-    assert {k: info[k] for k in ("enabled", "per_class", "steps")} == {"enabled": True, "per_class": 3, "steps": 5}
+    assert (info["enabled"], info["inversion"]["per_class"], info["steps"]) == (True, 3, 5)
 
 
 def test_calibration_is_deterministic_from_its_seed_and_episode_index(toy_tasks):
@@ -141,8 +142,10 @@ def test_calibration_never_sees_the_query_set(toy_tasks, monkeypatch):
 
 
 def test_calibration_settings_are_checked_where_they_are_built():
-    with pytest.raises(ValueError, match=r"per_class must be an integer >= 1, got 0"):
-        CalibrationConfig(per_class=0)
+    with pytest.raises(ValueError, match=r"PixelBankConfig.per_class must be >= 1, got 0"):
+        CalibrationConfig(inversion=PixelBankConfig(per_class=0))
+    with pytest.raises(ValueError, match="curriculum must be false"):
+        CalibrationConfig(inversion=PixelBankConfig(curriculum=True))
     with pytest.raises(ValueError, match=r"pseudo_weight must be >= 0, got -1"):
         CalibrationConfig(pseudo_weight=-1.0)
     with pytest.raises(ValueError, match="both 0"):
@@ -163,11 +166,11 @@ def test_calibration_refuses_protonet_scoring_and_wrong_types(toy_tasks):
 
 
 def test_calibration_is_reachable_from_presets_yaml_layers_and_dotted_overrides():
-    cfg = experiment_config("maml", {"eval": {"calibration": {"enabled": True, "per_class": 2}}})
-    assert cfg.eval.calibration == CalibrationConfig(enabled=True, per_class=2)
-    cfg = apply_overrides(cfg, ["eval.calibration.lr=1", "eval.calibration.inversion_steps=7"])
+    cfg = experiment_config("maml", {"eval": {"calibration": {"enabled": True, "inversion": {"per_class": 2}}}})
+    assert cfg.eval.calibration == CalibrationConfig(enabled=True, inversion=PixelBankConfig(per_class=2, steps=50))
+    cfg = apply_overrides(cfg, ["eval.calibration.lr=1", "eval.calibration.inversion.steps=7"])
     assert cfg.eval.calibration.lr == 1.0 and isinstance(cfg.eval.calibration.lr, float)
-    assert cfg.eval.calibration.inversion_steps == 7
+    assert cfg.eval.calibration.inversion == PixelBankConfig(per_class=2, steps=7)
     with pytest.raises(ValueError, match="unknown config key 'eval.calibration.stpes'"):
         apply_overrides(cfg, ["eval.calibration.stpes=3"])
 
