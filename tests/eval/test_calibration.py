@@ -190,3 +190,8 @@ def test_an_experiment_reports_both_arms_and_a_saved_run_can_be_rescored(tmp_pat
     again = evaluate(model, episodes.tasks(test), steps=10, lr=0.1, calibration=FAST)
     assert again.per_episode == score["per_episode"]
     assert again.info["calibration"]["uncalibrated"]["per_episode"] == info["uncalibrated"]["per_episode"]
+
+
+def test_the_purer_preset_calibrates_as_the_paper_does_and_the_other_recipes_do_not():
+    assert experiment_config("purer").eval.calibration.enabled
+    assert not any(experiment_config(r).eval.calibration.enabled for r in ("maml", "robust", "free", "tgr", "bidf_mkd"))
