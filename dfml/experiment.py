@@ -24,7 +24,7 @@ from . import __version__
 from . import distributed as dist
 from .config import to_dict
 from .data import EpisodeList, get_dataset
-from .eval import EvalResult, evaluate_sharded
+from .eval import CalibrationConfig, EvalResult, evaluate_sharded
 from .meta.trainer import TrainConfig
 from .pool import ModelPool
 from .config import apply_mapping
@@ -48,6 +48,9 @@ class EvalConfig:
         steps, lr: fine-tuning on each episode's support set.
         seed: seed of the episode lists (same seed, same episodes, for every recipe).
         episodes_dir: where episode lists are kept and reused (default: inside the run directory).
+        calibration: inversion calibration after the inner loop (PURER's ICFIL; off by default,
+            e.g. ``--set eval.calibration.enabled=true``); when on, each score also carries the
+            uncalibrated score of the same episodes and the paired difference.
     """
 
     n_way: int = 5
@@ -58,6 +61,7 @@ class EvalConfig:
     lr: float = 0.01
     seed: int = 0
     episodes_dir: str | None = None
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
 
 @dataclass(frozen=True)
@@ -161,25 +165,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: Progress | 
         atomic_torch_save(model.state_dict(), run.path / "model.pt")
     train_seconds = time.perf_counter() - start
 
-    test_ds = get_dataset(cfg.dataset, cfg.data_root, "test")
-    scores: dict[str, Any] = {}
-    for shot in cfg.eval.shots:
-        with dist.main_first():
-            eps = episode_list(
-                test_ds,
-                episodes_dir / f"test_{cfg.eval.n_way}w{shot}s_{cfg.eval.episodes}.json",
-                cfg.eval.episodes,
-                cfg.eval.n_way,
-                shot,
-                cfg.eval.n_query,
-                cfg.eval.seed,
-            )
-        bar = None
-        if progress is not None:
-            bar = lambda done, acc, s=shot, n=len(eps): progress(f"test {s}-shot", done, n, {"acc": acc})  # noqa: E731
-        res: EvalResult = evaluate_sharded(model, eps.tasks(test_ds), steps=cfg.eval.steps, lr=cfg.eval.lr,
-                                           device=device, progress=bar)
-        scores[f"{cfg.eval.n_way}way_{shot}shot"] = res.as_dict()
+    scores = meta_test(model, cfg, episodes_dir, progress)
     results = {
         "recipe": cfg.recipe,
         "pool": str(cfg.pool),
@@ -194,6 +180,72 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: Progress | 
         run.write_results(results)
     dist.barrier()  # nobody returns (and may start the next run) before results.json is written
     return results
+
+
+def meta_test(
+    model: torch.nn.Module,
+    cfg: ExperimentConfig,
+    episodes_dir: str | Path,
+    progress: Progress | None = None,
+    first_n: int | None = None,
+) -> dict[str, Any]:
+    """Score ``model`` on ``cfg``'s fixed test episodes (loaded from, or drawn into, ``episodes_dir``).
+
+    ``first_n`` scores only the first ``first_n`` episodes of each list (the same ones for every
+    method), for settings too slow for the whole list.
+
+    Returns:
+        ``{"<n_way>way_<shot>shot": EvalResult.as_dict(), ...}``, one entry per ``cfg.eval.shots``.
+    """
+    test_ds = get_dataset(cfg.dataset, cfg.data_root, "test")
+    ev, scores = cfg.eval, {}
+    for shot in ev.shots:
+        with dist.main_first():  # rank 0 draws and writes the list, the others read it
+            eps = episode_list(test_ds, Path(episodes_dir) / f"test_{ev.n_way}w{shot}s_{ev.episodes}.json",
+                               ev.episodes, ev.n_way, shot, ev.n_query, ev.seed)
+        bar = None
+        if progress is not None:
+            n = len(eps) if first_n is None else min(first_n, len(eps))
+            bar = lambda done, acc, s=shot, n=n: progress(f"test {s}-shot", done, n, {"acc": acc})  # noqa: E731
+        res: EvalResult = evaluate_sharded(model, eps.tasks(test_ds), steps=ev.steps, lr=ev.lr,
+                                           device=dist.device_for(cfg.device), progress=bar, first_n=first_n,
+                                           calibration=ev.calibration)
+        scores[f"{ev.n_way}way_{shot}shot"] = res.as_dict()
+    return scores
+
+
+def load_meta_model(run_dir: str | Path, pool: str | Path | None = None) -> torch.nn.Module:
+    """The meta-model a finished run saved (``model.pt``), rebuilt from its ``config.yaml`` and pool.
+
+    Args:
+        run_dir: a run directory written by :func:`run_experiment` (only read).
+        pool: the pool directory, when the run's recorded ``pool`` path does not resolve from here
+            (it is recorded as given, often relative to where the run was started).
+
+    Returns:
+        The network (the pool's architecture with a ``train.n_way`` head, batch-statistics BatchNorm).
+
+    Raises:
+        FileNotFoundError: no ``config.yaml``/``model.pt`` in ``run_dir``, or the pool is not found.
+    """
+    from .config import from_dict, load_yaml
+    from .models import use_batch_stats
+    from .models.registry import build_model
+
+    run = Path(run_dir)
+    weights = run / "model.pt"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{str(weights)!r} does not exist: is {str(run)!r} a finished run directory?")
+    cfg = from_dict(ExperimentConfig, load_yaml(run / "config.yaml"))
+    where = Path(pool) if pool is not None else Path(cfg.pool)
+    if not (where / "pool.json").is_file():
+        raise FileNotFoundError(
+            f"the run's pool {str(where)!r} has no pool.json; pass pool= (--pool) with the pool the run used"
+        )
+    entry = ModelPool(where).entry(0)
+    model = use_batch_stats(build_model(entry.arch, **{**entry.arch_kwargs, "num_classes": cfg.train.n_way}))
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model.eval()
 
 
 def _jsonable(obj: Any) -> Any:

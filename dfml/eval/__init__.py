@@ -1,7 +1,9 @@
-"""Meta-test evaluation: the fine-tune / ProtoNet protocol, 95% intervals, paired comparisons."""
+"""Meta-test evaluation: the fine-tune / ProtoNet protocol, inversion calibration, 95% intervals, paired comparisons."""
 
 from __future__ import annotations
 
+from .calibration import CalibrationConfig as CalibrationConfig
+from .calibration import calibrate as calibrate
 from .protocol import METHODS as METHODS
 from .protocol import evaluate as evaluate
 from .protocol import evaluate_sharded as evaluate_sharded
@@ -10,4 +12,14 @@ from .stats import EvalResult as EvalResult
 from .stats import mean_ci95 as mean_ci95
 from .stats import paired as paired
 
-__all__ = ["METHODS", "EvalResult", "evaluate", "evaluate_sharded", "feature_extractor", "mean_ci95", "paired"]
+__all__ = [
+    "METHODS",
+    "CalibrationConfig",
+    "EvalResult",
+    "calibrate",
+    "evaluate",
+    "evaluate_sharded",
+    "feature_extractor",
+    "mean_ci95",
+    "paired",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import logging
 import math
@@ -18,8 +19,9 @@ from ..meta.inner import functional_forward, inner_update
 from ..meta.learner import Learner
 from ..meta.protonet import ProtoNet
 from ..models.norm import use_batch_stats
-from ..types import Task
-from .stats import EvalResult, mean_ci95
+from ..types import Params, Task
+from .calibration import CalibrationConfig, calibrate, episode_generator
+from .stats import EvalResult, mean_ci95, paired
 
 __all__ = ["METHODS", "evaluate", "evaluate_sharded", "feature_extractor"]
 
@@ -91,14 +93,17 @@ def _check_head(logits: Tensor, n_way: int) -> None:
         )
 
 
-def _finetune_accuracy(net: nn.Module, task: Task, steps: int, lr: float, checked: set[int]) -> float:
+def _finetune(net: nn.Module, task: Task, steps: int, lr: float, checked: set[int]) -> Params:
     params = {k: v.detach().clone().requires_grad_(v.is_floating_point()) for k, v in net.named_parameters()}
     if task.n_way not in checked:  # one extra forward per distinct n_way
         with torch.no_grad():
             _check_head(functional_forward(net, params, task.support_x), task.n_way)
         checked.add(task.n_way)
     with torch.enable_grad():
-        fast = inner_update(net, params, task.support_x, task.support_y, steps=steps, lr=lr, first_order=True)
+        return inner_update(net, params, task.support_x, task.support_y, steps=steps, lr=lr, first_order=True)
+
+
+def _query_accuracy(net: nn.Module, fast: Params, task: Task) -> float:
     with torch.no_grad():
         logits = functional_forward(net, {k: v.detach() for k, v in fast.items()}, task.query_x)
     return float((logits.argmax(-1) == task.query_y).double().mean()) * 100.0
@@ -108,6 +113,45 @@ def _protonet_accuracy(head: ProtoNet, task: Task) -> float:
     with torch.no_grad():
         pred = head.predict(head.params(), task)
     return float((pred == task.query_y).double().mean()) * 100.0
+
+
+def _mean_ci(scores: list[float]) -> tuple[float, float]:
+    if len(scores) == 1:
+        logger.warning("a single episode was scored; its 95%% interval is undefined (nan)")
+        return scores[0], math.nan
+    return mean_ci95(scores)
+
+
+class _Calibrated:
+    """The calibration arm of ``evaluate``: calibrates each adapted model, keeps the uncalibrated scores."""
+
+    def __init__(self, config: CalibrationConfig, lr: float) -> None:
+        self.config, self.lr = config, lr
+        self.uncalibrated: list[float] = []
+        self.pseudo_acc: list[float] = []
+        self.teacher_queries, self.seconds = 0, 0.0
+
+    def __call__(self, net: nn.Module, fast: Params, task: Task, index: int) -> float:
+        self.uncalibrated.append(_query_accuracy(net, fast, task))
+        with torch.enable_grad():  # only the support set goes in: calibration cannot see the query set
+            fast, info = calibrate(net, fast, task.support_x, task.support_y, self.config,
+                                   episode_generator(self.config.seed, index), lr=self.lr)
+        if info["pseudo_acc"] is not None:
+            self.pseudo_acc.append(info["pseudo_acc"])
+        self.teacher_queries += info["teacher_queries"]
+        self.seconds += info["seconds"]
+        return _query_accuracy(net, fast, task)
+
+    def info(self, scores: list[float]) -> dict[str, Any]:
+        mean, ci = _mean_ci(self.uncalibrated)
+        return {
+            **dataclasses.asdict(self.config),
+            "uncalibrated": {"mean": mean, "ci95": ci, "per_episode": list(self.uncalibrated)},
+            "paired": paired(scores, self.uncalibrated) if len(scores) > 1 else None,
+            "pseudo_acc": sum(self.pseudo_acc) / len(self.pseudo_acc) if self.pseudo_acc else None,
+            "teacher_queries": self.teacher_queries,
+            "seconds": self.seconds,
+        }
 
 
 def evaluate(
@@ -120,6 +164,7 @@ def evaluate(
     device: torch.device | str | None = None,
     first_n: int | None = None,
     progress: Callable[[int, float], None] | None = None,
+    calibration: CalibrationConfig | None = None,
 ) -> EvalResult:
     """Meta-test ``model`` on ``tasks``: per-episode query accuracy, its mean and 95% interval.
 
@@ -132,6 +177,13 @@ def evaluate(
     support while adapting, query while scoring, so no episode influences another and the
     result does not depend on the model's train/eval mode or on the order of the episodes.
 
+    With an enabled ``calibration`` (``finetune`` only), every adapted model is also calibrated
+    (:func:`dfml.eval.calibration.calibrate`: inversion of the adapted model, then fine-tuning on
+    support + inverted pseudo-support, from the support set alone) and the query set scored again.
+    The result's scores are the calibrated ones; ``info["calibration"]`` holds the settings, the
+    uncalibrated scores of the same episodes and adaptations (``"uncalibrated"``) and the paired
+    difference calibrated - uncalibrated (``"paired"``, see :func:`dfml.eval.paired`).
+
     Args:
         model: the meta-model (an ``nn.Module``, or a ``MAML``/``ProtoNet`` learner); not modified.
             With ``finetune`` its output size must equal each task's ``n_way``.
@@ -142,13 +194,14 @@ def evaluate(
         device: where to run (default: the model's device); episodes are moved there.
         first_n: score only the first ``first_n`` episodes.
         progress: called as ``progress(episodes_done, accuracy_percent)`` after each episode.
+        calibration: inversion calibration after the inner loop (``None`` or disabled: none).
 
     Returns:
         ``EvalResult`` with accuracies in percent.
 
     Raises:
-        ValueError: an unknown method, bad ``steps``/``first_n``, no episodes, or (finetune) a head
-            whose output size is not ``n_way``.
+        ValueError: an unknown method, bad ``steps``/``first_n``, no episodes, (finetune) a head
+            whose output size is not ``n_way``, or calibration with ``protonet``.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
@@ -156,6 +209,7 @@ def evaluate(
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
     net, method = _prepare(model, method, device)
+    cal = _calibration_arm(calibration, method, lr)
     head = ProtoNet(net) if method == "protonet" else None
     p = next(net.parameters(), None)
     dev, dtype = (p.device, p.dtype) if p is not None else (torch.device(device or "cpu"), None)
@@ -164,13 +218,20 @@ def evaluate(
         if first_n is not None and i >= first_n:
             break
         task = task.to(dev, dtype=dtype)
-        acc = _protonet_accuracy(head, task) if head is not None else _finetune_accuracy(net, task, steps, lr, checked)
+        if head is not None:
+            acc = _protonet_accuracy(head, task)
+        else:
+            fast = _finetune(net, task, steps, lr, checked)
+            acc = cal(net, fast, task, i) if cal is not None else _query_accuracy(net, fast, task)
         scores.append(acc)
         if progress is not None:
             progress(i + 1, acc)
     if not scores:
         raise ValueError("no episodes to evaluate: tasks was empty")
-    info = {"method": method, "steps": steps if method == "finetune" else 0, "lr": lr if method == "finetune" else 0.0}
+    info: dict[str, Any] = {"method": method, "steps": steps if method == "finetune" else 0,
+                            "lr": lr if method == "finetune" else 0.0}
+    if cal is not None:
+        info["calibration"] = cal.info(scores)
     return _result(scores, time.perf_counter() - start, info)
 
 
@@ -180,11 +241,7 @@ def _check_first_n(first_n: int | None) -> None:
 
 
 def _result(scores: list[float], seconds: float, info: dict[str, Any]) -> EvalResult:
-    if len(scores) == 1:
-        logger.warning("a single episode was scored; its 95%% interval is undefined (nan)")
-        mean, ci = scores[0], math.nan
-    else:
-        mean, ci = mean_ci95(scores)
+    mean, ci = _mean_ci(scores)
     logger.info("meta-test %s over %d episodes: %.2f ± %.2f %% (%.1f s)", info["method"], len(scores), mean, ci,
                 seconds)
     return EvalResult(mean=mean, ci95=ci, n=len(scores), per_episode=scores, seconds=seconds, info=info)
@@ -234,3 +291,16 @@ def evaluate_sharded(
     if progress is not None and dist.is_main():
         progress(n, result.mean)
     return result
+
+
+def _calibration_arm(calibration: CalibrationConfig | None, method: str, lr: float) -> _Calibrated | None:
+    if calibration is not None and not isinstance(calibration, CalibrationConfig):
+        raise TypeError(f"calibration must be a dfml.eval.CalibrationConfig or None, got {type(calibration).__name__}")
+    if calibration is None or not calibration.enabled:
+        return None
+    if method != "finetune":
+        raise ValueError(
+            f"inversion calibration refines fine-tuned weights, but method={method!r} does not fine-tune; "
+            "use method='finetune' or disable the calibration"
+        )
+    return _Calibrated(calibration, lr)
