@@ -20,12 +20,13 @@ import torch
 
 from . import __version__
 from .config import to_dict
-from .data import EpisodeList, get_dataset
+from .data import EpisodeList, InputDomain, convert_task, get_dataset
 from .eval import EvalResult, evaluate
 from .meta.trainer import TrainConfig
 from .pool import ModelPool
 from .config import apply_mapping
 from .recipes import RECIPES, DataFreeConfig, RecipeContext, preset
+from .recipes.base import describe_architecture
 from .runs import RunDir, atomic_torch_save
 
 log = logging.getLogger(__name__)
@@ -138,18 +139,25 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: Progress | 
         cfg.eval.n_query,
         cfg.eval.seed + 1,
     )
+    data_domain = InputDomain.of_dataset(val_ds)
+    meta_domain = data_domain if tr.meta_image_size is None else data_domain.resized(tr.meta_image_size)
     ctx = RecipeContext(
         pool=pool,
         train=tr,
-        input_shape=tuple(val_ds.input_shape),
-        val_tasks=lambda: val_eps.tasks(val_ds),
+        input_shape=meta_domain.shape,
+        val_tasks=lambda: (convert_task(t, data_domain, meta_domain) for t in val_eps.tasks(val_ds)),
         run=run,
         device=cfg.device,
         progress=progress,
         datafree=cfg.datafree,
-        input_mean=None if val_ds.mean is None else tuple(val_ds.mean.view(-1).tolist()),
-        input_std=None if val_ds.std is None else tuple(val_ds.std.view(-1).tolist()),
+        input_mean=meta_domain.mean,
+        input_std=meta_domain.std,
+        dataset_domain=data_domain,
     )
+    ctx.info["meta_model"] = dict(zip(("arch", "arch_kwargs"), ctx.meta_architecture()))
+    ctx.info["meta_inputs"] = meta_domain.to_dict()
+    ctx.info["pool"] = {"architectures": sorted({describe_architecture(e.arch, e.arch_kwargs) for e in pool.entries}),
+                        "datasets": pool.datasets(), "n_models": len(pool)}
     model = recipe(ctx)
     atomic_torch_save(model.state_dict(), run.path / "model.pt")
     train_seconds = time.perf_counter() - start
@@ -169,7 +177,8 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: Progress | 
         bar = None
         if progress is not None:
             bar = lambda done, acc, s=shot, n=len(eps): progress(f"test {s}-shot", done, n, {"acc": acc})  # noqa: E731
-        res: EvalResult = evaluate(model, eps.tasks(test_ds), steps=cfg.eval.steps, lr=cfg.eval.lr,
+        tasks = (convert_task(t, data_domain, meta_domain) for t in eps.tasks(test_ds))
+        res: EvalResult = evaluate(model, tasks, steps=cfg.eval.steps, lr=cfg.eval.lr,
                                    device=torch.device(cfg.device), progress=bar)
         scores[f"{cfg.eval.n_way}way_{shot}shot"] = res.as_dict()
     results = {
