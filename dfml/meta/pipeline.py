@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..data.domain import InputDomain, convert_inputs, convert_task
 from ..meta.distill import attach_teacher_logits
 from ..memory import MetaBatchMix, TaskMemory, build_meta_batch, plan_meta_batch
 from ..pool import ModelPool
@@ -112,6 +113,12 @@ class DataFreeStream:
         access: wraps each loaded model before use, ``access(model, model_id)`` (e.g. a
             :class:`~dfml.inversion.blackbox.BlackBoxPool` for outputs-only, budgeted access);
             its ``state_dict`` is checkpointed with the stream.
+        domains, target: the input domain of every pool model and the meta-model's (pools whose
+            models take other inputs than the meta-model, e.g. several datasets). A model is
+            inverted in its own domain (the inverter routes by model id, see
+            :class:`~dfml.inversion.DomainInverters`) and its task carried to ``target`` after
+            its teacher-side uses (logits, agreement); a student sees ``target`` inputs. ``None``:
+            every model takes the meta-model's inputs.
         device: where teachers run and tasks are made.
     """
 
@@ -128,6 +135,8 @@ class DataFreeStream:
         student: Callable[[], Any] | None = None,
         teacher_logits: bool = False,
         access: Callable[[nn.Module, int], Any] | None = None,
+        domains: Sequence[InputDomain] | None = None,
+        target: InputDomain | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
         if not hasattr(inverter, "invert"):
@@ -149,6 +158,12 @@ class DataFreeStream:
         self.student = student
         self.teacher_logits = teacher_logits
         self.access = access
+        if (domains is None) != (target is None):
+            raise ValueError("give domains= (one per pool model) and target= (the meta-model's) together, or neither")
+        if domains is not None and len(domains) != len(pool):
+            raise ValueError(f"domains has {len(domains)} entries but the pool has {len(pool)} models; give one each")
+        self.domains = None if domains is None else list(domains)
+        self.target = target
         self.device = torch.device(device)
         self._teachers: OrderedDict[int, nn.Module] = OrderedDict()
         self.recent: dict[int, Task] = {}  # heldout reward only: the last task recovered from each model
@@ -176,28 +191,58 @@ class DataFreeStream:
         return self.recover_many([i], step, generator)[0]
 
     def recover_many(self, ids: list[int], step: int, generator: torch.Generator) -> list[Task]:
-        """One pseudo task per model in ``ids``.
+        """One pseudo task per model in ``ids``, in the meta-model's input domain.
 
-        Inverters with ``invert_many`` (stacked same-architecture teachers) recover them in one
-        batched call when the models share an architecture and no student is involved; otherwise
-        models are inverted one by one.
+        Inverters with ``invert_many`` recover the models of one architecture and input domain in
+        one batched call (stacked teachers) when no student is involved; the rest are inverted one
+        by one.
         """
+        return [self.to_target(t, i) for t, i in zip(self._recover(ids, step, generator), ids)]
+
+    def domain(self, i: int) -> InputDomain | None:
+        """The input domain of model ``i`` (``None`` when the stream has no domains)."""
+        return None if self.domains is None else self.domains[i]
+
+    def to_target(self, task: Task, i: int) -> Task:
+        """``task``, recovered from model ``i`` in its domain, carried to the meta-model's."""
+        if self.domains is None or self.target is None:
+            return task
+        return convert_task(task, self.domains[i], self.target)
+
+    def _recover(self, ids: list[int], step: int, generator: torch.Generator) -> list[Task]:
+        """Tasks in each teacher's own domain (see :meth:`recover_many`)."""
         cfg = self.config
         entries = [self.pool.entry(i) for i in ids]
         student = self.student() if self.student is not None else None
-        same_arch = len({e.architecture_key for e in entries}) == 1
-        if hasattr(self.inverter, "invert_many") and student is None and same_arch and len(ids) > 1:
-            tasks = self.inverter.invert_many(
-                [self.teacher(i) for i in ids], cfg.n_shot, cfg.n_query, generator,
-                model_ids=list(ids), classes=[tuple(e.class_ids) for e in entries],
-            )
-        else:
-            tasks = [
-                self.inverter.invert(self.teacher(i), cfg.n_shot, cfg.n_query, generator, model_id=i,
-                                     classes=tuple(e.class_ids), student=student)
-                for i, e in zip(ids, entries)
-            ]
-        return [self._finish(t, i, e, step, generator) for t, i, e in zip(tasks, ids, entries)]
+        groups: dict[tuple, list[int]] = {}  # positions in ids, by (architecture, input domain)
+        for pos, (i, e) in enumerate(zip(ids, entries)):
+            groups.setdefault((e.architecture_key, self.domain(i)), []).append(pos)
+        batched = hasattr(self.inverter, "invert_many") and student is None
+        tasks: list[Task | None] = [None] * len(ids)
+        for members in groups.values():
+            if batched and len(members) > 1:
+                made = self.inverter.invert_many(
+                    [self.teacher(ids[p]) for p in members], cfg.n_shot, cfg.n_query, generator,
+                    model_ids=[ids[p] for p in members], classes=[tuple(entries[p].class_ids) for p in members],
+                )
+            else:
+                made = [self.inverter.invert(self.teacher(ids[p]), cfg.n_shot, cfg.n_query, generator,
+                                             model_id=ids[p], classes=tuple(entries[p].class_ids),
+                                             student=self._student_for(ids[p], student))
+                        for p in members]
+            for p, t in zip(members, made):
+                tasks[p] = t
+        return [self._finish(t, i, e, step, generator) for t, i, e in zip(tasks, ids, entries)]  # type: ignore[arg-type]
+
+    def _student_for(self, i: int, student: Any) -> Any:
+        """``student`` as model ``i``'s inverter must call it: on inputs of model ``i``'s domain."""
+        source = self.domain(i)
+        if student is None or source is None or self.target is None or source == self.target:
+            return student
+        target = self.target
+        if isinstance(student, nn.Module):
+            return _DomainStudent(student, source, target)
+        return lambda sx, sy, qx: student(convert_inputs(sx, source, target), sy, convert_inputs(qx, source, target))
 
     def _finish(self, task: Task, i: int, entry: Any, step: int, generator: torch.Generator) -> Task:
         cfg = self.config
@@ -227,7 +272,10 @@ class DataFreeStream:
         ids: list[int] = []
         while len(ids) < n_new:  # more new tasks than models: draw again
             ids += self.selector.select(min(n_new - len(ids), len(self.pool)), generator)
-        new = self.recover_many(ids, step, generator)
+        raw = self._recover(ids, step, generator)
+        self._agreement = [(i, r) for i, t in zip(ids, raw) if (r := self.agreement(i, t)) is not None] \
+            if cfg.reward == "agreement" else []
+        new = [self.to_target(t, i) for t, i in zip(raw, ids)]
         self._inversion_metrics = {}
         if hasattr(self.inverter, "meta_update"):  # a meta-generator learns from this step's adaptations
             self._inversion_metrics = {f"inversion/{k}": v for k, v in self.inverter.meta_update().items()}
@@ -241,8 +289,6 @@ class DataFreeStream:
         else:
             batch = new
         self._pending = None
-        self._agreement = [(i, r) for i, t in zip(ids, new) if (r := self.agreement(i, t)) is not None] \
-            if cfg.reward == "agreement" else []
         if cfg.reward == "heldout" and self.learner is not None and ids:
             held = [t for m, t in self.recent.items() if m not in set(ids)]
             if held:
@@ -272,6 +318,8 @@ class DataFreeStream:
     def agreement(self, i: int, task: Task) -> float | None:
         """Share of model ``i``'s recovered images of class ``c`` that other models advertising ``c`` call ``c``.
 
+        ``task`` is in model ``i``'s input domain; a judge of another domain sees the images
+        converted to its own. Only models of model ``i``'s dataset judge (class ids are per dataset).
         ``None`` when no other model advertises any of the task's classes.
         """
         if task.source is None or not task.source.classes:
@@ -288,8 +336,11 @@ class DataFreeStream:
                 continue
             rows = torch.cat([torch.nonzero(y == label).view(-1) for label, _ in shared])
             want = torch.cat([torch.full((int((y == label).sum()),), col) for label, col in shared]).to(y.device)
+            seen = x[rows]
+            if self.domains is not None and self.domains[k] != self.domains[i]:
+                seen = convert_inputs(seen, self.domains[i], self.domains[k])
             with torch.no_grad():
-                pred = self.teacher(k)(x[rows]).argmax(-1)
+                pred = self.teacher(k)(seen).argmax(-1)
             self.judge_queries += int(rows.numel())
             hits += float((pred == want).sum())
             total += int(rows.numel())
@@ -346,3 +397,14 @@ def _task_state(t: Task) -> dict[str, Any]:
 def _task_from_state(s: dict[str, Any]) -> Task:
     source = TaskSource(model_id=s["model_id"], classes=tuple(s["classes"]), step=s["step"], kind=s["kind"])
     return Task(s["support_x"], s["support_y"], s["query_x"], s["query_y"], source)
+
+
+class _DomainStudent(nn.Module):
+    """A student module that takes inputs of ``source`` and sees them in ``target`` (its own domain)."""
+
+    def __init__(self, student: nn.Module, source: InputDomain, target: InputDomain) -> None:
+        super().__init__()
+        self.student, self.source, self.target = student, source, target
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student(convert_inputs(x, self.source, self.target))
