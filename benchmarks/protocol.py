@@ -34,7 +34,8 @@ from dfml.pool import UNTRUSTWORTHY_KINDS, ModelPool, PretrainConfig, add_untrus
 PRESETS = Path(__file__).parent / "presets"
 
 
-def load_preset(dataset: str, scale: str, scenario: str | None = None, path: str | Path | None = None) -> dict[str, Any]:
+def load_preset(dataset: str, scale: str, scenario: str | None = None,
+                path: str | Path | None = None) -> dict[str, Any]:
     """The preset ``presets/<dataset>_<scale>.yaml`` (or ``path``), with ``scenario`` applied."""
     path = Path(path) if path is not None else PRESETS / f"{dataset}_{scale}.yaml"
     if not path.is_file():
@@ -68,7 +69,9 @@ def apply_scenario(p: dict[str, Any], name: str) -> dict[str, Any]:
     if only is not None:
         missing = [r for r in only if r not in out["runs"]]
         if missing:
-            raise ValueError(f"scenario {name!r} keeps runs {missing} that it does not define; runs: {sorted(out['runs'])}")
+            raise ValueError(
+                f"scenario {name!r} keeps runs {missing} that it does not define; runs: {sorted(out['runs'])}"
+            )
         out["runs"] = {r: out["runs"][r] for r in only}
     out["scenario"] = name
     return out

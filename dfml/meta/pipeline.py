@@ -232,7 +232,8 @@ class DataFreeStream:
                         for p in members]
             for p, t in zip(members, made):
                 tasks[p] = t
-        return [self._finish(t, i, e, step, generator) for t, i, e in zip(tasks, ids, entries)]  # type: ignore[arg-type]
+        return [self._finish(t, i, e, step, generator)  # type: ignore[arg-type]  (every position is filled)
+                for t, i, e in zip(tasks, ids, entries)]
 
     def _student_for(self, i: int, student: Any) -> Any:
         """``student`` as model ``i``'s inverter must call it: on inputs of model ``i``'s domain."""

@@ -89,7 +89,9 @@ class TrainConfig:
                 f"{self.n_shot + self.n_query}; raise train.bank_per_class"
             )
         if self.meta_arch is not None and self.meta_arch not in MODELS:
-            raise ValueError(f"train.meta_arch={self.meta_arch!r} is not an architecture; valid: {', '.join(MODELS.names())}")
+            raise ValueError(
+                f"train.meta_arch={self.meta_arch!r} is not an architecture; valid: {', '.join(MODELS.names())}"
+            )
         if self.meta_arch_kwargs and self.meta_arch is None:
             raise ValueError("train.meta_arch_kwargs is set but train.meta_arch is not; name the architecture too")
         fixed = sorted({"num_classes", "in_channels", "image_size", "in_features"} & set(self.meta_arch_kwargs))
@@ -99,7 +101,9 @@ class TrainConfig:
                 "(use train.meta_image_size for the image size and train.n_way for the classes)"
             )
         if self.meta_image_size is not None and self.meta_image_size < 1:
-            raise ValueError(f"train.meta_image_size must be >= 1 (or null: the meta-test dataset's), got {self.meta_image_size}")
+            raise ValueError(
+                f"train.meta_image_size must be >= 1 (or null: the meta-test dataset's), got {self.meta_image_size}"
+            )
 
 
 @dataclass

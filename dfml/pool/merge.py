@@ -57,7 +57,8 @@ def _check_inputs(pools: list[ModelPool]) -> None:
             raise ValueError(
                 f"the merged pool would hold models of {sorted(datasets)}, but {str(pool.root)!r} records no input "
                 f"shape and normalisation for model(s) {missing[:8]} (built before dfml recorded them); rebuild that "
-                "pool, or resume its build once with this dfml (`dfml pool build` with the same arguments fills them in)"
+                "pool, or resume its build once with this dfml (`dfml pool build` with the same arguments fills them "
+                "in)"
             )
 
 
@@ -97,7 +98,9 @@ def merge_pools(sources: Sequence[ModelPool | str | Path], out_dir: str | Path) 
         for e in pool.entries:
             src = pool.root / e.file
             if not src.is_file() or sha256_file(src) != e.sha256:
-                raise ValueError(f"{str(src)!r} (model {e.index} of {str(pool.root)!r}) is missing or fails its checksum")
+                raise ValueError(
+                    f"{str(src)!r} (model {e.index} of {str(pool.root)!r}) is missing or fails its checksum"
+                )
             i = len(entries)
             file = f"models/model_{i:04d}.pt"
             (out / file).parent.mkdir(parents=True, exist_ok=True)

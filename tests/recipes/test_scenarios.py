@@ -16,6 +16,7 @@ from dfml.data import EpisodeList, InputDomain
 from dfml.data.toy import make_toy_world
 from dfml.experiment import experiment_config, run_experiment
 from dfml.inversion import DomainInverters
+from dfml.meta.pipeline import DataFreeStream, StreamConfig
 from dfml.meta.trainer import TrainConfig
 from dfml.pool import PretrainConfig, merge_pools, pretrain_pool
 from dfml.recipes import RecipeContext, train_datafree
@@ -23,20 +24,14 @@ from dfml.recipes.datafree import DataFreeConfig, build_inverter
 from dfml.runs import RunDir
 
 from ..pool.conftest import fake_images
+from .test_paper_recipes import TINY as PAPER_TINY
 
 TOY = PretrainConfig(n_models=4, n_way=5, arch=({"name": "mlp", "hidden": [32]}, {"name": "mlp", "hidden": [64, 64]}),
                      epochs=3, batch_size=64, lr=3e-3, weight_decay=0.0, augment=False, seed=0)
 
-TINY = {
-    "dataset": "toy",
-    "train": {"n_query": 3, "meta_batch_size": 2, "steps": 4, "inner_steps": 1, "inner_lr": 0.1,
-              "val_every": 2, "val_episodes": 4, "checkpoint_every": 1, "bank_per_class": 4,
-              "inversion": {"steps": 3}, "meta_arch": "mlp", "meta_arch_kwargs": {"hidden": [64, 64]}},
-    "eval": {"episodes": 6, "shots": [1]},
-    "datafree": {"pixel": {"steps": 5}, "bank": {"per_class": 5, "steps": 2},
-                 "blackbox": {"steps": 3, "q": 4}, "distill": {"inner_steps": 1, "inner_lr": 0.1},
-                 "generator": {"steps": 3}, "metagen": {"inner": {"steps": 2}}},
-}
+# the paper-recipe tests' tiny settings, with a meta-model of its own (the pool has two architectures)
+TINY = {**PAPER_TINY, "train": {**PAPER_TINY["train"], "bank_per_class": 4, "inversion": {"steps": 3},
+                                "meta_arch": "mlp", "meta_arch_kwargs": {"hidden": [64, 64]}}}
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +105,8 @@ def test_average_averages_the_models_of_the_meta_model_s_architecture_only(mixed
     res = run_experiment(experiment_config("average", TINY, {"pool": str(mixed.root)}), tmp_path / "a")
     assert res["info"]["average"]["models"] == [1, 3]  # architectures are dealt round robin
     assert res["info"]["average"]["averaged"] == 2 and res["info"]["average"]["pool_size"] == 4
-    other = experiment_config("average", TINY, {"pool": str(mixed.root), "train": {"meta_arch_kwargs": {"hidden": [7]}}})
+    other = experiment_config("average", TINY, {"pool": str(mixed.root),
+                                                "train": {"meta_arch_kwargs": {"hidden": [7]}}})
     with pytest.raises(ValueError, match=r"no pool model has the meta-model's architecture mlp\(hidden=\[7\]\).*"
                                          r"Set train.meta_arch"):
         run_experiment(other, tmp_path / "b")
@@ -186,11 +182,9 @@ def test_models_of_two_input_sizes_are_inverted_at_their_own_and_resumed(recipe,
 def test_every_task_reaches_the_meta_model_at_its_input_size(two_sizes):
     pool, val = two_sizes
     ctx = _context(pool, val, meta_image_size=None)
-    cfg = DataFreeConfig(**{"inverter": "pixel", "pixel": experiment_config("robust", {"datafree": SMALL}).datafree.pixel})
+    cfg = DataFreeConfig(inverter="pixel", pixel=experiment_config("robust", {"datafree": SMALL}).datafree.pixel)
     inverter = build_inverter(cfg, ctx)
     assert [d.shape for d in inverter.inverters] == [(3, 16, 16), (3, 24, 24)]
-    from dfml.meta.pipeline import DataFreeStream, StreamConfig
-
     stream = DataFreeStream(pool, inverter, StreamConfig(n_way=2, n_shot=1, n_query=2, meta_batch_size=4),
                             domains=ctx.teacher_domains(), target=ctx.meta_domain)
     tasks = stream.next_batch(0, torch.Generator().manual_seed(0))

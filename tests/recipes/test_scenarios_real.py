@@ -42,7 +42,8 @@ def test_a_conv4_resnet10_cifar_fs_pool_meta_trains_a_conv4(shared_data, tmp_pat
 def test_a_cifar_fs_and_mini_imagenet_pool_meta_trains_at_32_pixels(shared_data, tmp_path):
     cfg = PretrainConfig(n_models=1, n_way=5, arch="conv4", epochs=1, seed=0)
     cifar = pretrain_pool(get_dataset("cifar_fs", shared_data, "train"), tmp_path / "c", cfg)
-    mini = pretrain_pool(get_dataset("mini_imagenet", shared_data / "mini-imagenet-sample", "train"), tmp_path / "m", cfg)
+    mini_train = get_dataset("mini_imagenet", shared_data / "mini-imagenet-sample", "train")
+    mini = pretrain_pool(mini_train, tmp_path / "m", cfg)
     pool = merge_pools([cifar, mini], tmp_path / "cm")
     assert [e.input_shape for e in pool] == [[3, 32, 32], [3, 84, 84]]
     assert pool.entry(0).input_mean != pool.entry(1).input_mean  # CIFAR-100's and ImageNet's statistics
