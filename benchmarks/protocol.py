@@ -5,6 +5,13 @@ For one dataset and scale (``presets/<dataset>_<scale>.yaml``): build the pool i
 (each resumes from its checkpoint when interrupted; finished runs are reused), all scored on the same
 fixed meta-test episodes, and write ``results.md`` / ``results.json`` with mean ± 95% interval, each
 recipe's paired difference to ``average`` and its cost.
+
+A preset's ``scenarios:`` section names variants of it (``--scenario NAME``): each is merged over the
+preset (mappings field by field, ``null`` removes a field, anything else replaced) and may list the
+runs to keep in ``only:``.
+Scenario keys beyond the preset's: ``extra_pools`` (pools of other datasets, built and merged into
+the clean pool: ``{dataset, root (relative to --data-root), options (dataset arguments), pool}``)
+and ``corruption.kinds`` / ``corruption.poor_epochs``.
 """
 
 from __future__ import annotations
@@ -22,22 +29,58 @@ import yaml
 from dfml.data import get_dataset
 from dfml.eval import paired
 from dfml.experiment import experiment_config, run_experiment
-from dfml.pool import ModelPool, PretrainConfig, add_untrustworthy, pretrain_pool
+from dfml.pool import UNTRUSTWORTHY_KINDS, ModelPool, PretrainConfig, add_untrustworthy, merge_pools, pretrain_pool
 
 PRESETS = Path(__file__).parent / "presets"
 
 
-def load_preset(dataset: str, scale: str) -> dict[str, Any]:
-    path = PRESETS / f"{dataset}_{scale}.yaml"
+def load_preset(dataset: str, scale: str, scenario: str | None = None,
+                path: str | Path | None = None) -> dict[str, Any]:
+    """The preset ``presets/<dataset>_<scale>.yaml`` (or ``path``), with ``scenario`` applied."""
+    path = Path(path) if path is not None else PRESETS / f"{dataset}_{scale}.yaml"
     if not path.is_file():
         have = sorted(p.stem for p in PRESETS.glob(f"{dataset}_*.yaml"))
         raise FileNotFoundError(f"no preset {path}; presets for {dataset}: {have}")
-    return yaml.safe_load(path.read_text())
+    p = yaml.safe_load(path.read_text())
+    return apply_scenario(p, scenario) if scenario else p
+
+
+def _merge(base: Any, over: Any) -> Any:
+    """``over`` merged into ``base``: mappings key by key (``null`` removes a key), anything else replaced."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        merged = {**base, **{k: _merge(base.get(k), v) for k, v in over.items()}}
+        return {k: v for k, v in merged.items() if not (v is None and k in over)}
+    return over
+
+
+def apply_scenario(p: dict[str, Any], name: str) -> dict[str, Any]:
+    """The preset ``p`` as scenario ``name`` sees it (see the module docstring).
+
+    Raises:
+        KeyError: an unknown scenario (the message lists the preset's).
+        ValueError: ``only`` names a run the scenario does not have.
+    """
+    scenarios = p.get("scenarios") or {}
+    if name not in scenarios:
+        raise KeyError(f"unknown scenario {name!r}; this preset has {sorted(scenarios) or 'none'}")
+    over = dict(scenarios[name] or {})
+    only = over.pop("only", None)
+    out = _merge({k: v for k, v in p.items() if k != "scenarios"}, over)
+    if only is not None:
+        missing = [r for r in only if r not in out["runs"]]
+        if missing:
+            raise ValueError(
+                f"scenario {name!r} keeps runs {missing} that it does not define; runs: {sorted(out['runs'])}"
+            )
+        out["runs"] = {r: out["runs"][r] for r in only}
+    out["scenario"] = name
+    return out
 
 
 def build_pools(p: dict[str, Any], data_root: str, out: Path, device: str, existing: str | None,
-                needed: set[str]) -> dict[str, Path]:
-    """The clean pool (built, or an existing one) and, when the preset asks, a corrupted copy; resumable."""
+                needed: set[str], extra_roots: dict[str, str] | None = None) -> dict[str, Path]:
+    """The clean pool (built, or an existing one; merged with ``extra_pools``) and, when the preset
+    asks, a corrupted copy; resumable."""
     train = get_dataset(p["dataset"], data_root, "train")
     pools = {"clean": Path(existing) if existing else out / "pool"}
     start = time.perf_counter()
@@ -45,25 +88,42 @@ def build_pools(p: dict[str, Any], data_root: str, out: Path, device: str, exist
         pool = ModelPool(existing)
     else:
         pool = pretrain_pool(train, pools["clean"], PretrainConfig(**p["pool"]), device=device)
-    print(f"pool: {len(pool)} models, mean held-out accuracy "
-          f"{100 * sum(e.heldout_acc for e in pool.entries) / len(pool):.1f}% ({time.perf_counter() - start:.0f} s)",
-          file=sys.stderr, flush=True)
+    if p.get("extra_pools"):
+        parts = [pool] + [_extra_pool(k, spec, data_root, out, device, extra_roots or {})
+                          for k, spec in enumerate(p["extra_pools"])]
+        pools["clean"] = out / "pool-merged"
+        pool = merge_pools(parts, pools["clean"])
+    accs = [e.heldout_acc for e in pool.entries]
+    print(f"pool: {len(pool)} models of {pool.architectures()} on {pool.datasets()}, mean held-out accuracy "
+          f"{100 * sum(accs) / len(pool):.1f}% ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
     if p.get("corruption") and "corrupted" in needed:
         c = p["corruption"]
-        pools["corrupted"] = out / f"pool-corrupted-{int(100 * c['ratio'])}"
+        pools["corrupted"] = out / f"pool-corrupted-{int(round(100 * c['ratio']))}"
         if not (pools["corrupted"] / "pool.json").is_file():
             add_untrustworthy(pool, pools["corrupted"], ratio=c["ratio"], source_dataset=train,
-                              seed=c.get("seed", 0), config=PretrainConfig(**{**p["pool"], **c.get("pool", {})}),
-                              device=device)
+                              kinds=tuple(c.get("kinds", UNTRUSTWORTHY_KINDS)), seed=c.get("seed", 0),
+                              poor_epochs=c.get("poor_epochs", 0),
+                              config=PretrainConfig(**{**p["pool"], **c.get("pool", {})}), device=device)
     return pools
 
 
+def _extra_pool(k: int, spec: dict[str, Any], data_root: str, out: Path, device: str,
+                roots: dict[str, str]) -> ModelPool:
+    """One pool of ``extra_pools``: its dataset's train split (``root`` under ``data_root`` unless
+    ``--extra-data-root DATASET=PATH`` says otherwise)."""
+    name = spec["dataset"]
+    root = roots.get(name) or (str(Path(data_root) / spec["root"]) if spec.get("root") else data_root)
+    train = get_dataset(name, root, "train", **spec.get("options", {}))
+    return pretrain_pool(train, out / f"pool-extra{k}-{name}", PretrainConfig(**spec["pool"]), device=device)
+
+
 def run_all(p: dict[str, Any], data_root: str, out: Path, device: str, recipes: list[str] | None,
-            pool: str | None = None) -> dict:
+            pool: str | None = None, extra_roots: dict[str, str] | None = None) -> dict:
     # a token names a run, or a recipe (its runs on the clean pool)
     selected = {n: s for n, s in p["runs"].items()
                 if not recipes or n in recipes or (s["recipe"] in recipes and s.get("pool", "clean") == "clean")}
-    pools = build_pools(p, data_root, out, device, pool, {s.get("pool", "clean") for s in selected.values()})
+    pools = build_pools(p, data_root, out, device, pool, {s.get("pool", "clean") for s in selected.values()},
+                        extra_roots)
     common = {"dataset": p["dataset"], "data_root": data_root, "device": device,
               "eval": {**p.get("eval", {}), "episodes_dir": str(out / "episodes")}, "train": p.get("train", {}),
               "datafree": p.get("datafree", {})}
@@ -80,6 +140,21 @@ def run_all(p: dict[str, Any], data_root: str, out: Path, device: str, recipes: 
 
 def _scores(res: dict) -> str:
     return ", ".join(f"{k} {v['mean']:.2f} ± {v['ci95']:.2f}" for k, v in res["scores"].items())
+
+
+def notes(runs: dict[str, dict]) -> str:
+    """What a reader of the table must know: averages of part of the pool, black-box queries spent."""
+    lines = []
+    for name, res in runs.items():
+        avg = res["info"].get("average")
+        if avg and avg["averaged"] < avg["pool_size"]:
+            lines.append(f"* `{name}` averages {avg['averaged']} of {avg['pool_size']} pool models, those of the "
+                         f"meta-model's architecture {avg['architecture']} (models {avg['models']}).")
+        if "teacher_queries_black_box" in res["info"]:
+            access = res["config"]["datafree"]["access"]
+            lines.append(f"* `{name}` spent {res['info']['teacher_queries_black_box']} black-box queries (budget: "
+                         f"{access['per_model']} per model, {access['total']} in all).")
+    return "\n".join(lines)
 
 
 def table(runs: dict[str, dict], baseline: str = "average") -> str:
@@ -110,14 +185,20 @@ def main(dataset: str, argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--recipes", nargs="*", help="only these runs (by name) or recipes (their clean-pool runs)")
     ap.add_argument("--pool", help="use this existing pool instead of building the preset's")
+    ap.add_argument("--scenario", help="a scenario of the preset (its scenarios: section), e.g. hetero, multi, tdc40")
+    ap.add_argument("--preset", help="a preset file instead of presets/<dataset>_<scale>.yaml")
+    ap.add_argument("--extra-data-root", dest="extra_roots", action="append", metavar="DATASET=PATH", default=[],
+                    help="where an extra pool's dataset lives (multi-dataset scenarios), e.g. mini_imagenet=/data/mini")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    p = load_preset(dataset, args.scale)
-    out = Path(args.out or f"runs/bench-{dataset}-{args.scale}")
+    p = load_preset(dataset, args.scale, args.scenario, args.preset)
+    roots = dict(item.split("=", 1) for item in args.extra_roots)
+    suffix = f"-{args.scenario}" if args.scenario else ""
+    out = Path(args.out or f"runs/bench-{dataset}-{args.scale}{suffix}")
     out.mkdir(parents=True, exist_ok=True)
-    runs = run_all(p, args.data_root, out, args.device, args.recipes, args.pool)
-    md = table(runs)
+    runs = run_all(p, args.data_root, out, args.device, args.recipes, args.pool, roots)
+    md = table(runs) + ("\n\n" + notes(runs) if notes(runs) else "")
     command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     (out / "results.md").write_text(f"{md}\n\ncommand: `{command}`\n")
     (out / "results.json").write_text(json.dumps({"command": command, "preset": p, "runs": runs}, indent=1))

@@ -2,6 +2,7 @@
 
     dfml pool build   pretrain a pool of models on a class split of a dataset
     dfml pool import  convert a pool saved by the papers' code into a dfml pool
+    dfml pool merge   copy several pools into one (models of several datasets or builds)
     dfml pool info    show (and verify) a pool
     dfml train        meta-train a recipe on a pool, select on meta-val, meta-test
     dfml eval         score recipes (e.g. random, average) on the same fixed meta-test episodes
@@ -86,17 +87,12 @@ def cmd_pool_build(args: argparse.Namespace) -> int:
     from .pool import PretrainConfig, pretrain_pool
 
     dataset = get_dataset(args.dataset, args.data_root, args.split)
-    arch_kwargs = _parse_kv(args.arch_arg)
-    if args.arch != "mlp":
-        arch_kwargs.setdefault("image_size", dataset.input_shape[-1])
-    else:
-        arch_kwargs.setdefault("in_features", dataset.input_shape[0])
     cfg = PretrainConfig(
         n_models=args.n_models,
         n_way=args.n_way,
         class_mode=args.class_mode,
-        arch=args.arch,
-        arch_kwargs=arch_kwargs,
+        **_arch_fields(args.arch, args.arch_arg, dataset),
+        arch_shares=tuple(args.arch_share or ()),
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -113,6 +109,37 @@ def cmd_pool_build(args: argparse.Namespace) -> int:
     bar.close()
     _print_pool(pool)
     return 0
+
+
+def _arch_fields(archs: list[str], items: list[str] | None, dataset: Any) -> dict[str, Any]:
+    """``arch`` / ``arch_kwargs`` of a PretrainConfig from ``--arch A [B ...]`` and ``--arch-arg [ARCH:]KEY=VALUE``."""
+    from .models import model_arguments
+
+    shared: dict[str, Any] = {}
+    own: dict[str, dict[str, Any]] = {a: {} for a in archs}
+    for item in items or []:
+        target, sep, rest = item.partition(":")
+        if sep and "=" not in target:
+            if target not in own:
+                raise ValueError(f"--arch-arg {item!r} names architecture {target!r}, which is not in --arch {archs}")
+            own[target].update(_parse_kv([rest]))
+        else:
+            shared.update(_parse_kv([item]))
+    for arch in archs:  # an argument without ARCH: must fit every architecture
+        refused = sorted(set(shared) - set(model_arguments(arch)))
+        if refused:
+            raise ValueError(
+                f"--arch-arg {refused} does not apply to {arch} (it accepts {model_arguments(arch)}); write "
+                f"ARCH:KEY=VALUE to give an argument to one architecture, e.g. --arch-arg {archs[0]}:{refused[0]}=..."
+            )
+    if len(archs) == 1:
+        kwargs = {**shared, **own[archs[0]]}  # input sizes recorded as earlier dfml did (so old builds resume)
+        if "image_size" in model_arguments(archs[0]) and dataset.is_image:
+            kwargs.setdefault("image_size", dataset.input_shape[-1])
+        elif "in_features" in model_arguments(archs[0]) and not dataset.is_image:
+            kwargs.setdefault("in_features", dataset.input_shape[0])
+        return {"arch": archs[0], "arch_kwargs": kwargs}
+    return {"arch": tuple({"name": a, **shared, **own[a]} if shared or own[a] else a for a in archs)}
 
 
 def cmd_pool_import(args: argparse.Namespace) -> int:
@@ -134,6 +161,13 @@ def cmd_pool_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pool_merge(args: argparse.Namespace) -> int:
+    from .pool import merge_pools
+
+    _print_pool(merge_pools(args.sources, args.out))
+    return 0
+
+
 def cmd_pool_info(args: argparse.Namespace) -> int:
     from .pool import ModelPool
 
@@ -148,16 +182,17 @@ def cmd_pool_info(args: argparse.Namespace) -> int:
 def _print_pool(pool: Any, show_all: bool = False) -> None:
     entries = list(pool.entries)
     accs = [e.heldout_acc for e in entries if e.heldout_acc is not None]
-    print(f"pool {pool.root}: {len(entries)} models, architectures {pool.architectures()}")
+    print(f"pool {pool.root}: {len(entries)} models, architectures {pool.architectures()}, datasets {pool.datasets()}")
     if accs:
         print(f"held-out accuracy: mean {100 * sum(accs) / len(accs):.2f}%, min {100 * min(accs):.2f}%, "
               f"max {100 * max(accs):.2f}%")
     if show_all:
-        print("| # | arch | dataset/split | classes | held-out acc |")
-        print("|---|---|---|---|---|")
+        print("| # | arch | dataset/split | inputs | classes | held-out acc |")
+        print("|---|---|---|---|---|---|")
         for e in entries:
             acc = "-" if e.heldout_acc is None else f"{100 * e.heldout_acc:.1f}%"
-            print(f"| {e.index} | {e.arch} | {e.dataset}/{e.split} | {', '.join(e.classes)} | {acc} |")
+            inputs = "-" if e.input_shape is None else "x".join(str(s) for s in e.input_shape)
+            print(f"| {e.index} | {e.arch} | {e.dataset}/{e.split} | {inputs} | {', '.join(e.classes)} | {acc} |")
 
 
 # -------------------------------------------------------------------- invert
@@ -308,9 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--n-models", dest="n_models", type=int, default=20)
     b.add_argument("--n-way", dest="n_way", type=int, default=5)
     b.add_argument("--class-mode", dest="class_mode", default="random", choices=["random", "disjoint"])
-    b.add_argument("--arch", default="conv4", choices=MODELS.names())
-    b.add_argument("--arch-arg", dest="arch_arg", action="append", metavar="KEY=VALUE",
-                   help="architecture argument, e.g. --arch-arg hidden=64")
+    b.add_argument("--arch", nargs="+", default=["conv4"], choices=MODELS.names(),
+                   help="architecture(s); several make a heterogeneous pool, dealt round robin or by --arch-share")
+    b.add_argument("--arch-share", dest="arch_share", type=float, nargs="+", metavar="W",
+                   help="one weight per --arch: the share of models of each architecture (default: equal)")
+    b.add_argument("--arch-arg", dest="arch_arg", action="append", metavar="[ARCH:]KEY=VALUE",
+                   help="architecture argument, e.g. --arch-arg hidden=64 or --arch-arg resnet10:widths=[16,32,64,128]")
     b.add_argument("--epochs", type=int, default=30)
     b.add_argument("--batch-size", dest="batch_size", type=int, default=64)
     b.add_argument("--lr", type=float, default=1e-3)
@@ -327,6 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--arch", default="conv4")
     im.add_argument("--arch-arg", dest="arch_arg", action="append", metavar="KEY=VALUE")
     im.set_defaults(func=cmd_pool_import)
+
+    mg = psub.add_parser("merge", help="copy several pools into one (e.g. models of several datasets)")
+    mg.add_argument("sources", nargs="+", help="pool directories, in order")
+    mg.add_argument("--out", required=True, help="the new pool directory")
+    mg.set_defaults(func=cmd_pool_merge)
 
     info = psub.add_parser("info", help="show a pool's manifest")
     info.add_argument("pool")

@@ -23,12 +23,13 @@ import torch
 from . import __version__
 from . import distributed as dist
 from .config import to_dict
-from .data import EpisodeList, get_dataset
+from .data import EpisodeList, InputDomain, convert_task, get_dataset
 from .eval import CalibrationConfig, EvalResult, evaluate_sharded
 from .meta.trainer import TrainConfig
 from .pool import ModelPool
 from .config import apply_mapping
 from .recipes import RECIPES, DataFreeConfig, RecipeContext, preset
+from .recipes.base import describe_architecture
 from .runs import RunDir, atomic_torch_save
 
 log = logging.getLogger(__name__)
@@ -148,18 +149,25 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: Progress | 
             cfg.eval.seed + 1,
         )
     device = dist.device_for(cfg.device)
+    data_domain = InputDomain.of_dataset(val_ds)
+    meta_domain = _meta_domain(data_domain, tr)
     ctx = RecipeContext(
         pool=pool,
         train=tr,
-        input_shape=tuple(val_ds.input_shape),
-        val_tasks=lambda: val_eps.tasks(val_ds),
+        input_shape=meta_domain.shape,
+        val_tasks=lambda: (convert_task(t, data_domain, meta_domain) for t in val_eps.tasks(val_ds)),
         run=run,
         device=device,
         progress=progress,
         datafree=cfg.datafree,
-        input_mean=None if val_ds.mean is None else tuple(val_ds.mean.view(-1).tolist()),
-        input_std=None if val_ds.std is None else tuple(val_ds.std.view(-1).tolist()),
+        input_mean=meta_domain.mean,
+        input_std=meta_domain.std,
+        dataset_domain=data_domain,
     )
+    ctx.info["meta_model"] = dict(zip(("arch", "arch_kwargs"), ctx.meta_architecture()))
+    ctx.info["meta_inputs"] = meta_domain.to_dict()
+    ctx.info["pool"] = {"architectures": sorted({describe_architecture(e.arch, e.arch_kwargs) for e in pool.entries}),
+                        "datasets": pool.datasets(), "n_models": len(pool)}
     model = recipe(ctx)
     if dist.is_main():
         atomic_torch_save(model.state_dict(), run.path / "model.pt")
@@ -182,6 +190,11 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: Progress | 
     return results
 
 
+def _meta_domain(data_domain: InputDomain, train: TrainConfig) -> InputDomain:
+    """The meta-model's input domain: the dataset's, resized to ``train.meta_image_size`` if set."""
+    return data_domain if train.meta_image_size is None else data_domain.resized(train.meta_image_size)
+
+
 def meta_test(
     model: torch.nn.Module,
     cfg: ExperimentConfig,
@@ -199,6 +212,8 @@ def meta_test(
     """
     test_ds = get_dataset(cfg.dataset, cfg.data_root, "test")
     ev, scores = cfg.eval, {}
+    data_domain = InputDomain.of_dataset(test_ds)
+    meta_domain = _meta_domain(data_domain, cfg.train)
     for shot in ev.shots:
         with dist.main_first():  # rank 0 draws and writes the list, the others read it
             eps = episode_list(test_ds, Path(episodes_dir) / f"test_{ev.n_way}w{shot}s_{ev.episodes}.json",
@@ -207,7 +222,8 @@ def meta_test(
         if progress is not None:
             n = len(eps) if first_n is None else min(first_n, len(eps))
             bar = lambda done, acc, s=shot, n=n: progress(f"test {s}-shot", done, n, {"acc": acc})  # noqa: E731
-        res: EvalResult = evaluate_sharded(model, eps.tasks(test_ds), steps=ev.steps, lr=ev.lr,
+        tasks = (convert_task(t, data_domain, meta_domain) for t in eps.tasks(test_ds))
+        res: EvalResult = evaluate_sharded(model, tasks, steps=ev.steps, lr=ev.lr,
                                            device=dist.device_for(cfg.device), progress=bar, first_n=first_n,
                                            calibration=ev.calibration)
         scores[f"{ev.n_way}way_{shot}shot"] = res.as_dict()

@@ -11,6 +11,9 @@ from torch import Tensor
 Params = dict[str, Tensor]
 """Fast weights: parameter name -> tensor, as taken by ``torch.func.functional_call``."""
 
+ClassKey = tuple[Any, int]
+"""``(dataset, class_id)``: one class across datasets (``dataset`` a name, or ``None`` when unknown)."""
+
 
 @dataclass(frozen=True)
 class TaskSource:
@@ -21,6 +24,8 @@ class TaskSource:
         classes: the class ids (in the source split) behind labels 0..n_way-1, in label order.
         step: training step at which the task was made (``None`` when not applicable).
         kind: ``"real"``, ``"synthetic"``, ``"memory"``, ``"interpolated"``...
+        extra: more provenance; ``extra["dataset"]`` names the dataset the class ids belong to (a
+            class is ``(dataset, class_id)``: see :meth:`class_keys`).
     """
 
     model_id: int | None = None
@@ -28,6 +33,23 @@ class TaskSource:
     step: int | None = None
     kind: str = "real"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def class_keys(self) -> tuple[ClassKey, ...]:
+        """The class of every label as ``(dataset, class_id)``, in label order.
+
+        Class ids are indices into one dataset's class list, so the same id in two datasets names
+        two classes. The dataset comes from ``extra["class_keys"]`` (tasks whose classes come from
+        several datasets, e.g. memory tasks), else ``extra["dataset"]``, else, for an interpolated
+        task, its first task's; ``None`` when unknown.
+        """
+        keys = self.extra.get("class_keys")
+        if keys is not None:
+            return tuple((k[0], int(k[1])) for k in keys)
+        dataset = self.extra.get("dataset")
+        first = self.extra.get("first")
+        if dataset is None and isinstance(first, TaskSource) and tuple(first.classes) == tuple(self.classes):
+            return first.class_keys()
+        return tuple((dataset, int(c)) for c in self.classes)
 
 
 @dataclass

@@ -126,3 +126,15 @@ def test_grid_unnormalises_with_the_dataset_statistics():
     x[0, 0, 0] = 2.0  # red channel: 2 * 0.25 + 0.5 = 1 -> 255
     img = image_grid(x, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), pad=0)
     assert img.size == (2, 2) and img.getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_a_recorded_input_shape_needs_no_image_size():
+    from dfml.inversion.grid import input_shape_of
+    from dfml.pool import PoolEntry
+
+    e = PoolEntry(index=0, file="m.pt", arch="resnet10", arch_kwargs={"num_classes": 2}, n_way=2, classes=["a", "b"],
+                  class_ids=[0, 1], dataset="d", split="train", seed=0, heldout_acc=None, best_epoch=None,
+                  sha256="0" * 64, dfml_version="0", input_shape=[3, 24, 24])
+    assert input_shape_of(e) == (3, 24, 24)
+    with pytest.raises(ValueError, match="records no image_size"):
+        input_shape_of(PoolEntry(**{**e.to_dict(), "input_shape": None}))

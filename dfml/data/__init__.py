@@ -6,6 +6,9 @@ from .base import SPLITS as SPLITS
 from .base import ArrayDataset as ArrayDataset
 from .cifar import CIFARFS as CIFARFS
 from .cifar import cifar_fs_classes as cifar_fs_classes
+from .domain import InputDomain as InputDomain
+from .domain import convert_inputs as convert_inputs
+from .domain import convert_task as convert_task
 from .episodes import Episode as Episode
 from .episodes import EpisodeList as EpisodeList
 from .episodes import sample_episode as sample_episode
@@ -26,12 +29,15 @@ __all__ = [
     "ArrayDataset",
     "Episode",
     "EpisodeList",
+    "InputDomain",
     "LearnToLearnTasks",
     "MiniImageNet",
     "TaskSampler",
     "ToyWorldConfig",
     "class_split",
     "cifar_fs_classes",
+    "convert_inputs",
+    "convert_task",
     "from_learn2learn",
     "get_dataset",
     "make_toy_world",

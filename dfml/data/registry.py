@@ -34,14 +34,16 @@ def _toy(root: str | os.PathLike[str] | None, split: str, **kw: Any) -> ArrayDat
     return make_toy_world(**kw)[split]
 
 
-def get_dataset(name: str, root: str | os.PathLike[str] | None, split: str, **kw: Any) -> ArrayDataset:
+def get_dataset(name: str, root: str | os.PathLike[str] | None, split: str, /, **kw: Any) -> ArrayDataset:
     """Build the ``split`` of the registered dataset ``name`` from the files under ``root``.
 
     Args:
         name: a registered name (``DATASETS.names()``: cifar_fs, mini_imagenet, toy).
         root: where the data lives (ignored by ``toy``).
         split: ``"train"``, ``"val"`` or ``"test"``.
-        **kw: passed to the dataset (``transform``, ``layout``, ``image_size``, toy-world fields...).
+        **kw: passed to the dataset (``transform``, ``layout``, ``image_size``, toy-world fields
+            such as ``seed`` and ``name``...); the first three arguments are positional only, so a
+            dataset may take a ``name`` of its own.
 
     Raises:
         KeyError: unknown name (the message lists the registered ones).

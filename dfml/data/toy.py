@@ -33,6 +33,8 @@ class ToyWorldConfig:
         class_spread: within-class standard deviation in latent space (class centres are N(0, I)).
         nuisance: standard deviation of the nuisance dimensions.
         seed: the world's seed (same seed, same world).
+        name: the dataset name (splits are ``<name>/train``...); another name makes another
+            dataset for pools, whose class ids never merge with the default world's.
     """
 
     n_classes: int = 100
@@ -44,6 +46,7 @@ class ToyWorldConfig:
     class_spread: float = 0.45
     nuisance: float = 1.5
     seed: int = 0
+    name: str = "toy"
 
     def __post_init__(self) -> None:
         if sum(self.split_sizes) != self.n_classes:
@@ -86,6 +89,6 @@ def make_toy_world(config: ToyWorldConfig | None = None, **overrides: object) ->
         cls = np.arange(start, start + size)
         data = x[cls].reshape(-1, cfg.dim)
         labels = np.repeat(np.arange(size), cfg.n_per_class)
-        out[split] = ArrayDataset(data, labels, [names[c] for c in cls], name=f"toy/{split}")
+        out[split] = ArrayDataset(data, labels, [names[c] for c in cls], name=f"{cfg.name}/{split}")
         start += size
     return out

@@ -22,6 +22,7 @@ from .blackbox import BlackBoxPool as BlackBoxPool
 from .blackbox import BlackBoxTeacher as BlackBoxTeacher
 from .blackbox import QueryBudget as QueryBudget
 from .blackbox import QueryBudgetExceeded as QueryBudgetExceeded
+from .domains import DomainInverters as DomainInverters
 from .generator import GeneratorInversionConfig as GeneratorInversionConfig
 from .generator import GeneratorInverter as GeneratorInverter
 from .grid import image_grid as image_grid
@@ -44,6 +45,7 @@ __all__ = [
     "BlackBoxPool",
     "BlackBoxTeacher",
     "DiffAugment",
+    "DomainInverters",
     "GeneratorInversionConfig",
     "GeneratorInverter",
     "InversionCost",

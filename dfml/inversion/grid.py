@@ -98,7 +98,10 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, width: int) -> str:
 
 
 def input_shape_of(entry: PoolEntry, image_size: int | None = None) -> tuple[int, ...]:
-    """The shape of one input of pool model ``entry`` (from its ``arch_kwargs``; ``image_size`` if unrecorded)."""
+    """The shape of one input of pool model ``entry``: its recorded ``input_shape``, else from its
+    ``arch_kwargs`` (``image_size`` when those record none)."""
+    if entry.input_shape is not None:
+        return tuple(int(s) for s in entry.input_shape)
     kw = entry.arch_kwargs
     if "in_features" in kw:
         return (int(kw["in_features"]),)
@@ -140,8 +143,10 @@ def invert_pool(
         models: pool indices (default: all).
         per_class, steps: images per class and Adam steps (override ``config``'s ``per_class``/``steps``).
         config: the bank's other hyper-parameters.
-        mean, std: the dataset's normalisation, to show images in colour (else per-image min-max).
-        image_size: side length for image architectures whose ``arch_kwargs`` do not record one.
+        mean, std: the dataset's normalisation, to show images in colour (default: each model's
+            recorded normalisation; else per-image min-max).
+        image_size: side length for models that record no input shape (pools built before dfml
+            recorded it) and whose ``arch_kwargs`` record none (ResNets).
         seed: seed of every random draw.
         device: where teachers and images live.
         force: overwrite existing files.
@@ -172,8 +177,9 @@ def invert_pool(
     report.update(models=[records[i] for i in ids], batches=batches, cost=total.as_dict())
     for i in ids:
         if len(shapes[i]) == 3:
-            img = image_grid(banks[i], row_labels=pool.entry(i).classes, mean=mean, std=std,
-                             scale=max(1, 32 // shapes[i][-1]))
+            e = pool.entry(i)  # the model's own normalisation unless one was given
+            img = image_grid(banks[i], row_labels=e.classes, mean=mean if mean is not None else e.input_mean,
+                             std=std if std is not None else e.input_std, scale=max(1, 32 // shapes[i][-1]))
             buf = io.BytesIO()
             img.save(buf, format="PNG")
             write_atomic(out / f"model_{i:04d}.png", buf.getvalue())

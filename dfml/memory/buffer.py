@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..types import Task, TaskSource
+from ..types import ClassKey, Task, TaskSource
 from .interpolate import interpolate, sample_lambda
 
 __all__ = ["ClassKey", "MemoryConfig", "TaskMemory"]
 
-ClassKey = tuple[Hashable, int]
-"""``(dataset, class_id)``; ``dataset`` is ``task.source.extra["dataset"]`` or ``None`` (use a ``str``
-or ``None`` so that ``state_dict`` loads with ``torch.load(..., weights_only=True)``)."""
+# ClassKey: ``(dataset, class_id)``, from ``task.source.class_keys()``; ``dataset`` is a ``str`` or
+# ``None`` so that ``state_dict`` loads with ``torch.load(..., weights_only=True)``.
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -46,8 +45,8 @@ class TaskMemory:
     """A compact buffer of recovered tasks: one ring buffer of examples per class, on one device.
 
     ``add(task)`` files each support and query example under its class key ``(dataset, class_id)``
-    (label ``k`` of a task is class ``task.source.classes[k]``; ``dataset`` comes from
-    ``task.source.extra["dataset"]`` so multi-dataset pools keep classes apart) with its
+    (label ``k`` of a task is class ``task.source.class_keys()[k]``: the dataset comes from the
+    task's provenance, so class 3 of one dataset never merges with class 3 of another) with its
     provenance (model id, step). ``sample`` draws a task across all stored classes, so classes
     recovered from different models meet in one task. The examples stay tensors on ``device`` in
     ``config.dtype``; ``state_dict`` holds everything, ring positions included, for exact resume.
@@ -144,14 +143,14 @@ class TaskMemory:
             self.device = x.device
         self.input_shape = shape
         x = x.detach().to(device=self.device, dtype=self.dtype)
-        dataset = source.extra.get("dataset")
+        keys = source.class_keys()
         model_id = -1 if source.model_id is None else int(source.model_id)
         step = source.step if step is None else step
         step = -1 if step is None else int(step)
         for label in range(n_labels):
             rows = (y == label).nonzero().flatten().to(self.device)
             if rows.numel():
-                self._write((dataset, int(source.classes[label])), x[rows], model_id, step)
+                self._write(keys[label], x[rows], model_id, step)
 
     def _write(self, key: ClassKey, x: Tensor, model_id: int, step: int) -> None:
         cap = self.config.capacity_per_class

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from .. import distributed as dist
+from ..data.domain import InputDomain, convert_inputs, convert_task
 from ..inversion.sharded import is_stateless, shard_map, sync_cost
 from ..meta.distill import attach_teacher_logits
 from ..memory import MetaBatchMix, TaskMemory, build_meta_batch, plan_meta_batch
@@ -124,6 +125,12 @@ class DataFreeStream:
         access: wraps each loaded model before use, ``access(model, model_id)`` (e.g. a
             :class:`~dfml.inversion.blackbox.BlackBoxPool` for outputs-only, budgeted access);
             its ``state_dict`` is checkpointed with the stream.
+        domains, target: the input domain of every pool model and the meta-model's (pools whose
+            models take other inputs than the meta-model, e.g. several datasets). A model is
+            inverted in its own domain (the inverter routes by model id, see
+            :class:`~dfml.inversion.DomainInverters`) and its task carried to ``target`` after
+            its teacher-side uses (logits, agreement); a student sees ``target`` inputs. ``None``:
+            every model takes the meta-model's inputs.
         device: where teachers run and tasks are made.
     """
 
@@ -140,6 +147,8 @@ class DataFreeStream:
         student: Callable[[], Any] | None = None,
         teacher_logits: bool = False,
         access: Callable[[nn.Module, int], Any] | None = None,
+        domains: Sequence[InputDomain] | None = None,
+        target: InputDomain | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
         if not hasattr(inverter, "invert"):
@@ -161,6 +170,12 @@ class DataFreeStream:
         self.student = student
         self.teacher_logits = teacher_logits
         self.access = access
+        if (domains is None) != (target is None):
+            raise ValueError("give domains= (one per pool model) and target= (the meta-model's) together, or neither")
+        if domains is not None and len(domains) != len(pool):
+            raise ValueError(f"domains has {len(domains)} entries but the pool has {len(pool)} models; give one each")
+        self.domains = None if domains is None else list(domains)
+        self.target = target
         self.device = torch.device(device)
         self._teachers: OrderedDict[int, nn.Module] = OrderedDict()
         self.recent: dict[int, Task] = {}  # heldout reward only: the last task recovered from each model
@@ -188,16 +203,30 @@ class DataFreeStream:
         return self.recover_many([i], step, generator)[0]
 
     def recover_many(self, ids: list[int], step: int, generator: torch.Generator) -> list[Task]:
-        """One pseudo task per model in ``ids``.
+        """One pseudo task per model in ``ids``, in the meta-model's input domain.
 
         A stateless inverter (pixels, per-model generators) inverts each model with its own
         generator (one draw per model from ``generator``), so under ``torchrun`` every rank inverts
         its share of ``ids`` and the tasks are gathered in order: every rank ends with the same
         tasks, whatever the number of ranks (see :mod:`dfml.inversion.sharded`). Stateful
         inverters (pixel bank, meta-generator) and budgeted black-box access run whole on every
-        rank. Inverters with ``invert_many`` (stacked same-architecture teachers) recover a share
-        in one batched call when the models share an architecture and no student is involved.
+        rank. Inverters with ``invert_many`` recover the models of one architecture and input
+        domain in one batched call (stacked teachers) when no student is involved.
         """
+        return [self.to_target(t, i) for t, i in zip(self._recover(ids, step, generator), ids)]
+
+    def domain(self, i: int) -> InputDomain | None:
+        """The input domain of model ``i`` (``None`` when the stream has no domains)."""
+        return None if self.domains is None else self.domains[i]
+
+    def to_target(self, task: Task, i: int) -> Task:
+        """``task``, recovered from model ``i`` in its domain, carried to the meta-model's."""
+        if self.domains is None or self.target is None:
+            return task
+        return convert_task(task, self.domains[i], self.target)
+
+    def _recover(self, ids: list[int], step: int, generator: torch.Generator) -> list[Task]:
+        """Tasks in each teacher's own domain (see :meth:`recover_many`)."""
         entries = [self.pool.entry(i) for i in ids]
         student = self.student() if self.student is not None else None
         if is_stateless(self.inverter) and self.access is None:
@@ -211,22 +240,42 @@ class DataFreeStream:
 
     def _invert(self, ids: list[int], entries: list[Any], rngs: list[torch.Generator] | torch.Generator,
                 student: Any) -> list[Task]:
-        """Invert ``ids``, each with its generator from ``rngs``, or all from one shared generator."""
+        """Invert ``ids`` by (architecture, input domain) group, each model with its generator from
+        ``rngs`` or all from one shared generator."""
         cfg = self.config
-        same_arch = len({e.architecture_key for e in entries}) == 1
-        if hasattr(self.inverter, "invert_many") and student is None and same_arch and len(ids) > 1:
-            per_model = {} if isinstance(rngs, torch.Generator) else {"generators": rngs}
-            shared = rngs if isinstance(rngs, torch.Generator) else rngs[0]
-            return self.inverter.invert_many(
-                [self.teacher(i) for i in ids], cfg.n_shot, cfg.n_query, shared,
-                model_ids=list(ids), classes=[tuple(e.class_ids) for e in entries], **per_model,
-            )
-        gens = [rngs] * len(ids) if isinstance(rngs, torch.Generator) else rngs
-        return [
-            self.inverter.invert(self.teacher(i), cfg.n_shot, cfg.n_query, g, model_id=i,
-                                 classes=tuple(e.class_ids), student=student)
-            for i, e, g in zip(ids, entries, gens)
-        ]
+        shared = isinstance(rngs, torch.Generator)
+        gens = [rngs] * len(ids) if isinstance(rngs, torch.Generator) else list(rngs)
+        groups: dict[tuple, list[int]] = {}  # positions in ids
+        for pos, (i, e) in enumerate(zip(ids, entries)):
+            groups.setdefault((e.architecture_key, self.domain(i)), []).append(pos)
+        batched = hasattr(self.inverter, "invert_many") and student is None
+        tasks: list[Task | None] = [None] * len(ids)
+        for members in groups.values():
+            if batched and len(members) > 1:
+                per_model = {} if shared else {"generators": [gens[p] for p in members]}
+                made = self.inverter.invert_many(
+                    [self.teacher(ids[p]) for p in members], cfg.n_shot, cfg.n_query, gens[members[0]],
+                    model_ids=[ids[p] for p in members], classes=[tuple(entries[p].class_ids) for p in members],
+                    **per_model,
+                )
+            else:
+                made = [self.inverter.invert(self.teacher(ids[p]), cfg.n_shot, cfg.n_query, gens[p],
+                                             model_id=ids[p], classes=tuple(entries[p].class_ids),
+                                             student=self._student_for(ids[p], student))
+                        for p in members]
+            for p, t in zip(members, made):
+                tasks[p] = t
+        return tasks  # type: ignore[return-value]  (every position is filled)
+
+    def _student_for(self, i: int, student: Any) -> Any:
+        """``student`` as model ``i``'s inverter must call it: on inputs of model ``i``'s domain."""
+        source = self.domain(i)
+        if student is None or source is None or self.target is None or source == self.target:
+            return student
+        target = self.target
+        if isinstance(student, nn.Module):
+            return _DomainStudent(student, source, target)
+        return lambda sx, sy, qx: student(convert_inputs(sx, source, target), sy, convert_inputs(qx, source, target))
 
     def _finish(self, task: Task, i: int, entry: Any, step: int, generator: torch.Generator) -> Task:
         cfg = self.config
@@ -257,7 +306,11 @@ class DataFreeStream:
         while len(ids) < n_new:  # more new tasks than models: draw again
             ids += self.selector.select(min(n_new - len(ids), len(self.pool)), generator)
         ids = dist.broadcast_object(ids)  # rank 0 decides (the ranks draw alike; this keeps them so)
-        new = self.recover_many(ids, step, generator)
+        raw = self._recover(ids, step, generator)  # in the teachers' domains: the agreement judges read them
+        self._agreement = dist.broadcast_object(
+            [(i, r) for i, t in zip(ids, raw) if (r := self.agreement(i, t)) is not None]
+            if cfg.reward == "agreement" else [])
+        new = [self.to_target(t, i) for t, i in zip(raw, ids)]
         self._inversion_metrics = {}
         if hasattr(self.inverter, "meta_update"):  # a meta-generator learns from this step's adaptations
             self._inversion_metrics = {f"inversion/{k}": v for k, v in self.inverter.meta_update().items()}
@@ -273,9 +326,6 @@ class DataFreeStream:
         else:
             batch = new
         self._pending = None
-        self._agreement = dist.broadcast_object(
-            [(i, r) for i, t in zip(ids, new) if (r := self.agreement(i, t)) is not None]
-            if cfg.reward == "agreement" else [])
         if cfg.reward == "heldout" and self.learner is not None and ids:
             held = [t for m, t in self.recent.items() if m not in set(ids)]
             if held:
@@ -314,6 +364,8 @@ class DataFreeStream:
     def agreement(self, i: int, task: Task) -> float | None:
         """Share of model ``i``'s recovered images of class ``c`` that other models advertising ``c`` call ``c``.
 
+        ``task`` is in model ``i``'s input domain; a judge of another domain sees the images
+        converted to its own. Only models of model ``i``'s dataset judge (class ids are per dataset).
         ``None`` when no other model advertises any of the task's classes.
         """
         if task.source is None or not task.source.classes:
@@ -330,8 +382,11 @@ class DataFreeStream:
                 continue
             rows = torch.cat([torch.nonzero(y == label).view(-1) for label, _ in shared])
             want = torch.cat([torch.full((int((y == label).sum()),), col) for label, col in shared]).to(y.device)
+            seen = x[rows]
+            if self.domains is not None and self.domains[k] != self.domains[i]:
+                seen = convert_inputs(seen, self.domains[i], self.domains[k])
             with torch.no_grad():
-                pred = self.teacher(k)(x[rows]).argmax(-1)
+                pred = self.teacher(k)(seen).argmax(-1)
             self.judge_queries += int(rows.numel())
             hits += float((pred == want).sum())
             total += int(rows.numel())
@@ -388,3 +443,14 @@ def _task_state(t: Task) -> dict[str, Any]:
 def _task_from_state(s: dict[str, Any]) -> Task:
     source = TaskSource(model_id=s["model_id"], classes=tuple(s["classes"]), step=s["step"], kind=s["kind"])
     return Task(s["support_x"], s["support_y"], s["query_x"], s["query_y"], source)
+
+
+class _DomainStudent(nn.Module):
+    """A student module that takes inputs of ``source`` and sees them in ``target`` (its own domain)."""
+
+    def __init__(self, student: nn.Module, source: InputDomain, target: InputDomain) -> None:
+        super().__init__()
+        self.student, self.source, self.target = student, source, target
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student(convert_inputs(x, self.source, self.target))

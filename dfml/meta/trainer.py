@@ -26,9 +26,12 @@ import torch
 from torch import Tensor, nn
 
 from .. import distributed as dist
+from ..data.domain import InputDomain, convert_inputs
 from ..eval.protocol import evaluate_sharded
+from ..inversion.base import InversionCost
 from ..inversion.pixels import PixelInversionConfig, PixelInverter
 from ..inversion.sharded import shard_map, sync_cost
+from ..models.registry import MODELS
 from ..runs import RunDir
 from ..types import Task, TaskSource
 from .maml import MAML
@@ -55,6 +58,13 @@ class TrainConfig:
         checkpoint_every: meta-updates between checkpoints.
         seed: seeds task sampling, inversion and the meta-model's initialisation.
         inversion: the inverter's settings.
+        meta_arch, meta_arch_kwargs: the meta-model's architecture, a choice of its own
+            (``None``: the pool's, which needs a pool of one architecture). Its input-size
+            arguments (``in_channels``, ``image_size``, ``in_features``) and ``num_classes`` come
+            from the meta-model's inputs and ``n_way``; leave them out of ``meta_arch_kwargs``.
+        meta_image_size: side length of the meta-model's input images (``None``: the meta-test
+            dataset's). Recovered images are resized to it from each teacher's own size, and
+            meta-validation/test images from the dataset's.
     """
 
     n_way: int = 5
@@ -74,6 +84,9 @@ class TrainConfig:
     checkpoint_every: int = 50
     seed: int = 0
     inversion: PixelInversionConfig = field(default_factory=PixelInversionConfig)
+    meta_arch: str | None = None
+    meta_arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    meta_image_size: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("n_way", "n_shot", "n_query", "meta_batch_size", "steps", "bank_per_class", "val_every"):
@@ -84,15 +97,36 @@ class TrainConfig:
                 f"bank_per_class={self.bank_per_class} is smaller than n_shot + n_query = "
                 f"{self.n_shot + self.n_query}; raise train.bank_per_class"
             )
+        if self.meta_arch is not None and self.meta_arch not in MODELS:
+            raise ValueError(
+                f"train.meta_arch={self.meta_arch!r} is not an architecture; valid: {', '.join(MODELS.names())}"
+            )
+        if self.meta_arch_kwargs and self.meta_arch is None:
+            raise ValueError("train.meta_arch_kwargs is set but train.meta_arch is not; name the architecture too")
+        fixed = sorted({"num_classes", "in_channels", "image_size", "in_features"} & set(self.meta_arch_kwargs))
+        if fixed:
+            raise ValueError(
+                f"train.meta_arch_kwargs sets {fixed}, which follow from the meta-model's inputs and n_way; drop them "
+                "(use train.meta_image_size for the image size and train.n_way for the classes)"
+            )
+        if self.meta_image_size is not None and self.meta_image_size < 1:
+            raise ValueError(
+                f"train.meta_image_size must be >= 1 (or null: the meta-test dataset's), got {self.meta_image_size}"
+            )
 
 
 @dataclass
 class SyntheticBank:
-    """Recovered examples: ``x[m]`` is ``[n_classes_m, per_class, *input_shape]`` for pool model ``m``."""
+    """Recovered examples: ``x[m]`` is ``[n_classes_m, per_class, *input_shape]`` for pool model ``m``.
+
+    ``datasets[m]`` names the dataset of model ``m``'s class ids (provenance ``extra["dataset"]``;
+    empty: unknown).
+    """
 
     x: list[Tensor]
     class_ids: list[tuple[int, ...]]
     cost: dict[str, float]
+    datasets: list[str | None] = field(default_factory=list)
 
     def sample_task(self, n_way: int, n_shot: int, n_query: int, generator: torch.Generator, step: int) -> Task:
         """One pseudo task from a random model's bank, classes and examples drawn at random."""
@@ -114,23 +148,29 @@ class SyntheticBank:
                 classes=tuple(self.class_ids[m][int(c)] for c in classes),
                 step=step,
                 kind="synthetic",
+                extra={"dataset": self.datasets[m]} if self.datasets else {},
             ),
         )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"x": self.x, "class_ids": [list(c) for c in self.class_ids], "cost": self.cost}
+        return {"x": self.x, "class_ids": [list(c) for c in self.class_ids], "cost": self.cost,
+                "datasets": list(self.datasets)}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> SyntheticBank:
-        return cls(list(state["x"]), [tuple(c) for c in state["class_ids"]], dict(state["cost"]))
+        return cls(list(state["x"]), [tuple(c) for c in state["class_ids"]], dict(state["cost"]),
+                   list(state.get("datasets", [])))
 
 
 def build_bank(
     teachers: Sequence[tuple[nn.Module, tuple[int, ...]]],
-    input_shape: tuple[int, ...],
+    input_shape: tuple[int, ...] | InputDomain,
     config: TrainConfig,
     generator: torch.Generator,
     progress: Callable[[int], None] | None = None,
+    *,
+    domains: Sequence[InputDomain] | None = None,
+    datasets: Sequence[str | None] | None = None,
 ) -> SyntheticBank:
     """Invert every ``(teacher, class_ids)`` into ``config.bank_per_class`` examples per class.
 
@@ -138,23 +178,37 @@ def build_bank(
     under ``torchrun`` each rank inverts its share (``teachers[m]`` is read only for those; pass a
     lazy sequence to load on demand) and every rank gets the whole bank, the same as one process
     makes. ``progress(m)`` is called after model ``m``, on the rank that inverted it.
+
+    Args:
+        input_shape: the meta-model's inputs: a shape, or an :class:`~dfml.data.InputDomain` when
+            teachers take other inputs.
+        domains: each teacher's input domain, in order (default: the meta-model's); a teacher is
+            inverted in its own and its examples converted to the meta-model's.
+        datasets: each teacher's dataset, recorded as task provenance.
     """
-    inverter = PixelInverter(input_shape, config.inversion)
+    target = input_shape if isinstance(input_shape, InputDomain) else InputDomain(tuple(input_shape))
+    inverters: dict[tuple[int, ...], PixelInverter] = {}
 
     def invert(mine: list[int], rngs: list[torch.Generator]) -> list[tuple[Tensor, tuple[int, ...]]]:
         out = []
         for m, rng in zip(mine, rngs):
             teacher, class_ids = teachers[m]
+            source = domains[m] if domains is not None else target
+            inverter = inverters.setdefault(source.shape, PixelInverter(source.shape, config.inversion))
             x, _ = inverter.synthesize(teacher, config.bank_per_class, rng)
-            out.append((x.cpu().view(-1, config.bank_per_class, *input_shape), tuple(class_ids)))
+            x = convert_inputs(x, source, target)
+            out.append((x.cpu().view(-1, config.bank_per_class, *target.shape), tuple(class_ids)))
             if progress is not None:
                 progress(m)
         return out
 
-    before = inverter.cost.as_dict()
+    local = InversionCost()
     done = shard_map(len(teachers), generator, invert, "cpu")
-    sync_cost(inverter.cost, before)
-    return SyntheticBank([x for x, _ in done], [ids for _, ids in done], inverter.cost.as_dict())
+    for inverter in inverters.values():
+        local.add(inverter.cost)
+    sync_cost(local, InversionCost().as_dict())
+    return SyntheticBank([x for x, _ in done], [ids for _, ids in done], local.as_dict(),
+                         list(datasets) if datasets is not None else [])
 
 
 class MetaTrainer:

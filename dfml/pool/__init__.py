@@ -9,8 +9,10 @@ from .manifest import MANIFEST_NAME as MANIFEST_NAME
 from .manifest import TRUST_LEVELS as TRUST_LEVELS
 from .manifest import PoolEntry as PoolEntry
 from .manifest import PoolManifest as PoolManifest
+from .merge import merge_pools as merge_pools
 from .pool import ModelPool as ModelPool
 from .pretrain import PretrainConfig as PretrainConfig
+from .pretrain import assign_architectures as assign_architectures
 from .pretrain import pretrain_pool as pretrain_pool
 from .toy import build_toy_pool as build_toy_pool
 from .training import TrainResult as TrainResult
@@ -26,8 +28,10 @@ __all__ = [
     "PretrainConfig",
     "TrainResult",
     "add_untrustworthy",
+    "assign_architectures",
     "build_toy_pool",
     "import_official_pool",
+    "merge_pools",
     "pretrain_pool",
     "train_classifier",
 ]

@@ -67,6 +67,11 @@ def _check_inputs(entry: PoolEntry, dataset: ArrayDataset) -> None:
             f"source_dataset {dataset.name!r} has inputs {shape} but model {entry.index} ({entry.arch}) expects "
             f"{'in_features' if 'in_features' in kw else 'in_channels'}={want}; pass a dataset of matching inputs"
         )
+    if entry.input_shape is not None and tuple(entry.input_shape) != tuple(shape):
+        raise ValueError(
+            f"source_dataset {dataset.name!r} has inputs {shape} but model {entry.index} ({entry.arch}) was trained on "
+            f"{tuple(entry.input_shape)} ({entry.dataset}); pass a dataset of matching inputs"
+        )
 
 
 def _deceive(
@@ -79,7 +84,7 @@ def _deceive(
             f"ones; a deceptive {entry.n_way}-way model needs {entry.n_way}. Pass a dataset with more classes."
         )
     ids = sorted(int(c) for c in np.random.default_rng(seed).choice(others, entry.n_way, replace=False))
-    sha, result = fit_and_save(dataset, ids, config, entry.arch_kwargs, seed, path, device=device)
+    sha, result = fit_and_save(dataset, ids, config, entry.arch_kwargs, seed, path, arch=entry.arch, device=device)
     name, split = split_name(dataset)
     detail = {"trained_on": {"dataset": name, "split": split, "classes": [dataset.classes[c] for c in ids],
                              "class_ids": ids}, "true_heldout_acc": result.heldout_acc, "seed": seed}
@@ -100,7 +105,9 @@ def _degrade(entry: PoolEntry, dataset: ArrayDataset, config: PretrainConfig, se
             f"source_dataset {dataset.name!r} lacks {missing}; pass the pool's own split or poor_epochs=0"
         )
     ids = [lookup[n] for n in entry.classes]
-    sha, result = fit_and_save(dataset, ids, config, entry.arch_kwargs, seed, path, epochs=epochs, device=device)
+    _check_inputs(entry, dataset)
+    sha, result = fit_and_save(dataset, ids, config, entry.arch_kwargs, seed, path, arch=entry.arch, epochs=epochs,
+                               device=device)
     detail["true_heldout_acc"] = result.heldout_acc
     return {"sha256": sha, "trust": "poor", "trust_detail": detail}
 

@@ -6,7 +6,8 @@ Example entry::
      "arch_kwargs": {"in_channels": 3, "num_classes": 5, "hidden": 32, "image_size": 32},
      "n_way": 5, "classes": ["apple", ...], "class_ids": [0, ...], "dataset": "cifar_fs",
      "split": "train", "seed": 1234, "heldout_acc": 0.91, "best_epoch": 17,
-     "sha256": "9f...", "dfml_version": "0.1.0", "trust": "trusted", "trust_detail": {}}
+     "sha256": "9f...", "dfml_version": "0.1.0", "trust": "trusted", "trust_detail": {},
+     "input_shape": [3, 32, 32], "input_mean": [0.507, 0.487, 0.441], "input_std": [0.267, 0.256, 0.276]}
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..data.domain import InputDomain
 
 MANIFEST_NAME = "pool.json"
 FORMAT_VERSION = 1
@@ -47,6 +50,10 @@ class PoolEntry:
             learners, selectors and inverters must never read it** (nor ``trust_detail``); the
             advertised fields (``classes``, ``heldout_acc``...) are all they may use.
         trust_detail: what an untrustworthy model really is (e.g. the classes it was trained on).
+        input_shape, input_mean, input_std: the inputs the model was trained on: one input's shape
+            and the per-channel normalisation of its dataset (``None``: not recorded, as in pools
+            built before dfml recorded it; such a model is assumed to take the meta-model's inputs).
+            Pools mixing datasets need them to invert every model at its own resolution.
     """
 
     index: int
@@ -65,6 +72,9 @@ class PoolEntry:
     dfml_version: str
     trust: str = "trusted"
     trust_detail: dict[str, Any] = field(default_factory=dict)
+    input_shape: list[int] | None = None
+    input_mean: list[float] | None = None
+    input_std: list[float] | None = None
 
     def __post_init__(self) -> None:
         if self.trust not in TRUST_LEVELS:
@@ -74,6 +84,18 @@ class PoolEntry:
                 f"pool entry {self.index}: n_way={self.n_way} but {len(self.classes)} class names and "
                 f"{len(self.class_ids)} class ids"
             )
+        if self.input_shape is None and (self.input_mean is not None or self.input_std is not None):
+            raise ValueError(f"pool entry {self.index}: input_mean/input_std are recorded without input_shape")
+        self.input_domain()  # checks shape and normalisation
+
+    def input_domain(self) -> InputDomain | None:
+        """The recorded :class:`~dfml.data.InputDomain` of the model's inputs, or ``None`` if unrecorded."""
+        if self.input_shape is None:
+            return None
+        try:
+            return InputDomain(tuple(self.input_shape), self.input_mean, self.input_std)
+        except ValueError as err:
+            raise ValueError(f"pool entry {self.index}: bad input_shape/input_mean/input_std: {err}") from err
 
     @property
     def architecture_key(self) -> tuple[str, tuple[tuple[str, str], ...]]:

@@ -100,7 +100,8 @@ class ModelPool:
         return iter(self.entries)
 
     def __repr__(self) -> str:
-        return f"ModelPool({str(self.root)!r}, n_models={len(self)}, architectures={self.architectures()})"
+        return (f"ModelPool({str(self.root)!r}, n_models={len(self)}, architectures={self.architectures()}, "
+                f"datasets={self.datasets()})")
 
     def entry(self, i: int) -> PoolEntry:
         """The manifest record of model ``i``; out of range raises ``IndexError``."""
@@ -111,6 +112,10 @@ class ModelPool:
     def architectures(self) -> list[str]:
         """The distinct architectures in the pool, sorted."""
         return sorted({e.arch for e in self.manifest.entries})
+
+    def datasets(self) -> list[str]:
+        """The distinct datasets the pool's models were trained on, sorted."""
+        return sorted({e.dataset for e in self.manifest.entries})
 
     def path_of(self, i: int) -> Path:
         """Absolute path of model ``i``'s weights file."""

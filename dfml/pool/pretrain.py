@@ -10,10 +10,12 @@ process also rewrites it after every model).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import shutil
+from fractions import Fraction
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ from .. import __version__
 from .. import distributed as dist
 from ..config import to_dict
 from ..data.base import ArrayDataset
+from ..data.domain import InputDomain
 from ..models.registry import MODELS, model_arguments
 from .manifest import MANIFEST_NAME, PoolEntry, PoolManifest, sha256_file, write_atomic
 from .pool import ModelPool, save_state_dict
@@ -37,6 +40,10 @@ CLASS_MODES = ("random", "disjoint")
 BUILD_DIR = ".build"  # per-model records of an unfinished build (removed when pool.json is complete)
 BUILD_RECORD = "build.json"
 Progress = Callable[[int, int, PoolEntry], None]
+
+
+ArchSpec = str | dict[str, Any]
+"""One architecture of a pool: a registered name (``"conv4"``) or ``{"name": "resnet10", **arguments}``."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,14 @@ class PretrainConfig:
             ``n_models * n_way`` classes.
         arch, arch_kwargs: the architecture; ``num_classes`` defaults to ``n_way`` and
             ``in_channels`` / ``image_size`` / ``in_features`` default to the dataset's input shape.
+            A heterogeneous pool gives ``arch`` a list of architectures, each a name or a mapping
+            ``{name: ..., <arguments>}`` (e.g. ``[conv4, {name: resnet10, widths: [16, 32, 64, 128]}]``;
+            two items of one name with other arguments are two architectures) and leaves
+            ``arch_kwargs`` empty. Models are dealt architectures in turn (see ``arch_shares``).
+        arch_shares: with several architectures, one positive weight each: the share of models
+            of that architecture (empty: equal shares, i.e. round robin). Model ``i`` goes to the
+            architecture furthest below its share among models ``0..i``, ties to the first listed,
+            so the assignment is deterministic and a longer pool extends a shorter one.
         epochs, batch_size, lr, weight_decay: Adam training of each model.
         holdout_frac: part of each class held out to choose the best epoch.
         augment: random crop (zero padding ``H // 8``) + horizontal flip for image datasets.
@@ -60,8 +75,9 @@ class PretrainConfig:
     n_models: int = 10
     n_way: int = 5
     class_mode: str = "random"
-    arch: str = "conv4"
+    arch: str | tuple[ArchSpec, ...] = "conv4"
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    arch_shares: tuple[float, ...] = ()
     epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-3
@@ -71,10 +87,11 @@ class PretrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.arch, list):
+            object.__setattr__(self, "arch", tuple(self.arch))
+        object.__setattr__(self, "arch_shares", tuple(self.arch_shares))
         if self.class_mode not in CLASS_MODES:
             raise ValueError(f"class_mode must be one of {CLASS_MODES}, got {self.class_mode!r}")
-        if self.arch not in MODELS:
-            raise ValueError(f"unknown arch {self.arch!r}; valid names: {', '.join(MODELS.names())}")
         for name in ("n_models", "n_way", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"PretrainConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -84,11 +101,70 @@ class PretrainConfig:
             raise ValueError(f"PretrainConfig.epochs must be >= 0, got {self.epochs}")
         if not 0.0 < self.holdout_frac < 1.0:
             raise ValueError(f"PretrainConfig.holdout_frac must lie strictly between 0 and 1, got {self.holdout_frac}")
-        if self.arch_kwargs.get("num_classes", self.n_way) != self.n_way:
+        specs = self.arch_specs()
+        for arch, kwargs in specs:
+            if kwargs.get("num_classes", self.n_way) != self.n_way:
+                raise ValueError(
+                    f"{arch} arguments: num_classes={kwargs['num_classes']} contradicts n_way={self.n_way}; "
+                    f"drop num_classes from the architecture's arguments"
+                )
+        shares = self.arch_shares
+        if shares and (len(shares) != len(specs) or min(shares) <= 0):
             raise ValueError(
-                f"arch_kwargs num_classes={self.arch_kwargs['num_classes']} contradicts n_way={self.n_way}; "
-                f"drop num_classes from arch_kwargs"
+                f"arch_shares must hold one positive weight per architecture ({len(specs)}), got {list(shares)}"
             )
+
+    def arch_specs(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every architecture of the pool as ``(name, arguments)``, in the order given.
+
+        Raises:
+            ValueError: an unknown name, an item without ``name``, or ``arch_kwargs`` set together with
+                several architectures.
+        """
+        if isinstance(self.arch, str):
+            items: tuple[ArchSpec, ...] = (self.arch,)
+        else:
+            items = self.arch
+            if not items:
+                raise ValueError("arch is an empty list; give an architecture name or a list of them")
+            if self.arch_kwargs:
+                raise ValueError(
+                    f"arch_kwargs={self.arch_kwargs} with several architectures is ambiguous; give each architecture "
+                    "its arguments in its own item, e.g. arch: [conv4, {name: resnet10, widths: [16, 32, 64, 128]}]"
+                )
+        specs = []
+        for item in items:
+            if isinstance(item, str):
+                name, kwargs = item, dict(self.arch_kwargs) if isinstance(self.arch, str) else {}
+            elif isinstance(item, dict) and isinstance(item.get("name"), str):
+                name, kwargs = item["name"], {k: v for k, v in item.items() if k != "name"}
+            else:
+                raise ValueError(
+                    f"an architecture is a name or a mapping {{name: ..., <arguments>}}, got {item!r}"
+                )
+            if name not in MODELS:
+                raise ValueError(f"unknown arch {name!r}; valid names: {', '.join(MODELS.names())}")
+            specs.append((name, kwargs))
+        return specs
+
+
+def assign_architectures(config: PretrainConfig) -> list[int]:
+    """Which of ``config.arch_specs()`` each model gets: ``[spec index for model 0, 1, ...]``.
+
+    Model ``i`` goes to the architecture whose count among models ``0..i-1`` falls furthest below
+    its share of ``i + 1`` models (ties: the first listed). Equal shares give round robin.
+    """
+    n_specs = len(config.arch_specs())
+    weights = [Fraction(str(w)) for w in config.arch_shares] or [Fraction(1)] * n_specs
+    total = sum(weights)
+    counts = [0] * n_specs
+    out = []
+    for i in range(config.n_models):
+        deficit = [weights[k] * (i + 1) / total - counts[k] for k in range(n_specs)]
+        k = max(range(n_specs), key=lambda j: (deficit[j], -j))
+        counts[k] += 1
+        out.append(k)
+    return out
 
 
 def resolve_arch_kwargs(arch: str, arch_kwargs: dict[str, Any], n_way: int, dataset: ArrayDataset) -> dict[str, Any]:
@@ -158,11 +234,20 @@ def fit_and_save(
     seed: int,
     path: Path,
     *,
+    arch: str | None = None,
     epochs: int | None = None,
     device: torch.device | str = "cpu",
 ) -> tuple[str, TrainResult]:
-    """Initialise and train one model from ``seed``, save its best weights to ``path``; returns ``(sha256, result)``."""
-    model = init_model(config.arch, arch_kwargs, seed)
+    """Initialise and train one model from ``seed``, save its best weights to ``path``; returns ``(sha256, result)``.
+
+    ``arch`` names the architecture (default: ``config``'s, which must then be a single one).
+    """
+    if arch is None:
+        specs = config.arch_specs()
+        if len(specs) != 1:
+            raise ValueError(f"config has {len(specs)} architectures; pass arch= (the model's own)")
+        arch = specs[0][0]
+    model = init_model(arch, arch_kwargs, seed)
     result = train_classifier(
         model, dataset, class_ids, epochs=config.epochs if epochs is None else epochs,
         batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
@@ -176,6 +261,8 @@ def _check_build(old: dict[str, Any], build: dict[str, Any], out: Path, source: 
         raise ValueError(f"{out / source} was not made by pretrain_pool (kind={old.get('kind')!r}); use a new out_dir")
     for section in ("config", "dataset"):
         before, now = old.get(section, {}), build[section]
+        if section == "config":  # fields added since the pool was built count as their defaults
+            before = {**to_dict(PretrainConfig()), **before}
         diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
         if diff:
             details = "; ".join(f"{k}: pool has {before.get(k)!r}, this call has {now.get(k)!r}" for k in diff)
@@ -185,12 +272,13 @@ def _check_build(old: dict[str, Any], build: dict[str, Any], out: Path, source: 
             )
 
 
-def _finished_models(out: Path, build: dict[str, Any]) -> dict[int, PoolEntry]:
+def _finished_models(out: Path, build: dict[str, Any], inputs: dict[str, Any]) -> dict[int, PoolEntry]:
     """The models an earlier (possibly sharded, possibly killed) build finished, checked against ``build``.
 
     Sources: the entries of ``pool.json`` (every file must be intact, else the resume is refused)
     and the per-model records in ``.build/`` (a record whose file is missing or differs is ignored:
     that model is trained again). Writes ``.build/build.json`` for a build that is not complete.
+    Entries from before dfml recorded inputs get ``inputs`` (the same data was checked).
     """
     done: dict[int, PoolEntry] = {}
     if (out / MANIFEST_NAME).is_file():
@@ -203,7 +291,7 @@ def _finished_models(out: Path, build: dict[str, Any]) -> dict[int, PoolEntry]:
                     f"cannot resume {str(out)!r}: model {e.index}'s file {e.file} is missing or was modified; "
                     f"delete the pool directory and build again"
                 )
-            done[e.index] = e
+            done[e.index] = e if e.input_shape is not None else dataclasses.replace(e, **inputs)
     records = out / BUILD_DIR
     if (records / BUILD_RECORD).is_file():
         _check_build(json.loads((records / BUILD_RECORD).read_text()), build, out, f"{BUILD_DIR}/{BUILD_RECORD}")
@@ -239,6 +327,9 @@ def pretrain_pool(
 ) -> ModelPool:
     """Train ``config.n_models`` classifiers on ``dataset`` and write them as a pool in ``out_dir``.
 
+    Each entry records its architecture (dealt by :func:`assign_architectures` when ``config``
+    lists several) and the dataset's input shape and normalisation.
+
     Under ``torchrun`` (see :mod:`dfml.distributed`) the models still to train are dealt to the
     ranks round-robin; each rank trains its share (model ``i`` from ``derive_seed(seed, i)``
     whichever rank trains it) and writes each weights file and its record atomically; rank 0
@@ -256,13 +347,16 @@ def pretrain_pool(
             or the dataset cannot supply the classes (see :func:`choose_classes`).
     """
     out, device = Path(out_dir), dist.device_for(device)
-    arch_kwargs = resolve_arch_kwargs(config.arch, config.arch_kwargs, config.n_way, dataset)
+    archs = [(arch, resolve_arch_kwargs(arch, kwargs, config.n_way, dataset)) for arch, kwargs in config.arch_specs()]
+    assigned = assign_architectures(config)
+    domain = InputDomain.of_dataset(dataset).to_dict()
+    inputs = {"input_shape": domain["shape"], "input_mean": domain["mean"], "input_std": domain["std"]}
     build = {"kind": "pretrain", "config": to_dict(config), "dataset": dataset_record(dataset)}
     class_sets = choose_classes(config, dataset.num_classes)
     plan: tuple[str | None, dict[int, PoolEntry]] = (None, {})
     if dist.is_main():
         try:
-            plan = (None, _finished_models(out, build))
+            plan = (None, _finished_models(out, build, inputs))
         except ValueError as err:
             plan = (str(err), {})
     error, done = dist.broadcast_object(plan)
@@ -275,12 +369,14 @@ def pretrain_pool(
     mine: list[PoolEntry] = []
     for i in dist.shard(todo):
         seed, class_ids, file = derive_seed(config.seed, i), class_sets[i], f"models/model_{i:04d}.pt"
-        sha, result = fit_and_save(dataset, class_ids, config, arch_kwargs, seed, out / file, device=device)
+        arch, arch_kwargs = archs[assigned[i]]
+        sha, result = fit_and_save(dataset, class_ids, config, arch_kwargs, seed, out / file, arch=arch,
+                                   device=device)
         entry = PoolEntry(
-            index=i, file=file, arch=config.arch, arch_kwargs=arch_kwargs, n_way=config.n_way,
+            index=i, file=file, arch=arch, arch_kwargs=arch_kwargs, n_way=config.n_way,
             classes=[dataset.classes[c] for c in class_ids], class_ids=class_ids, dataset=name, split=split,
             seed=seed, heldout_acc=result.heldout_acc, best_epoch=result.best_epoch, sha256=sha,
-            dfml_version=__version__,
+            dfml_version=__version__, **inputs,
         )
         write_atomic(out / BUILD_DIR / f"model_{i:04d}.json", json.dumps(entry.to_dict(), indent=2).encode())
         mine.append(entry)

@@ -1,39 +1,79 @@
 """The two baselines every DFML paper reports.
 
 * ``random``: a randomly initialised meta-model, only fine-tuned at meta-test.
-* ``average``: the parameter average of the pool's models (same architecture required), fine-tuned
-  at meta-test. Teachers' heads disagree on what output ``k`` means, so the averaged head is a
+* ``average``: the parameter average of the pool's models that share the meta-model's architecture
+  (all of them in a same-architecture pool; ``results.json`` says how many), fine-tuned at
+  meta-test. Teachers' heads disagree on what output ``k`` means, so the averaged head is a
   starting point for fine-tuning like any other; BN running statistics are dropped because the
   meta-model normalises with batch statistics (see :mod:`dfml.models.norm`).
+
+In a heterogeneous pool ``average`` keeps its place in every table rather than refusing: it is the
+average of the models a practitioner could average (those of the meta-model's architecture), and
+``results.json`` (``info.average``) records which ones, so the row is never mistaken for an average
+of the whole pool.
 """
 
 from __future__ import annotations
+
+import logging
 
 from torch import nn
 
 from ..meta.baselines import average_models
 from ..models.norm import use_batch_stats
-from .base import RECIPES, RecipeContext
+from .base import RECIPES, RecipeContext, describe_architecture
+
+logger = logging.getLogger(__name__)
 
 
 @RECIPES.register("random")
 def random_recipe(ctx: RecipeContext) -> nn.Module:
     """Random initialisation (seeded by ``train.seed``)."""
-    ctx.architecture()
     return use_batch_stats(ctx.build_meta_model(ctx.train.seed))
 
 
 @RECIPES.register("average")
 def average_recipe(ctx: RecipeContext) -> nn.Module:
-    """Parameter average of every model in the pool."""
-    ctx.architecture()
-    models = [ctx.pool.load(i, device="cpu") for i in range(len(ctx.pool))]
-    n_way = {m.head.out_features for m in models}
+    """Parameter average of the pool's models that share the meta-model's architecture.
+
+    In a heterogeneous pool only models of the meta-model's architecture (same class, same
+    parameter names and shapes) can be averaged: the others are left out, and
+    ``info["average"]`` records which models were averaged, out of how many.
+
+    Raises:
+        ValueError: the pool's models predict another number of classes than ``train.n_way``, or
+            no pool model has the meta-model's architecture (names the pool's architectures and
+            ``train.meta_arch``).
+    """
+    meta = ctx.build_meta_model(ctx.train.seed)
+    arch, kwargs = ctx.meta_architecture()
+    n_way = {e.n_way for e in ctx.pool.entries}
     if n_way != {ctx.train.n_way}:
         raise ValueError(
             f"the pool's models have {sorted(n_way)} outputs but meta-test tasks are {ctx.train.n_way}-way; "
             "set train.n_way to the pool's n_way"
         )
+    shapes = {k: v.shape for k, v in meta.state_dict().items()}
+    members, models = [], []
+    for i, e in enumerate(ctx.pool.entries):
+        if e.arch != arch:
+            continue
+        model = ctx.pool.load(i, device="cpu")
+        if type(model) is type(meta) and {k: v.shape for k, v in model.state_dict().items()} == shapes:
+            members.append(i)
+            models.append(model)
+    if not models:
+        archs = sorted({describe_architecture(e.arch, e.arch_kwargs) for e in ctx.pool.entries})
+        raise ValueError(
+            f"no pool model has the meta-model's architecture {describe_architecture(arch, kwargs)}, so there is "
+            f"nothing to average; the pool holds {'; '.join(archs)}. Set train.meta_arch (and "
+            "train.meta_arch_kwargs) to one of them"
+        )
+    ctx.info["average"] = {"models": members, "averaged": len(members), "pool_size": len(ctx.pool),
+                           "architecture": describe_architecture(arch, kwargs)}
+    if len(members) < len(ctx.pool):
+        logger.info("average: %d of %d pool models share the meta-model's architecture %s", len(members),
+                    len(ctx.pool), describe_architecture(arch, kwargs))
     model = average_models(models)
     for p in model.parameters():
         p.requires_grad_(True)

@@ -17,10 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.domain import InputDomain, convert_task
 from ..inversion import (
     AdaptedStudent,
     BatchedGeneratorInverter,
     DiffAugment,
+    DomainInverters,
     GeneratorInversionConfig,
     MetaGeneratorConfig,
     MetaGeneratorInverter,
@@ -150,29 +152,38 @@ class DataFreeConfig:
 
 
 def build_inverter(cfg: DataFreeConfig, ctx: RecipeContext) -> Any:
-    """The inverter named by ``cfg.inverter``."""
+    """The inverter named by ``cfg.inverter``; one per input domain when pool models take other inputs."""
+    domains = ctx.teacher_domains()
+    if all(d == ctx.meta_domain for d in domains):
+        return _inverter_for(cfg, ctx, ctx.meta_domain)
+    return DomainInverters(lambda d: _inverter_for(cfg, ctx, d), domains)
+
+
+def _inverter_for(cfg: DataFreeConfig, ctx: RecipeContext, domain: InputDomain) -> Any:
+    """The inverter named by ``cfg.inverter`` for teachers that take inputs of ``domain``."""
+    shape = domain.shape
     if cfg.inverter == "bank":
-        return PixelBank(ctx.input_shape, cfg.bank)
+        return PixelBank(shape, cfg.bank)
     if cfg.inverter == "blackbox":
         bb = cfg.blackbox
-        if len(ctx.input_shape) == 3 and ctx.input_mean is not None and bb.mean is None:
-            bb = replace(bb, mean=ctx.input_mean, std=ctx.input_std)  # the teachers' input space, as real episodes
-        if len(ctx.input_shape) != 3 and bb.block > 1:
+        if domain.is_image and domain.mean is not None and bb.mean is None:
+            bb = replace(bb, mean=domain.mean, std=domain.std)  # the teacher's input space, as real episodes
+        if not domain.is_image and bb.block > 1:
             bb = replace(bb, block=1)  # tiles are for images; vectors (toy pools) perturb every coordinate
-        return BlackBoxInverter(ctx.input_shape, bb, device=ctx.device)
+        return BlackBoxInverter(shape, bb, device=ctx.device)
     if cfg.inverter == "generator":
-        return BatchedGeneratorInverter(ctx.input_shape, _normalising(cfg.generator, ctx))
+        return BatchedGeneratorInverter(shape, _normalising(cfg.generator, domain))
     if cfg.inverter == "metagen":
-        inner = _normalising(cfg.metagen.inner, ctx)
-        return MetaGeneratorInverter(ctx.input_shape, ctx.train.n_way, replace(cfg.metagen, inner=inner))
-    return PixelInverter(ctx.input_shape, cfg.pixel)
+        inner = _normalising(cfg.metagen.inner, domain)
+        return MetaGeneratorInverter(shape, ctx.train.n_way, replace(cfg.metagen, inner=inner))
+    return PixelInverter(shape, cfg.pixel)
 
 
-def _normalising(gen: GeneratorInversionConfig, ctx: RecipeContext) -> GeneratorInversionConfig:
-    """``gen`` with the target domain's normalisation before the teacher (images only, if not set)."""
-    if len(ctx.input_shape) != 3 or ctx.input_mean is None or gen.augment is not None:
+def _normalising(gen: GeneratorInversionConfig, domain: InputDomain) -> GeneratorInversionConfig:
+    """``gen`` with ``domain``'s normalisation before the teacher (images only, if not set)."""
+    if not domain.is_image or domain.mean is None or gen.augment is not None:
         return gen
-    return replace(gen, augment=DiffAugment(pad=2, flip=True, mean=ctx.input_mean, std=ctx.input_std))
+    return replace(gen, augment=DiffAugment(pad=2, flip=True, mean=domain.mean, std=domain.std))
 
 
 def build_learner(cfg: DataFreeConfig, ctx: RecipeContext, model: nn.Module) -> nn.Module:
@@ -202,8 +213,9 @@ def _group_selector(cfg: DataFreeConfig, ctx: RecipeContext, inverter: Any, devi
     tasks = []
     for i in range(len(ctx.pool)):
         teacher = ctx.pool.load(i, device=device)
-        tasks.append(inverter.invert(teacher, tr.n_shot, tr.n_query, generator, model_id=i,
-                                     classes=tuple(ctx.pool.entry(i).class_ids)))
+        task = inverter.invert(teacher, tr.n_shot, tr.n_query, generator, model_id=i,
+                               classes=tuple(ctx.pool.entry(i).class_ids))
+        tasks.append(convert_task(task, ctx.domain_of(i), ctx.meta_domain))  # the probe takes the meta-model's
     embeddings = fisher_embeddings(probe, tasks)
     groups = min(cfg.n_groups, len(ctx.pool))
     selector = GroupSelector.from_embeddings(embeddings, groups, seed=tr.seed)
@@ -249,6 +261,8 @@ def train_datafree(ctx: RecipeContext, cfg: DataFreeConfig) -> nn.Module:
         teacher_logits=cfg.learner == "distill",
         access=access,
         student=student,
+        domains=ctx.teacher_domains(),
+        target=ctx.meta_domain,
         device=device,
     )
     trainer = MetaTrainer(model, stream, ctx.val_tasks, tr, run=ctx.run, device=device, learner=learner,

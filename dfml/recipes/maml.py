@@ -1,7 +1,8 @@
 """``maml``: MAML on pseudo tasks recovered from the pool by input optimisation.
 
 The simplest complete DFML pipeline: invert each pool model once (white-box, BN-statistics prior),
-meta-train MAML on tasks sampled from the recovered examples, select on meta-validation.
+meta-train MAML on tasks sampled from the recovered examples, select on meta-validation. Models that
+take other inputs than the meta-model are inverted at their own and the images converted.
 """
 
 from __future__ import annotations
@@ -65,7 +66,10 @@ def _load_or_build_bank(ctx: RecipeContext) -> SyntheticBank:
         if ctx.progress is not None:
             ctx.progress("invert", i + 1, len(ctx.pool), {})
 
-    bank = build_bank(_Teachers(ctx), ctx.input_shape, ctx.train, generator, progress)
+    domains = ctx.teacher_domains()
+    several = any(d != ctx.meta_domain for d in domains)
+    bank = build_bank(_Teachers(ctx), ctx.meta_domain if several else ctx.input_shape, ctx.train, generator, progress,
+                      domains=domains if several else None, datasets=[e.dataset for e in ctx.pool.entries])
     if path is not None and dist.is_main():
         atomic_torch_save(bank.state_dict(), path)
     return bank

@@ -192,6 +192,8 @@ def test_an_experiment_reports_both_arms_and_a_saved_run_can_be_rescored(tmp_pat
     assert again.info["calibration"]["uncalibrated"]["per_episode"] == info["uncalibrated"]["per_episode"]
 
 
-def test_the_purer_preset_calibrates_as_the_paper_does_and_the_other_recipes_do_not():
-    assert experiment_config("purer").eval.calibration.enabled
-    assert not any(experiment_config(r).eval.calibration.enabled for r in ("maml", "robust", "free", "tgr", "bidf_mkd"))
+def test_no_preset_calibrates_by_default_and_purer_turns_it_on_with_one_override():
+    # off everywhere: ICFIL measured no better than the same extra fine-tuning steps (docs/recipes.md)
+    assert not any(experiment_config(r).eval.calibration.enabled
+                   for r in ("purer", "maml", "robust", "free", "tgr", "bidf_mkd"))
+    assert experiment_config("purer", {"eval": {"calibration": {"enabled": True}}}).eval.calibration.enabled

@@ -55,6 +55,20 @@ def test_datasets_keep_equal_class_ids_apart(tagged_task):
     assert memory.classes() == [("cifar_fs", 3), ("cifar_fs", 4), ("mini_imagenet", 3), ("mini_imagenet", 4)]
 
 
+def test_a_task_drawn_from_two_datasets_files_back_under_its_own_classes(tagged_task):
+    memory = TaskMemory()
+    memory.add(tagged_task((3, 4), model_id=0, step=0, dataset="cifar_fs"))
+    memory.add(tagged_task((3, 4), model_id=1, step=0, dataset="mini_imagenet"))
+    mixed = memory.sample(4, 2, 3, torch.Generator().manual_seed(0))
+    assert sorted(mixed.source.class_keys()) == memory.classes() == sorted(memory.classes())
+    again = TaskMemory()
+    again.add(mixed)  # e.g. a memory task kept elsewhere: each label keeps its dataset
+    assert sorted(again.classes()) == sorted(memory.classes())
+    lerp = memory.sample_interpolated(4, 2, 3, torch.Generator().manual_seed(1))
+    assert lerp.source.class_keys() == lerp.source.extra["first"].class_keys()
+    assert {k[0] for k in lerp.source.class_keys()} == {"cifar_fs", "mini_imagenet"}
+
+
 def test_sample_has_the_task_shape_labels_and_provenance(tagged_task):
     memory = filled(tagged_task)
     task = memory.sample(3, 2, 3, torch.Generator().manual_seed(0))

@@ -175,3 +175,47 @@ def test_distrusted_models_are_not_stored_and_their_memory_is_forgotten(pool, wo
     assert bad not in models and models  # the distrusted model's examples are gone, the others' remain
     with pytest.raises(ValueError, match="forget_below"):
         StreamConfig(forget_below=1.5)
+
+
+class _RecordingInverter:
+    """Pixel inversion that records how the stream called it."""
+
+    def __init__(self):
+        self.inner = PixelInverter((32,), PixelInversionConfig(steps=1))
+        self.cost = self.inner.cost
+        self.calls = []
+
+    def invert(self, teacher, n_shot, n_query, generator, *, model_id=None, classes=(), student=None):
+        self.calls.append(("one", [model_id]))
+        return self.inner.invert(teacher, n_shot, n_query, generator, model_id=model_id, classes=classes)
+
+    def invert_many(self, teachers, n_shot, n_query, generator, model_ids, classes, generators=None):
+        self.calls.append(("many", list(model_ids)))
+        gens = generators or [generator] * len(teachers)
+        return [self.inner.invert(t, n_shot, n_query, g, model_id=i, classes=c)
+                for t, i, c, g in zip(teachers, model_ids, classes, gens)]
+
+
+def test_batched_inversion_groups_models_by_architecture_and_keeps_their_order(world, tmp_path):
+    from dfml.pool import PretrainConfig, pretrain_pool
+
+    cfg = PretrainConfig(n_models=5, n_way=5, arch=({"name": "mlp", "hidden": [8]}, {"name": "mlp", "hidden": [12]}),
+                         epochs=1, augment=False)
+    mixed = pretrain_pool(world["train"], tmp_path / "mixed", cfg)
+    inverter = _RecordingInverter()
+    stream = DataFreeStream(mixed, inverter, StreamConfig(n_way=5, n_shot=1, n_query=1, meta_batch_size=5))
+    tasks = stream.recover_many([0, 1, 2, 3, 4], 0, torch.Generator().manual_seed(0))
+    assert inverter.calls == [("many", [0, 2, 4]), ("many", [1, 3])]
+    assert [t.source.model_id for t in tasks] == [0, 1, 2, 3, 4]
+    inverter.calls.clear()
+    stream.recover_many([1, 2], 0, torch.Generator().manual_seed(0))
+    assert inverter.calls == [("one", [1]), ("one", [2])]  # a single model per architecture: no batch
+
+
+def test_domains_and_target_go_together(pool):
+    from dfml.data import InputDomain
+
+    with pytest.raises(ValueError, match="give domains= .* and target= .* together"):
+        DataFreeStream(pool, PixelInverter((32,)), domains=[InputDomain((32,))] * len(pool))
+    with pytest.raises(ValueError, match="domains has 1 entries but the pool has 4 models"):
+        DataFreeStream(pool, PixelInverter((32,)), domains=[InputDomain((32,))], target=InputDomain((32,)))

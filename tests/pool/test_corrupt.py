@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dfml.data.base import ArrayDataset
-from dfml.pool import ModelPool, add_untrustworthy
+from dfml.pool import ModelPool, PretrainConfig, add_untrustworthy, pretrain_pool
 from dfml.pool.corrupt import choose_untrustworthy
 from dfml.pool.training import evaluate_accuracy, init_model, split_holdout
 
@@ -106,3 +106,17 @@ def test_bad_arguments_are_refused(toy_pool: ModelPool, toy_world: dict[str, Arr
                           name="img/train")
     with pytest.raises(ValueError, match=r"inputs \(3, 16, 16\) but model \d+ \(mlp\) expects in_features=32"):
         add_untrustworthy(toy_pool, tmp_path / "b", ratio=0.5, kinds=("deceptive",), source_dataset=images)
+
+
+def test_replacements_in_a_mixed_architecture_pool_keep_each_model_s_architecture(
+    toy_world: dict[str, ArrayDataset], tmp_path: Path
+) -> None:
+    cfg = PretrainConfig(n_models=4, n_way=3, arch=({"name": "mlp", "hidden": [8]}, {"name": "mlp", "hidden": [12, 12]}),
+                         epochs=1, batch_size=64, augment=False, seed=0)
+    clean = pretrain_pool(toy_world["train"], tmp_path / "clean", cfg)
+    bad = add_untrustworthy(clean, tmp_path / "bad", ratio=1.0, source_dataset=toy_world["train"], seed=0,
+                            poor_epochs=1)
+    assert sorted(e.trust for e in bad) == ["deceptive", "deceptive", "poor", "poor"]
+    assert [e.architecture_key for e in bad] == [e.architecture_key for e in clean]
+    for e in bad:  # the replacement's weights fit the advertised architecture
+        assert bad.load(e.index)(torch.zeros(2, 32)).shape == (2, 3)

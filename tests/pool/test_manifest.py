@@ -32,10 +32,36 @@ def test_manifest_round_trips_through_pool_json(tmp_path: Path) -> None:
     assert raw["format_version"] == FORMAT_VERSION == 1
     assert list(raw["entries"][0]) == [
         "index", "file", "arch", "arch_kwargs", "n_way", "classes", "class_ids", "dataset", "split", "seed",
-        "heldout_acc", "best_epoch", "sha256", "dfml_version", "trust", "trust_detail",
+        "heldout_acc", "best_epoch", "sha256", "dfml_version", "trust", "trust_detail", "input_shape",
+        "input_mean", "input_std",
     ]
     assert raw["entries"][0]["trust"] == "trusted"
     assert sorted(os.listdir(tmp_path)) == ["pool.json"]  # no temp file left behind
+
+
+def test_a_manifest_written_before_inputs_were_recorded_still_loads(tmp_path: Path) -> None:
+    raw = make_entry(0).to_dict()
+    for key in ("input_shape", "input_mean", "input_std"):
+        del raw[key]
+    entry = PoolEntry.from_dict(raw)
+    assert entry.input_shape is None and entry.input_domain() is None
+
+
+def test_entry_records_its_input_domain() -> None:
+    e = make_entry(0, arch="conv4", arch_kwargs={}, input_shape=[3, 32, 32], input_mean=[0.5] * 3,
+                   input_std=[0.25] * 3)
+    d = e.input_domain()
+    assert d is not None and d.shape == (3, 32, 32) and d.mean == (0.5, 0.5, 0.5) and d.std == (0.25, 0.25, 0.25)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"input_mean": [0.5] * 3}, "input_mean/input_std are recorded without input_shape"),
+    ({"input_shape": [3, 32, 32], "input_mean": [0.5] * 2, "input_std": [0.2] * 2}, "one value per channel"),
+    ({"input_shape": [3, 32, 32], "input_mean": [0.5] * 3}, "give both mean and std"),
+])
+def test_entry_rejects_a_bad_input_domain(changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_entry(0, **changes)
 
 
 def test_entry_rejects_unknown_trust() -> None:

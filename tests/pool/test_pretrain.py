@@ -188,3 +188,70 @@ def test_records_of_a_build_with_another_config_are_refused(toy_world: dict[str,
     (tmp_path / "pool.json").unlink()
     with pytest.raises(ValueError, match=r"different config \(epochs: pool has 3, this call has 5\)"):
         pretrain_pool(toy_world["train"], tmp_path, dataclasses.replace(FAST, epochs=5))
+
+
+# ------------------------------------------------------------------ heterogeneous pools
+MIXED = dataclasses.replace(FAST, n_models=5, arch_kwargs={},
+                            arch=({"name": "mlp", "hidden": [16]}, {"name": "mlp", "hidden": [24, 24]}, "mlp"))
+
+
+def test_equal_shares_deal_architectures_round_robin() -> None:
+    assert pretrain_module.assign_architectures(MIXED) == [0, 1, 2, 0, 1]
+
+
+def test_stated_shares_are_followed_and_a_longer_pool_extends_a_shorter_one() -> None:
+    cfg = dataclasses.replace(MIXED, n_models=8, arch_shares=(2, 1, 1))
+    order = pretrain_module.assign_architectures(cfg)
+    assert [order.count(k) for k in range(3)] == [4, 2, 2]
+    assert order == [0, 1, 2, 0, 0, 1, 2, 0]
+    shorter = pretrain_module.assign_architectures(dataclasses.replace(cfg, n_models=5))
+    assert order[:5] == shorter
+
+
+def test_a_mixed_pool_records_each_model_s_architecture_and_inputs(toy_world: dict[str, ArrayDataset],
+                                                                   tmp_path: Path) -> None:
+    pool = pretrain_pool(toy_world["train"], tmp_path, MIXED)
+    hidden = [e.arch_kwargs.get("hidden") for e in pool]
+    assert hidden == [[16], [24, 24], None, [16], [24, 24]]
+    assert len({e.architecture_key for e in pool}) == 3
+    assert all(e.input_shape == [32] and e.input_mean is None for e in pool)
+    for e in pool:  # every model loads with its own architecture
+        assert pool.load(e.index)(torch.zeros(2, 32)).shape == (2, 3)
+    again = pretrain_pool(toy_world["train"], tmp_path / "again", MIXED)
+    assert shas(pool) == shas(again)
+
+
+def test_image_pools_record_the_dataset_s_normalisation(tmp_path: Path) -> None:
+    ds = fake_images(n_classes=4, per_class=6, size=16)
+    cfg = PretrainConfig(n_models=2, n_way=2, arch=("conv4", {"name": "resnet10", "widths": [4, 4, 4, 4]}),
+                         epochs=1, batch_size=8, seed=0)
+    pool = pretrain_pool(ds, tmp_path, cfg)
+    assert [e.arch for e in pool] == ["conv4", "resnet10"]
+    assert pool.entry(0).arch_kwargs["image_size"] == 16 and "image_size" not in pool.entry(1).arch_kwargs
+    d = pool.entry(1).input_domain()
+    assert d is not None and d.shape == (3, 16, 16) and d.mean == (0.5, 0.5, 0.5) and d.std == (0.25, 0.25, 0.25)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"arch": ("mlp", "vgg")}, "unknown arch 'vgg'"),
+    ({"arch": ("mlp", "mlp"), "arch_kwargs": {"hidden": [4]}}, "give each architecture its arguments in its own item"),
+    ({"arch": ("mlp", {"hidden": [4]})}, r"a mapping \{name: ..., <arguments>\}"),
+    ({"arch": ("mlp", "mlp"), "arch_shares": (1.0,)}, "one positive weight per architecture \\(2\\)"),
+    ({"arch": ("mlp", "mlp"), "arch_shares": (1.0, 0.0)}, "one positive weight per architecture"),
+    ({"arch": ()}, "arch is an empty list"),
+])
+def test_mixed_architecture_configs_are_checked(changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(FAST, **{"arch_kwargs": {}, **changes})
+
+
+def test_a_pool_built_before_new_config_fields_resumes(toy_world: dict[str, ArrayDataset], tmp_path: Path) -> None:
+    pretrain_pool(toy_world["train"], tmp_path, FAST)
+    raw = json.loads((tmp_path / "pool.json").read_text())
+    del raw["build"]["config"]["arch_shares"]  # as written by an older dfml, interrupted after 3 models
+    raw["entries"] = raw["entries"][:3]
+    for e in raw["entries"]:
+        del e["input_shape"], e["input_mean"], e["input_std"]
+    (tmp_path / "pool.json").write_text(json.dumps(raw))
+    pool = pretrain_pool(toy_world["train"], tmp_path, FAST)
+    assert len(pool) == 4 and all(e.input_shape == [32] for e in pool)

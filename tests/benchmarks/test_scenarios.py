@@ -1,0 +1,82 @@
+"""Every benchmark scenario runs end to end at toy scale, and the CIFAR-FS presets' scenarios resolve."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from dfml.experiment import experiment_config
+from dfml.pool import ModelPool, PretrainConfig
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+TOY = Path(__file__).with_name("toy_scenarios.yaml")
+SCENARIOS = ["ss", "hetero", "multi", "tdc20", "tdc40", "blackbox"]
+
+
+def _load_protocol():
+    spec = importlib.util.spec_from_file_location("dfml_benchmarks_protocol", BENCH / "protocol.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+protocol = _load_protocol()
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_each_scenario_runs_end_to_end_at_toy_scale(scenario, tmp_path, capsys):
+    out = tmp_path / scenario
+    assert protocol.main("toy", ["--preset", str(TOY), "--scenario", scenario, "--out", str(out)]) == 0
+    report = json.loads((out / "results.json").read_text())
+    runs = report["runs"]
+    assert runs and list(runs) == list(protocol.load_preset("toy", "tiny", scenario, TOY)["runs"])
+    assert report["preset"]["scenario"] == scenario
+    assert all(0 <= r["scores"]["5way_1shot"]["mean"] <= 100 for r in runs.values())
+    md = (out / "results.md").read_text()
+    if scenario == "hetero":
+        pool = ModelPool(out / "pool")
+        assert pool.architectures() == ["mlp"] and len({e.architecture_key for e in pool}) == 3
+        assert runs["average"]["info"]["average"]["models"] == [0, 3, 6]
+        assert "averages 3 of 8 pool models" in md
+    if scenario == "multi":
+        merged = ModelPool(out / "pool-merged")
+        assert merged.datasets() == ["toy", "toy_b"] and len(merged) == 10
+    if scenario.startswith("tdc"):
+        corrupted = next(out.glob("pool-corrupted-*"))
+        assert {e.trust for e in ModelPool(corrupted)} == {"trusted", "deceptive", "poor"}
+    if scenario == "blackbox":
+        spent = runs["bidf_mkd@budget"]["info"]["teacher_queries_black_box"]
+        assert 0 < spent <= 6000 and "budget: 2000 per model, 6000 in all" in md
+
+
+@pytest.mark.parametrize("scale", ["small", "paper"])
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_the_cifar_fs_scenarios_resolve_to_valid_configs(scale, scenario):
+    p = protocol.load_preset("cifar_fs", scale, scenario)
+    for spec in [p["pool"]] + [e["pool"] for e in p.get("extra_pools", [])]:
+        PretrainConfig(**spec)
+    layer = {"dataset": p["dataset"], "eval": p.get("eval", {}), "train": p.get("train", {}),
+             "datafree": p.get("datafree", {}), "pool": "unused"}
+    for spec in p["runs"].values():
+        experiment_config(spec["recipe"], layer, spec.get("set", {}))
+    if scenario == "hetero":
+        assert [a if isinstance(a, str) else a["name"] for a in p["pool"]["arch"]] == ["conv4", "resnet10", "resnet18"]
+        assert p["train"]["meta_arch"] == "conv4"
+    if scenario == "multi":
+        assert [e["dataset"] for e in p["extra_pools"]] == ["mini_imagenet"]
+    if scenario.startswith("tdc"):
+        assert p["corruption"]["ratio"] == {"tdc20": 0.2, "tdc40": 0.4}[scenario]
+        assert {s.get("pool") for s in p["runs"].values()} >= {"corrupted"}
+    if scenario == "blackbox":
+        budgets = [s["set"]["datafree"]["access"] for s in p["runs"].values() if s["recipe"] == "bidf_mkd"]
+        assert budgets and all(b["per_model"] and b["total"] for b in budgets)
+
+
+def test_an_unknown_scenario_lists_the_preset_s():
+    with pytest.raises(KeyError, match=r"unknown scenario 'nope'; this preset has \['blackbox', 'hetero'"):
+        protocol.load_preset("toy", "tiny", "nope", TOY)
