@@ -1,7 +1,7 @@
 """With 40% untrustworthy models, the reliability weigher moves its weight onto the trusted ones.
 
 Measured alongside (toy world, 200 steps, the same 100 test episodes, 1-shot; paired difference
-to an oracle trained on the 6 trusted models alone, all 2026-11-24 with /work/scratch/toy_corrupt.py):
+to an oracle trained on the 6 trusted models alone, all 2026-11-24, run_experiment with these settings):
 
     oracle (trusted 6 only)            64.72 +- 2.31
     corrupted pool, weigher            64.45 +- 1.98   -0.27 +- 1.94   (97% weight on trusted)
