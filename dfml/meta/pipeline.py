@@ -271,8 +271,8 @@ class DataFreeStream:
         else:
             n_new = cfg.meta_batch_size
         ids: list[int] = []
-        while len(ids) < n_new:  # more new tasks than models: draw again
-            ids += self.selector.select(min(n_new - len(ids), len(self.pool)), generator)
+        while len(ids) < n_new:  # more new tasks than one selection gives (pool, TGR group): draw again
+            ids += self.selector.select(min(n_new - len(ids), self.selector.max_select), generator)
         raw = self._recover(ids, step, generator)
         self._agreement = [(i, r) for i, t in zip(ids, raw) if (r := self.agreement(i, t)) is not None] \
             if cfg.reward == "agreement" else []
