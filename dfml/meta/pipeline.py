@@ -303,8 +303,8 @@ class DataFreeStream:
         else:
             n_new = cfg.meta_batch_size
         ids: list[int] = []
-        while len(ids) < n_new:  # more new tasks than models: draw again
-            ids += self.selector.select(min(n_new - len(ids), len(self.pool)), generator)
+        while len(ids) < n_new:  # more new tasks than one selection gives (pool, TGR group): draw again
+            ids += self.selector.select(min(n_new - len(ids), self.selector.max_select), generator)
         ids = dist.broadcast_object(ids)  # rank 0 decides (the ranks draw alike; this keeps them so)
         raw = self._recover(ids, step, generator)  # in the teachers' domains: the agreement judges read them
         self._agreement = dist.broadcast_object(

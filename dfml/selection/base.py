@@ -37,6 +37,11 @@ class Selector(ABC):
     def select(self, n: int, generator: torch.Generator) -> list[int]:
         """``n`` distinct model ids in ``0..n_models-1``, drawn with ``generator``."""
 
+    @property
+    def max_select(self) -> int:
+        """The largest ``n`` one ``select`` call serves (the pool size, unless a subclass says less)."""
+        return self.n_models
+
     def update(self, ids: Sequence[int], reward: float | Tensor) -> dict[str, float]:
         """Learn from the reward obtained with the models ``ids``; returns named scalars (none here)."""
         check_ids(ids, self.n_models)

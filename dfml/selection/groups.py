@@ -21,7 +21,9 @@ class GroupSelector(Selector):
     Build it from a dissimilarity matrix, or from task embeddings with :meth:`from_embeddings`
     (e.g. :func:`fisher_embeddings` of a probe on every model's recovered data).
     ``select(n, generator)`` draws one group uniformly among those with at least ``n`` models,
-    then ``n`` distinct models of that group uniformly. Nothing is learnt; ``update`` is a no-op.
+    then ``n`` distinct models of that group uniformly; ``max_select`` is the largest group's size
+    (a caller that needs more models draws again, e.g. the data-free stream when a step needs more
+    new tasks than a group has models). Nothing is learnt; ``update`` is a no-op.
 
     Args:
         n_models: pool size.
@@ -62,6 +64,11 @@ class GroupSelector(Selector):
     def groups(self) -> list[list[int]]:
         """Model ids per group (group ``g`` is ``groups[g]``)."""
         return [(self.labels == g).nonzero().flatten().tolist() for g in range(self.n_groups)]
+
+    @property
+    def max_select(self) -> int:
+        """The size of the largest group: no selection can return more distinct models of one group."""
+        return max(len(g) for g in self.groups)
 
     def select(self, n: int, generator: torch.Generator) -> list[int]:
         """``n`` distinct ids from one group (drawn uniformly among the groups with ``>= n`` models).

@@ -219,3 +219,15 @@ def test_domains_and_target_go_together(pool):
         DataFreeStream(pool, PixelInverter((32,)), domains=[InputDomain((32,))] * len(pool))
     with pytest.raises(ValueError, match="domains has 1 entries but the pool has 4 models"):
         DataFreeStream(pool, PixelInverter((32,)), domains=[InputDomain((32,))], target=InputDomain((32,)))
+
+
+def test_a_step_needing_more_new_tasks_than_a_group_has_draws_again(pool):
+    from dfml.selection import GroupSelector
+
+    far = torch.tensor([[0.0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]])  # groups {0, 1} and {2, 3}
+    selector = GroupSelector(4, far, 2)
+    assert sorted(selector.groups) == [[0, 1], [2, 3]] and selector.max_select == 2
+    stream = DataFreeStream(pool, PixelInverter((32,), PixelInversionConfig(steps=1)),
+                            StreamConfig(n_way=5, n_shot=1, n_query=1, meta_batch_size=3), selector=selector)
+    tasks = stream.next_batch(0, torch.Generator().manual_seed(0))  # raised "no group has n=3 models" before
+    assert len(tasks) == 3
