@@ -73,6 +73,18 @@ class DomainInverters:
         return self.inverters[domain]
 
     @property
+    def parts(self) -> list[Any]:
+        """The inverters, one per domain (their costs are the ones work adds to)."""
+        return list(self.inverters.values())
+
+    @property
+    def stateless(self) -> bool:
+        """Whether every domain's inverter keeps nothing across models (then the wrapper can be sharded)."""
+        from .sharded import is_stateless
+
+        return all(is_stateless(inv) for inv in self.inverters.values())
+
+    @property
     def cost(self) -> InversionCost:
         """The cost of all inverters together (a fresh object; the parts keep their own)."""
         total = InversionCost()
@@ -103,8 +115,12 @@ class DomainInverters:
         generator: torch.Generator,
         model_ids: Sequence[int],
         classes: Sequence[tuple[int, ...]],
+        generators: Sequence[torch.Generator] | None = None,
     ) -> list[Task]:
         """Tasks from several teachers of one domain (batched when that domain's inverter can).
+
+        ``generators`` (one per model) make every model's task with its own generator, as the
+        domain's inverter's ``invert_many`` does; without them all draw from ``generator``.
 
         Raises:
             ValueError: the models take inputs of different domains.
@@ -116,11 +132,13 @@ class DomainInverters:
                 f"{sorted(domain_label(d) for d in found)}. Group them by domain first"
             )
         inverter = self.for_model(model_ids[0])
+        per_model = {} if generators is None else {"generators": list(generators)}
         if hasattr(inverter, "invert_many"):
             return inverter.invert_many(teachers, n_shot, n_query, generator, model_ids=list(model_ids),
-                                        classes=list(classes))
-        return [inverter.invert(t, n_shot, n_query, generator, model_id=i, classes=c)
-                for t, i, c in zip(teachers, model_ids, classes)]
+                                        classes=list(classes), **per_model)
+        gens = list(generators) if generators is not None else [generator] * len(model_ids)
+        return [inverter.invert(t, n_shot, n_query, g, model_id=i, classes=c)
+                for t, i, c, g in zip(teachers, model_ids, classes, gens)]
 
     def meta_update(self) -> dict[str, float]:
         """``meta_update()`` of every inverter used since the last call that has one."""

@@ -23,18 +23,32 @@ from ..types import Task
 from .base import InversionCost
 from .batched import model_generators
 
-__all__ = ["is_stateless", "shard_map", "sync_cost"]
+__all__ = ["cost_parts", "is_stateless", "shard_map", "sync_cost"]
 
 R = TypeVar("R")
 
 
 def is_stateless(inverter: Any) -> bool:
-    """Whether ``inverter`` keeps nothing from one model to the next (no ``state_dict``, no ``meta_update``).
+    """Whether ``inverter`` keeps nothing from one model to the next.
 
-    Such an inverter can invert a share of the models on each rank; its ``cost`` is synchronised
-    with :func:`sync_cost`.
+    An inverter says so with a ``stateless`` attribute (a wrapper such as
+    :class:`~dfml.inversion.domains.DomainInverters` derives it from its parts); otherwise it is
+    stateless when it has neither ``state_dict`` nor ``meta_update``. Such an inverter can invert a
+    share of the models on each rank; its ``cost`` is synchronised with :func:`sync_cost`.
     """
+    declared = getattr(inverter, "stateless", None)
+    if declared is not None:
+        return bool(declared)
     return not hasattr(inverter, "state_dict") and not hasattr(inverter, "meta_update")
+
+
+def cost_parts(inverter: Any) -> list[InversionCost]:
+    """The cost objects that ``inverter``'s work adds to: its parts' when it is a wrapper (``parts``)
+    whose ``cost`` is a sum made on request, else its own ``cost``."""
+    parts = getattr(inverter, "parts", None)
+    if parts is not None:
+        return [c for p in parts for c in cost_parts(p)]
+    return [inverter.cost]
 
 
 def shard_map(

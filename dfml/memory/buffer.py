@@ -191,9 +191,7 @@ class TaskMemory:
             if count == cap:  # full ring: the oldest example sits at `next`
                 order = (order + slot["next"]) % cap
             mids = slot["model_id"][order]
-            bad = torch.zeros_like(mids, dtype=torch.bool)
-            for m in drop:
-                bad |= mids == m
+            bad = torch.isin(mids, torch.tensor(sorted(drop), dtype=mids.dtype, device=mids.device))
             n_bad = int(bad.sum())
             if n_bad == 0:
                 continue

@@ -36,7 +36,7 @@ from torch import nn
 
 from .. import distributed as dist
 from ..data.domain import InputDomain, convert_inputs, convert_task
-from ..inversion.sharded import is_stateless, shard_map, sync_cost
+from ..inversion.sharded import cost_parts, is_stateless, shard_map, sync_cost
 from ..meta.distill import attach_teacher_logits
 from ..memory import MetaBatchMix, TaskMemory, build_meta_batch, plan_meta_batch
 from ..pool import ModelPool
@@ -230,10 +230,12 @@ class DataFreeStream:
         entries = [self.pool.entry(i) for i in ids]
         student = self.student() if self.student is not None else None
         if is_stateless(self.inverter) and self.access is None:
-            before = self.inverter.cost.as_dict()
+            costs = cost_parts(self.inverter)
+            before = [c.as_dict() for c in costs]
             tasks = shard_map(len(ids), generator, lambda mine, rngs: self._invert(
                 [ids[j] for j in mine], [entries[j] for j in mine], rngs, student), self.device)
-            sync_cost(self.inverter.cost, before)
+            for cost, was in zip(costs, before):
+                sync_cost(cost, was)
         else:
             tasks = self._invert(ids, entries, generator, student)
         return [self._finish(t, i, e, step, generator) for t, i, e in zip(tasks, ids, entries)]
@@ -244,7 +246,7 @@ class DataFreeStream:
         ``rngs`` or all from one shared generator."""
         cfg = self.config
         shared = isinstance(rngs, torch.Generator)
-        gens = [rngs] * len(ids) if isinstance(rngs, torch.Generator) else list(rngs)
+        gens = [rngs] * len(ids) if shared else list(rngs)
         groups: dict[tuple, list[int]] = {}  # positions in ids
         for pos, (i, e) in enumerate(zip(ids, entries)):
             groups.setdefault((e.architecture_key, self.domain(i)), []).append(pos)

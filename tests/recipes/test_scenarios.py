@@ -15,7 +15,9 @@ import torch
 from dfml.data import EpisodeList, InputDomain
 from dfml.data.toy import make_toy_world
 from dfml.experiment import experiment_config, run_experiment
-from dfml.inversion import DomainInverters
+from dfml.inversion import DomainInverters, GeneratorInversionConfig
+from dfml.inversion.batched import model_generators
+from dfml.inversion.sharded import cost_parts, is_stateless
 from dfml.meta.pipeline import DataFreeStream, StreamConfig
 from dfml.meta.trainer import TrainConfig
 from dfml.pool import PretrainConfig, merge_pools, pretrain_pool
@@ -200,3 +202,27 @@ def test_the_meta_model_input_size_is_a_choice(two_sizes, tmp_path):
     ctx = dataclasses.replace(ctx, input_shape=(3, 24, 24))
     assert ctx.meta_architecture()[1]["image_size"] == 24
     assert ctx.meta_domain.shape == (3, 24, 24) and ctx.domain_of(0).shape == (3, 16, 16)
+
+
+def test_inverters_of_several_domains_shard_when_every_part_keeps_no_state(two_sizes):
+    """Under torchrun a stateless inverter inverts each model with its own generator on some rank; a
+    mixed-domain wrapper must say it is stateless, pass the per-model generators on and let its
+    parts' costs be synchronised (its own ``cost`` is a sum made on request)."""
+    pool, val = two_sizes
+    ctx = _context(pool, val)
+    gen = build_inverter(DataFreeConfig(inverter="generator", generator=GeneratorInversionConfig(steps=2, width=8, nz=8)),
+                         ctx)
+    assert isinstance(gen, DomainInverters) and is_stateless(gen)
+    assert cost_parts(gen) == [p.cost for p in gen.parts] and len(gen.parts) == 2
+    assert not is_stateless(build_inverter(DataFreeConfig(inverter="bank"), ctx))
+
+    ids = [2, 3]  # the 24x24 models
+    teachers, classes = [pool.load(i) for i in ids], [tuple(pool.entry(i).class_ids) for i in ids]
+    rngs = model_generators(torch.Generator().manual_seed(5), len(ids))
+    via_wrapper = gen.invert_many(teachers, 1, 2, torch.Generator().manual_seed(0), ids, classes,
+                                  generators=model_generators(torch.Generator().manual_seed(5), len(ids)))
+    direct = gen.parts[1].invert_many(teachers, 1, 2, torch.Generator().manual_seed(9), model_ids=ids,
+                                      classes=list(classes), generators=rngs)
+    for a, b in zip(via_wrapper, direct):
+        assert torch.equal(a.support_x, b.support_x) and torch.equal(a.query_x, b.query_x)
+    assert gen.parts[1].cost.teacher_queries > 0 == gen.parts[0].cost.teacher_queries
