@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 from dfml.data import EpisodeList
 from dfml.data.toy import make_toy_world
@@ -13,15 +10,7 @@ from dfml.eval import evaluate
 from dfml.experiment import experiment_config, load_meta_model, run_experiment
 from dfml.pool import build_toy_pool
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "calibration.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("dfml_benchmarks_calibration", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from .scripts import load_script
 
 
 def test_the_script_scores_a_saved_run_with_without_and_with_extra_steps_on_its_episodes(tmp_path, capsys):
@@ -31,7 +20,7 @@ def test_the_script_scores_a_saved_run_with_without_and_with_extra_steps_on_its_
     run_experiment(experiment_config("average", layer), tmp_path / "run")
     argv = [str(tmp_path / "run"), "--out", str(tmp_path / "out"), "--episodes-dir", str(tmp_path / "run" / "episodes"),
             "--first-n", "4", "--set", "eval.calibration.inversion.steps=3", "--set", "eval.calibration.steps=2"]
-    assert _load_script().main(argv) == 0
+    assert load_script("calibration").main(argv) == 0
     cell = json.loads((tmp_path / "out" / "results.json").read_text())["cells"]["run/test-5w1s"]
     assert cell["n"] == 4 and cell["calibration"]["inversion"]["steps"] == 3
     tasks = EpisodeList.load(tmp_path / "run" / "episodes" / "test_5w1s_5.json").tasks(make_toy_world()["test"])
@@ -42,5 +31,5 @@ def test_the_script_scores_a_saved_run_with_without_and_with_extra_steps_on_its_
     assert cell["control"]["per_episode"] == evaluate(model, tasks, steps=12, lr=0.1, first_n=4).per_episode
     assert "| run | test-5w1s | 4 |" in (tmp_path / "out" / "results.md").read_text()
     capsys.readouterr()
-    assert _load_script().main(argv) == 0  # a finished cell with the same settings is reused
+    assert load_script("calibration").main(argv) == 0  # a finished cell with the same settings is reused
     assert "test-5w1s" not in capsys.readouterr().err

@@ -3,24 +3,12 @@ tests/distributed exercises)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "scaling.py"
+from .scripts import load_script
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("dfml_benchmarks_scaling", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-scaling = _load_script()
+scaling = load_script("scaling")
 
 
 def test_process_counts_must_include_one_and_each_must_get_a_task(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,20 +10,13 @@ import pytest
 from dfml.experiment import experiment_config
 from dfml.pool import ModelPool, PretrainConfig
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+from .scripts import load_script
+
 TOY = Path(__file__).with_name("toy_scenarios.yaml")
 SCENARIOS = ["ss", "hetero", "multi", "tdc20", "tdc40", "blackbox"]
 
 
-def _load_protocol():
-    spec = importlib.util.spec_from_file_location("dfml_benchmarks_protocol", BENCH / "protocol.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-protocol = _load_protocol()
+protocol = load_script("protocol")
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)

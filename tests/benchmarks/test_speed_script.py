@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "speed.py"
+from .scripts import BENCH, load_script
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("dfml_benchmarks_speed", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while building the class
-    spec.loader.exec_module(module)
-    return module
-
-
-speed = _load_script()
+speed = load_script("speed")
 TINY = dataclasses.replace(speed.CHECK, hidden=2, n_query=1, warmup=1, iters=2, task_sets=2)
 CPU = torch.device("cpu")
 
@@ -112,7 +102,7 @@ def test_higher_meta_gradients_equal_dfmls_on_cuda():
 def test_the_default_preset_is_the_default_config():
     from dfml.config import from_dict, load_yaml
 
-    preset = SCRIPT.parent / "presets" / "speed.yaml"
+    preset = BENCH / "presets" / "speed.yaml"
     assert from_dict(speed.SpeedConfig, load_yaml(preset)) == speed.SpeedConfig()
-    gpu = from_dict(speed.SpeedConfig, load_yaml(SCRIPT.parent / "presets" / "speed_gpu.yaml"))
+    gpu = from_dict(speed.SpeedConfig, load_yaml(BENCH / "presets" / "speed_gpu.yaml"))
     assert dataclasses.replace(gpu, warmup=3, iters=10, task_sets=2) == speed.SpeedConfig()
