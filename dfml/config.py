@@ -120,3 +120,42 @@ def save_yaml(cfg: Any, path: str | Path) -> None:
     """Write a dataclass (or dict) as YAML."""
     data = to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg
     Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+_ABSENT = object()
+
+
+def lookup(tree: Any, dotted: str, default: Any = None) -> Any:
+    """The value at ``"a.b.c"`` of nested dicts, or ``default`` when a part is missing."""
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return default
+        tree = tree[part]
+    return tree
+
+
+def config_changes(saved: dict[str, Any], now: dict[str, Any], defaults: dict[str, Any] | None = None) -> list[str]:
+    """The dotted keys at which ``now`` differs from ``saved`` (plain dicts), sorted.
+
+    A key that ``saved`` lacks (a field added to dfml after it was written) is not a change when
+    ``now`` holds it at its value in ``defaults``: that is the behaviour the saved run or pool had.
+    Used wherever a resume must refuse a different configuration (run directories, pool builds).
+
+    Example:
+        >>> config_changes({"a": 1}, {"a": 1, "b": 2}, defaults={"a": 0, "b": 2})
+        []
+    """
+    keys = sorted(_diff_keys(saved, now))
+    if defaults is None:
+        return keys
+    return [k for k in keys
+            if not (lookup(saved, k, _ABSENT) is _ABSENT and lookup(now, k, _ABSENT) == lookup(defaults, k, _ABSENT))]
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> set[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: set[str] = set()
+        for k in set(a) | set(b):
+            out |= _diff_keys(a.get(k, _ABSENT), b.get(k, _ABSENT), f"{prefix}{k}.")
+        return out
+    return set() if a == b else {prefix.rstrip(".") or "<root>"}

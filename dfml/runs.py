@@ -30,6 +30,7 @@ import torch
 import yaml
 
 from . import __version__
+from .config import config_changes
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +110,8 @@ class RunDir:
         if cfg_file.exists():
             old = yaml.safe_load(cfg_file.read_text()) or {}
             plain_new = yaml.safe_load(yaml.safe_dump(config))
-            diff = sorted(_diff_keys(old, plain_new))
-            if defaults is not None:
-                plain_defaults = yaml.safe_load(yaml.safe_dump(defaults))
-                diff = [k for k in diff if not (_missing(old, k) and _lookup(plain_new, k) == _lookup(plain_defaults, k))]
+            plain_defaults = None if defaults is None else yaml.safe_load(yaml.safe_dump(defaults))
+            diff = config_changes(old, plain_new, plain_defaults)
             if diff:
                 raise ValueError(
                     f"{str(self.path)!r} already holds a run with another configuration (differs in: "
@@ -205,28 +204,3 @@ class RunDir:
         target = self.path / "results.json"
         atomic_write_text(target, json.dumps(results, indent=2))
         return target
-
-
-_ABSENT = object()
-
-
-def _lookup(tree: Any, dotted: str) -> Any:
-    """The value at ``a.b.c`` of nested dicts, or ``_ABSENT``."""
-    for part in dotted.split("."):
-        if not isinstance(tree, dict) or part not in tree:
-            return _ABSENT
-        tree = tree[part]
-    return tree
-
-
-def _missing(tree: Any, dotted: str) -> bool:
-    return _lookup(tree, dotted) is _ABSENT
-
-
-def _diff_keys(a: Any, b: Any, prefix: str = "") -> set[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: set[str] = set()
-        for k in set(a) | set(b):
-            out |= _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return set() if a == b else {prefix.rstrip(".") or "<root>"}

@@ -2,7 +2,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from dfml.config import apply_overrides, from_dict, load_yaml, save_yaml, to_dict
+from dfml.config import apply_overrides, config_changes, from_dict, load_yaml, lookup, save_yaml, to_dict
 from dfml.registry import Registry
 
 
@@ -64,3 +64,20 @@ def test_registry_lists_valid_names_on_unknown_key():
         reg.get("c")
     with pytest.raises(ValueError, match="already registered"):
         reg.register("a")(3)
+
+
+def test_config_changes_names_every_differing_dotted_key():
+    saved = {"a": 1, "s": {"x": 1, "y": [1, 2]}, "gone": 3}
+    now = {"a": 1, "s": {"x": 2, "y": [1, 2]}, "new": None}
+    assert config_changes(saved, now) == ["gone", "new", "s.x"]  # absent and None are not the same
+    assert lookup(now, "s.x") == 2 and lookup(now, "s.z", "none") == "none" and lookup(now, "a.b") is None
+
+
+def test_a_field_added_since_a_config_was_saved_is_no_change_at_its_default():
+    saved = {"a": 1, "s": {"x": 1}}
+    defaults = {"a": 0, "s": {"x": 0, "new": 5, "sub": {"k": 1}}, "top": "d"}
+    assert config_changes(saved, {"a": 1, "s": {"x": 1, "new": 5, "sub": {"k": 1}}, "top": "d"}, defaults) == []
+    assert config_changes(saved, {"a": 1, "s": {"x": 1, "new": 6, "sub": {"k": 2}}, "top": "d"}, defaults) == [
+        "s.new", "s.sub"]
+    # a saved value is compared as saved, even when it equals the default
+    assert config_changes({"a": 0}, {"a": 1}, defaults) == ["a"]

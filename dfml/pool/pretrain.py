@@ -26,7 +26,7 @@ import torch
 
 from .. import __version__
 from .. import distributed as dist
-from ..config import to_dict
+from ..config import config_changes, lookup, to_dict
 from ..data.base import ArrayDataset
 from ..data.domain import InputDomain
 from ..models.registry import MODELS, model_arguments
@@ -261,11 +261,10 @@ def _check_build(old: dict[str, Any], build: dict[str, Any], out: Path, source: 
         raise ValueError(f"{out / source} was not made by pretrain_pool (kind={old.get('kind')!r}); use a new out_dir")
     for section in ("config", "dataset"):
         before, now = old.get(section, {}), build[section]
-        if section == "config":  # fields added since the pool was built count as their defaults
-            before = {**to_dict(PretrainConfig()), **before}
-        diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        # fields added since the pool was built count as their defaults
+        diff = config_changes(before, now, to_dict(PretrainConfig()) if section == "config" else None)
         if diff:
-            details = "; ".join(f"{k}: pool has {before.get(k)!r}, this call has {now.get(k)!r}" for k in diff)
+            details = "; ".join(f"{k}: pool has {lookup(before, k)!r}, this call has {lookup(now, k)!r}" for k in diff)
             raise ValueError(
                 f"the pool in {str(out)!r} was built with a different {section} ({details}). "
                 f"Use a new out_dir for a new pool, or the pool's original {section} to resume it."
