@@ -96,10 +96,10 @@ def build_pools(p: dict[str, Any], data_root: str, out: Path, device: str, exist
     accs = [e.heldout_acc for e in pool.entries]
     print(f"pool: {len(pool)} models of {pool.architectures()} on {pool.datasets()}, mean held-out accuracy "
           f"{100 * sum(accs) / len(pool):.1f}% ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
-    if p.get("corruption") and "corrupted" in needed:
+    if p.get("corruption"):
         c = p["corruption"]
         pools["corrupted"] = out / f"pool-corrupted-{int(round(100 * c['ratio']))}"
-        if not (pools["corrupted"] / "pool.json").is_file():
+        if "corrupted" in needed and not (pools["corrupted"] / "pool.json").is_file():
             add_untrustworthy(pool, pools["corrupted"], ratio=c["ratio"], source_dataset=train,
                               kinds=tuple(c.get("kinds", UNTRUSTWORTHY_KINDS)), seed=c.get("seed", 0),
                               poor_epochs=c.get("poor_epochs", 0),
@@ -128,10 +128,17 @@ def run_all(p: dict[str, Any], data_root: str, out: Path, device: str, recipes: 
               "eval": {**p.get("eval", {}), "episodes_dir": str(out / "episodes")}, "train": p.get("train", {}),
               "datafree": p.get("datafree", {})}
     runs: dict[str, dict] = {}
-    for name, spec in selected.items():
-        pool = pools[spec.get("pool", "clean")]
-        layer = {**common, "pool": str(pool)}
+    for name, spec in p["runs"].items():  # the preset's order; runs finished earlier in `out` join the table
+        layer = {**common, "pool": str(pools[spec.get("pool", "clean")])}
         cfg = experiment_config(spec["recipe"], layer, spec.get("set", {}))
+        if name not in selected:
+            if (out / "runs" / name / "results.json").is_file():
+                try:
+                    runs[name] = run_experiment(cfg, out / "runs" / name)  # its saved results, nothing redone
+                except ValueError as err:
+                    print(f"{name}: finished earlier with another configuration, left out of the table ({err})",
+                          file=sys.stderr, flush=True)
+            continue
         start = time.perf_counter()
         runs[name] = run_experiment(cfg, out / "runs" / name)
         print(f"{name}: {_scores(runs[name])} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)

@@ -71,3 +71,29 @@ def test_the_cifar_fs_scenarios_resolve_to_valid_configs(scale, scenario):
 def test_an_unknown_scenario_lists_the_preset_s():
     with pytest.raises(KeyError, match=r"unknown scenario 'nope'; this preset has \['blackbox', 'hetero'"):
         protocol.load_preset("toy", "tiny", "nope", TOY)
+
+
+def test_a_partial_invocation_keeps_the_runs_finished_earlier_in_the_table(tmp_path, capsys):
+    out = tmp_path / "ss"
+    base = ["--preset", str(TOY), "--scenario", "ss", "--out", str(out)]
+    assert protocol.main("toy", [*base, "--recipes", "random", "average"]) == 0
+    assert protocol.main("toy", [*base, "--recipes", "robust"]) == 0
+    report = json.loads((out / "results.json").read_text())
+    assert list(report["runs"]) == ["random", "average", "robust"]  # the preset's order, nothing dropped
+    assert "| random |" in (out / "results.md").read_text()
+    assert "robust:" in capsys.readouterr().err  # only robust was run by the second call
+    # a run finished with another configuration is named and left out, not silently reported
+    assert protocol.main("toy", [*base, "--recipes", "random", "--preset", str(_average_changed(tmp_path))]) == 0
+    assert "average: finished earlier with another configuration, left out of the table" in capsys.readouterr().err
+    assert list(json.loads((out / "results.json").read_text())["runs"]) == ["random", "robust"]
+
+
+def _average_changed(tmp_path: Path) -> Path:
+    """The toy preset with the ``average`` run scored with 3 fine-tuning steps instead of 2."""
+    import yaml
+
+    preset = yaml.safe_load(TOY.read_text())
+    preset["runs"]["average"]["set"] = {"eval": {"steps": 3}}
+    path = tmp_path / "changed.yaml"
+    path.write_text(yaml.safe_dump(preset))
+    return path
