@@ -56,53 +56,67 @@ def _parse_value(text: str) -> Any:
 def apply_overrides(cfg: C, overrides: list[str] | None) -> C:
     """Apply ``["meta.inner_lr=0.01", ...]`` to a (nested, frozen) dataclass; returns a new one.
 
+    The overrides are applied together (a later one wins on the same key), so fields that are
+    checked against each other can be changed in any order.
+
     Raises:
         ValueError: a malformed override or a field that does not exist (the message lists valid fields).
     """
+    mapping: dict[str, Any] = {}
     for item in overrides or []:
         if "=" not in item:
             raise ValueError(f"override {item!r} is not of the form key=value (e.g. meta.inner_lr=0.01)")
         key, text = item.split("=", 1)
-        cfg = _set(cfg, key.strip().split("."), _parse_value(text), key)
-    return cfg
+        *sections, leaf = key.strip().split(".")
+        node, section = mapping, cfg
+        for part in sections:
+            names = [f.name for f in dataclasses.fields(section)]
+            if part not in names:
+                raise ValueError(f"unknown config key {key!r}: {type(section).__name__} has fields {names}")
+            section = getattr(section, part)
+            if not dataclasses.is_dataclass(section):
+                raise ValueError(f"config key {key!r}: {part!r} is not a section")
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[leaf] = _parse_value(text)
+    return apply_mapping(cfg, mapping)
 
 
 def apply_mapping(cfg: C, mapping: dict[str, Any], where: str = "") -> C:
     """Apply a nested mapping of field values (as read from a YAML preset) to a dataclass.
 
-    Sections are merged field by field, so a preset names only what it changes.
+    Sections are merged field by field, so a preset names only what it changes. All the fields of
+    a section change at once, so checks between fields (run when the dataclass is built) see the
+    new values together, whatever their order in the mapping.
 
     Raises:
-        ValueError: a key that is not a field (the message lists the valid fields).
+        ValueError: a key that is not a field (the message lists the valid fields), or a value a
+            section is given that is not a mapping.
     """
     if not isinstance(mapping, dict):
         raise ValueError(f"config section {where or '<top>'!r} must be a mapping, got {type(mapping).__name__}")
+    names = [f.name for f in dataclasses.fields(cfg)]
+    changes: dict[str, Any] = {}
     for key, value in mapping.items():
         full = f"{where}.{key}" if where else str(key)
-        child = getattr(cfg, key, None) if key in {f.name for f in dataclasses.fields(cfg)} else None
+        if key not in names:
+            raise ValueError(f"unknown config key {full!r}: {type(cfg).__name__} has fields {names}")
+        child = getattr(cfg, key)
         if isinstance(value, dict) and dataclasses.is_dataclass(child):
-            cfg = dataclasses.replace(cfg, **{key: apply_mapping(child, value, full)})
+            changes[key] = apply_mapping(child, value, full)
         else:
-            cfg = _set(cfg, [key], value, full)
-    return cfg
+            changes[key] = _coerce(child, value)
+    return dataclasses.replace(cfg, **changes) if changes else cfg
 
 
-def _set(cfg: Any, path: list[str], value: Any, full: str) -> Any:
-    names = [f.name for f in dataclasses.fields(cfg)]
-    head = path[0]
-    if head not in names:
-        raise ValueError(f"unknown config key {full!r}: {type(cfg).__name__} has fields {names}")
-    if len(path) == 1:
-        current = getattr(cfg, head)
-        if isinstance(current, tuple) and isinstance(value, list):
-            value = tuple(value)
-        elif isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        return dataclasses.replace(cfg, **{head: value})
-    child = getattr(cfg, head)
-    if not dataclasses.is_dataclass(child):
-        raise ValueError(f"config key {full!r}: {head!r} is not a section")
-    return dataclasses.replace(cfg, **{head: _set(child, path[1:], value, full)})
+def _coerce(current: Any, value: Any) -> Any:
+    """``value`` in the type of the field's ``current`` value where YAML cannot say it (tuples, floats)."""
+    if isinstance(current, tuple) and isinstance(value, list):
+        return tuple(value)
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

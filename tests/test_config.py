@@ -2,7 +2,16 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from dfml.config import apply_overrides, config_changes, from_dict, load_yaml, lookup, save_yaml, to_dict
+from dfml.config import (
+    apply_mapping,
+    apply_overrides,
+    config_changes,
+    from_dict,
+    load_yaml,
+    lookup,
+    save_yaml,
+    to_dict,
+)
 from dfml.registry import Registry
 
 
@@ -81,3 +90,26 @@ def test_a_field_added_since_a_config_was_saved_is_no_change_at_its_default():
         "s.new", "s.sub"]
     # a saved value is compared as saved, even when it equals the default
     assert config_changes({"a": 0}, {"a": 1}, defaults) == ["a"]
+
+
+def test_fields_checked_against_each_other_change_together_in_any_order():
+    from dfml.meta.trainer import TrainConfig
+
+    # bank_per_class >= n_shot + n_query is checked when TrainConfig is built: one field at a time
+    # would fail on the first of these, whichever order a YAML file or the command line gives
+    small = {"bank_per_class": 4, "n_query": 3}
+    assert apply_mapping(TrainConfig(), small) == TrainConfig(**small)
+    assert apply_mapping(TrainConfig(), dict(reversed(small.items()))) == TrainConfig(**small)
+    assert apply_overrides(TrainConfig(), ["bank_per_class=4", "n_query=3"]) == TrainConfig(**small)
+    assert apply_overrides(TrainConfig(), ["n_query=2", "bank_per_class=4", "n_query=3"]).n_query == 3
+    with pytest.raises(ValueError, match="smaller than n_shot"):
+        apply_overrides(TrainConfig(), ["bank_per_class=4"])
+
+
+def test_a_dotted_override_must_walk_through_sections():
+    from dfml.meta.trainer import TrainConfig
+
+    with pytest.raises(ValueError, match=r"config key 'steps.x': 'steps' is not a section"):
+        apply_overrides(TrainConfig(), ["steps.x=1"])
+    with pytest.raises(ValueError, match=r"unknown config key 'nope.x': TrainConfig has fields"):
+        apply_overrides(TrainConfig(), ["nope.x=1"])
