@@ -276,10 +276,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if not f.is_file():
             raise FileNotFoundError(f"{str(f)!r} does not exist: is {path!r} a finished run directory?")
         results[Path(path).name] = json.loads(f.read_text())
-    eps = {json.dumps(r["config"]["eval"], sort_keys=True) for r in results.values()}
-    if len(eps) != 1:
-        raise ValueError("these runs were scored with different meta-test protocols; a paired comparison "
-                         "needs the same episodes (same eval settings and eval.seed)")
+    from .config import config_changes, to_dict
+    from .experiment import ExperimentConfig
+
+    defaults = to_dict(ExperimentConfig().eval)  # a run saved before a field existed had its default
+    (first, base), *others = [(name, r["config"]["eval"]) for name, r in results.items()]
+    for name, ev in others:
+        # a field one run lacks counts as its default, whichever run lacks it
+        diff = sorted(set(config_changes(base, ev, defaults)) & set(config_changes(ev, base, defaults)))
+        if diff:
+            raise ValueError(f"{first!r} and {name!r} were scored with different meta-test protocols (eval: "
+                             f"{', '.join(diff)}); a paired comparison needs the same episodes and settings")
     print(results_table(results, baseline=Path(args.runs[0]).name))
     return 0
 

@@ -37,6 +37,19 @@ def test_eval_scores_baselines_on_the_same_saved_episodes(toy_pool, tmp_path, ca
     assert main(["compare", str(out / "random"), str(out / "average")]) == 0
     assert "vs random" in capsys.readouterr().out
 
+    # a run saved before an eval field existed is compared as if it had the default ...
+    older = tmp_path / "older" / "average"
+    older.mkdir(parents=True)
+    del a["config"]["eval"]["calibration"]
+    (older / "results.json").write_text(json.dumps(a))
+    assert main(["compare", str(out / "random"), str(older)]) == 0
+    # ... and a real difference is named
+    a["config"]["eval"]["steps"] += 1
+    (older / "results.json").write_text(json.dumps(a))
+    assert main(["compare", str(out / "random"), str(older)]) == 2
+    assert "'random' and 'average' were scored with different meta-test protocols (eval: steps)" in \
+        capsys.readouterr().err
+
 
 def test_train_writes_a_complete_run_directory_and_a_rerun_reuses_it(toy_pool, tmp_path, capsys):
     out = tmp_path / "tr"
