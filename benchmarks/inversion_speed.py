@@ -7,8 +7,9 @@
 Methods (same pool, same models, same hardware, one run):
   generator-200      a generator reset per model, 200 steps (BiDf-MKD/TDS/TGR style), one model at a time
   generator-200 x M  the same, M same-architecture teachers at once (stacked params + vmap)
-  metagen-5          FREE's meta-generator adapted 5 steps per model, after meta-training it over
-                     the other models of the pool (its meta-training time is reported separately)
+  metagen-5          FREE's meta-generator adapted 5 steps per model (FREE's objective: class loss,
+                     Adam at 1e-3), after meta-training it over the other models of the pool (its
+                     meta-training time is reported separately)
   metagen-5 x M      the same, adapting M teachers at once
   pixels-200         inputs optimised directly, 200 steps
   pixel-bank         PURER's persistent bank, first visit (init + refinement steps)
@@ -114,7 +115,9 @@ def run(args: argparse.Namespace) -> dict:
 
     # meta-generator: meta-train over the other models first (reported), then adapt per model
     # label-conditional, as in the FREE preset: the label embedding lets a few steps re-map classes
-    mcfg = MetaGeneratorConfig(inner=replace(gen_cfg, steps=args.metagen_steps, conditional=True),
+    # and with FREE's objective (class loss only, Adam at 1e-3: the official --Glr/--bn defaults)
+    mcfg = MetaGeneratorConfig(inner=replace(gen_cfg, steps=args.metagen_steps, conditional=True,
+                                             lr=args.metagen_lr, bn_weight=args.metagen_bn),
                                algorithm=args.metagen_algorithm)
     minv = MetaGeneratorInverter(shape, len(classes[0]), mcfg)
     mgen = g()
@@ -191,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--metagen-steps", dest="metagen_steps", type=int, default=5)
     p.add_argument("--metagen-epochs", dest="metagen_epochs", type=int, default=3)
+    p.add_argument("--metagen-lr", dest="metagen_lr", type=float, default=1e-3,
+                   help="Adam learning rate of the adaptation (FREE: 1e-3)")
+    p.add_argument("--metagen-bn", dest="metagen_bn", type=float, default=0.0,
+                   help="weight of the BN-statistics term in the adaptation (FREE: 0)")
     p.add_argument("--metagen-algorithm", dest="metagen_algorithm", default="reptile")
     p.add_argument("--bank-steps", dest="bank_steps", type=int, default=20)
     p.add_argument("--bb-steps", dest="bb_steps", type=int, default=100)
