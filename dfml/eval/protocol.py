@@ -149,6 +149,7 @@ class _Calibrated:
             "uncalibrated": {"mean": mean, "ci95": ci, "per_episode": list(self.uncalibrated)},
             "paired": paired(scores, self.uncalibrated) if len(scores) > 1 else None,
             "pseudo_acc": sum(self.pseudo_acc) / len(self.pseudo_acc) if self.pseudo_acc else None,
+            "pseudo_episodes": len(self.pseudo_acc),
             "teacher_queries": self.teacher_queries,
             "seconds": self.seconds,
         }
@@ -165,6 +166,8 @@ def evaluate(
     first_n: int | None = None,
     progress: Callable[[int, float], None] | None = None,
     calibration: CalibrationConfig | None = None,
+    episode_start: int = 0,
+    episode_stride: int = 1,
 ) -> EvalResult:
     """Meta-test ``model`` on ``tasks``: per-episode query accuracy, its mean and 95% interval.
 
@@ -195,6 +198,9 @@ def evaluate(
         first_n: score only the first ``first_n`` episodes.
         progress: called as ``progress(episodes_done, accuracy_percent)`` after each episode.
         calibration: inversion calibration after the inner loop (``None`` or disabled: none).
+        episode_start, episode_stride: the ``i``-th task is episode ``episode_start + i *
+            episode_stride`` of the whole list (calibration draws that episode's generator);
+            :func:`evaluate_sharded` sets them for each rank's share.
 
     Returns:
         ``EvalResult`` with accuracies in percent.
@@ -222,7 +228,8 @@ def evaluate(
             acc = _protonet_accuracy(head, task)
         else:
             fast = _finetune(net, task, steps, lr, checked)
-            acc = cal(net, fast, task, i) if cal is not None else _query_accuracy(net, fast, task)
+            index = episode_start + i * episode_stride
+            acc = cal(net, fast, task, index) if cal is not None else _query_accuracy(net, fast, task)
         scores.append(acc)
         if progress is not None:
             progress(i + 1, acc)
@@ -273,7 +280,7 @@ def evaluate_sharded(
         bar = lambda done, acc: progress(done * k, acc)  # noqa: E731
     start = time.perf_counter()
     try:
-        local: EvalResult | None = evaluate(model, mine, progress=bar, **kwargs)
+        local: EvalResult | None = evaluate(model, mine, progress=bar, episode_start=r, episode_stride=k, **kwargs)
     except ValueError as err:
         if "no episodes" not in str(err):
             raise
@@ -286,11 +293,32 @@ def evaluate_sharded(
     for rank_, p in enumerate(parts):
         if p is not None:
             scores[rank_::k] = p[0]
-    info = next(p[1] for p in parts if p is not None)
+    info = dict(next(p[1] for p in parts if p is not None))
+    if "calibration" in info:
+        info["calibration"] = _merged_calibration([p[1]["calibration"] for p in parts if p is not None], k, scores)
     result = _result(scores, time.perf_counter() - start, info)
     if progress is not None and dist.is_main():
         progress(n, result.mean)
     return result
+
+
+def _merged_calibration(parts: list[dict[str, Any]], k: int, scores: list[float]) -> dict[str, Any]:
+    """The calibration info of the whole list from the ranks' (rank ``r`` scored episodes ``r, r+k, ...``)."""
+    uncalibrated: list[float] = [0.0] * len(scores)
+    for r, part in enumerate(parts):
+        uncalibrated[r::k] = part["uncalibrated"]["per_episode"]
+    mean, ci = _mean_ci(uncalibrated)
+    n_pseudo = sum(p["pseudo_episodes"] for p in parts)
+    pseudo = sum(p["pseudo_acc"] * p["pseudo_episodes"] for p in parts if p["pseudo_episodes"])
+    return {
+        **parts[0],
+        "uncalibrated": {"mean": mean, "ci95": ci, "per_episode": uncalibrated},
+        "paired": paired(scores, uncalibrated) if len(scores) > 1 else None,
+        "pseudo_acc": pseudo / n_pseudo if n_pseudo else None,
+        "pseudo_episodes": n_pseudo,
+        "teacher_queries": sum(p["teacher_queries"] for p in parts),
+        "seconds": sum(p["seconds"] for p in parts),
+    }
 
 
 def _calibration_arm(calibration: CalibrationConfig | None, method: str, lr: float) -> _Calibrated | None:

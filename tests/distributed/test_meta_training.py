@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from .conftest import run_jobs
-from .worker import STEPS, Stop, experiment, train
+from .worker import STEPS, Stop, calibrated, experiment, train
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,8 @@ def two_process_runs(reference_pool: Path, tmp_path_factory: pytest.TempPathFact
     run_jobs(2, [{"kind": "updates", "out": str(root / "updates.json")},
                  {"kind": "train", "pool": pool, "run": str(root / "fresh")},
                  {"kind": "train", "pool": pool, "run": str(root / "partial")},
-                 {"kind": "experiment", "pool": pool, "out": str(root / "experiment")}])
+                 {"kind": "experiment", "pool": pool, "out": str(root / "experiment")},
+                 {"kind": "calibrated", "out": str(root / "calibrated.json")}])
     return root
 
 
@@ -97,3 +98,17 @@ def test_a_two_process_experiment_scores_what_one_process_scores(
     model_two = torch.load(two_process_runs / "experiment" / "model.pt", weights_only=True)
     for k, v in model_one.items():  # float32: the gradient sums differ in the order of additions only
         torch.testing.assert_close(model_two[k], v, rtol=1e-5, atol=1e-6)
+
+
+def test_inversion_calibration_on_two_processes_scores_what_one_process_scores(two_process_runs: Path) -> None:
+    """Each episode's calibration draws its own generator by its index in the whole list, and the
+    uncalibrated arm, paired difference and costs cover every rank's episodes."""
+    one = calibrated()
+    two = json.loads((two_process_runs / "calibrated.json").read_text())
+    assert len(two["per_episode"]) == 5 and two["per_episode"] == pytest.approx(one["per_episode"])
+    a, b = one["calibration"], two["calibration"]
+    assert b["uncalibrated"]["per_episode"] == pytest.approx(a["uncalibrated"]["per_episode"])
+    assert b["paired"] == pytest.approx(a["paired"])
+    assert (b["teacher_queries"], b["pseudo_episodes"]) == (a["teacher_queries"], a["pseudo_episodes"]) == (
+        a["teacher_queries"], 5)
+    assert b["pseudo_acc"] == pytest.approx(a["pseudo_acc"])

@@ -144,6 +144,23 @@ def experiment(pool_dir: str | Path, out: str | Path) -> dict[str, Any]:
     return run_experiment(cfg, out)
 
 
+def calibrated(out: str | Path | None = None) -> dict[str, Any]:
+    """Inversion-calibrated meta-test (ICFIL) of a fixed toy MLP on 5 episodes (2 ranks: 3 + 2)."""
+    from dfml.eval import CalibrationConfig, evaluate_sharded
+    from dfml.inversion import PixelBankConfig
+
+    torch.manual_seed(2)
+    net = build_model("mlp", in_features=32, num_classes=5, hidden=[16])
+    test = make_toy_world()["test"]
+    tasks = EpisodeList.generate(test, 5, 5, 1, 3, seed=4).tasks(test)
+    cal = CalibrationConfig(enabled=True, steps=2, inversion=PixelBankConfig(per_class=2, steps=3))
+    res = evaluate_sharded(net, tasks, steps=2, lr=0.1, calibration=cal)
+    found = {"per_episode": res.per_episode, "calibration": res.info["calibration"]}
+    if out is not None and dist.is_main():
+        Path(out).write_text(json.dumps(found))
+    return found
+
+
 def _recipe_settings() -> dict[str, Any]:
     """tests/recipes/test_paper_recipes.py's tiny settings, with a meta-batch of 3 (2 ranks: 2 + 1 tasks)."""
     import importlib.util
@@ -173,6 +190,8 @@ def main(jobs: list[dict[str, Any]]) -> None:
                 updates(job["out"])
             elif job["kind"] == "experiment":
                 experiment(job["pool"], job["out"])
+            elif job["kind"] == "calibrated":
+                calibrated(job["out"])
             elif job["kind"] == "recipe":
                 recipe(job["recipe"], job["pool"], job["out"])
             else:
