@@ -210,4 +210,28 @@ def main(dataset: str, argv: list[str] | None = None) -> int:
     (out / "results.md").write_text(f"{md}\n\ncommand: `{command}`\n")
     (out / "results.json").write_text(json.dumps({"command": command, "preset": p, "runs": runs}, indent=1))
     print(md)
+    write_plots(out, list(runs))
     return 0
+
+
+def write_plots(out: Path, names: list[str]) -> list[Path]:
+    """The figures of the table's runs in ``out/plots`` (meta-val curves, reliability weights with
+    trusted and corrupted models coloured, TGR groups), redrawn from the runs at every invocation;
+    skipped, with the pip command, when matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("plots skipped: matplotlib is not installed (pip install -e \".[plots]\")", file=sys.stderr)
+        return []
+    from dfml.plots import plot_runs
+
+    dirs = [out / "runs" / n for n in names if (out / "runs" / n / "metrics.jsonl").is_file()]
+    if not dirs:
+        return []
+    try:
+        written = plot_runs(dirs, out / "plots", overwrite=True)  # figures derived from the runs, not results
+    except ValueError as err:  # nothing to draw (no run validated, no weigher, no groups)
+        print(f"plots skipped: {err}", file=sys.stderr)
+        return []
+    print(f"plots: {', '.join(str(p) for p in written)}", file=sys.stderr)
+    return written

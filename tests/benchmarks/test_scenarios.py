@@ -40,6 +40,11 @@ def test_each_scenario_runs_end_to_end_at_toy_scale(scenario, tmp_path, capsys):
     if scenario.startswith("tdc"):
         corrupted = next(out.glob("pool-corrupted-*"))
         assert {e.trust for e in ModelPool(corrupted)} == {"trusted", "deceptive", "poor"}
+        weigher = next(n for n in runs if n.startswith("robust@"))
+        assert (out / "plots" / f"{weigher}-reliability.png").stat().st_size > 0  # trusted vs corrupted colours
+    assert (out / "plots" / "val_acc.png").stat().st_size > 0
+    if scenario == "hetero":
+        assert (out / "plots" / "tgr-groups.png").stat().st_size > 0
     if scenario == "blackbox":
         spent = runs["bidf_mkd@budget"]["info"]["teacher_queries_black_box"]
         assert 0 < spent <= 6000 and "budget: 2000 per model, 6000 in all" in md
