@@ -9,7 +9,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 
-_FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
+_FENCE = re.compile(r"^[ \t]*(```|~~~).*?^[ \t]*\1", re.S | re.M)  # fences may be indented (lists)
 _INLINE_CODE = re.compile(r"`[^`\n]*`")
 _LINK = re.compile(r"\[[^\]\n]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 _HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$", re.M)
@@ -73,7 +73,8 @@ def test_broken_links_are_found(tmp_path):
     (tmp_path / "b.md").write_text("# B page\n\n## Two words\n")
     page = tmp_path / "a.md"
     page.write_text("[ok](b.md) [ok](b.md#two-words) [ok](#a) [web](https://x.org/y.md)\n\n# A\n"
-                    "[gone](c.md) [bad anchor](b.md#three) `[code](d.md)`\n```\n[fenced](e.md)\n```\n")
+                    "[gone](c.md) [bad anchor](b.md#three) `[code](d.md)`\n```\n[fenced](e.md)\n```\n"
+                    "* item\n\n  ```\n  [indented fence](f.md)\n  # not a heading\n  ```\n")
     assert broken_links(page) == ["c.md: no such file", "b.md#three: no heading with anchor #three in b.md"]
 
 
