@@ -193,7 +193,7 @@ def test_an_experiment_reports_both_arms_and_a_saved_run_can_be_rescored(tmp_pat
 
 
 def test_no_preset_calibrates_by_default_and_purer_turns_it_on_with_one_override():
-    # off everywhere: ICFIL measured no better than the same extra fine-tuning steps (docs/recipes.md)
+    # off everywhere: ICFIL measured no better than the same extra fine-tuning steps (docs/recipes/purer.md)
     assert not any(experiment_config(r).eval.calibration.enabled
                    for r in ("purer", "maml", "robust", "free", "tgr", "bidf_mkd"))
     assert experiment_config("purer", {"eval": {"calibration": {"enabled": True}}}).eval.calibration.enabled
