@@ -11,8 +11,8 @@ and ``task.source.extra["teacher_query_logits"]`` ``[n_query_total, n_way]``.
 ``attach_teacher_logits`` computes and attaches them.
 
 References:
-    Hu et al., "Architecture, Dataset and Model-Scale Agnostic Data-free Meta-Learning"
-    (BiDf-MKD), ICML 2023.
+    Hu et al., "Learning to Learn from APIs: Black-Box Data-Free Meta-Learning" (BiDf-MKD),
+    ICML 2023.
 """
 
 from __future__ import annotations
@@ -151,8 +151,8 @@ class DistillationMAML(MAML):
         config: inner loop and temperature.
 
     References:
-        Hu et al., "Architecture, Dataset and Model-Scale Agnostic Data-free Meta-Learning"
-        (BiDf-MKD), ICML 2023.
+        Hu et al., "Learning to Learn from APIs: Black-Box Data-Free Meta-Learning" (BiDf-MKD),
+        ICML 2023.
     """
 
     def __init__(self, model: nn.Module, config: DistillationConfig | None = None) -> None:

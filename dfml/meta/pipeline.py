@@ -6,8 +6,9 @@ One step of :class:`DataFreeStream` (a :class:`~dfml.meta.stream.TaskStream` for
     selector.select(n) -> model ids -> inverter.invert(teacher) -> new tasks
     new tasks + memory tasks + interpolated memory tasks -> meta-batch (-> the meta-update)
     new tasks -> memory
-    after the update: reward (data-free: the meta-learner's improvement on tasks recovered
-    earlier from *other* models) -> selector.update(ids, reward)
+    after the update: reward (data-free: the agreement of other pool models with a model's
+    recovered images, or the meta-learner's improvement on tasks recovered earlier from *other*
+    models) -> selector.update(ids, reward)
 
 Every part is optional but the inverter: no selector means uniform selection, no memory means the
 meta-batch is new tasks only. Randomness comes from the trainer's generator; the state of the

@@ -2,9 +2,9 @@
 
 Teachers are distilled rather than imitated through hard labels: the inner loop adapts the
 meta-model on the support set by matching the teacher's outputs and the outer loss distils on the
-query set (a true KL on log-probabilities with temperature and the ``T**2`` factor). Recovered
-tasks are replayed from a memory. With a black-box inverter (outputs only, a query budget), this
-is the paper's black-box setting.
+query set (a true KL on log-probabilities with temperature and the ``T**2`` factor). The preset
+keeps no memory (a task mixed from several teachers has no single teacher's outputs to distil).
+With a black-box inverter (outputs only, a query budget), this is the paper's black-box setting.
 
 References:
     Hu et al., "Learning to Learn from APIs: Black-Box Data-Free Meta-Learning", ICML 2023.

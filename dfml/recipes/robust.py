@@ -4,7 +4,9 @@ Against task-distribution *shift*, recovered tasks are kept in a task memory and
 mixes new, memory and interpolated tasks, so the meta-learner does not over-fit the newest tasks.
 Against task-distribution *corruption* (untrustworthy models in the pool), a reliability weigher
 with one logit per model chooses which models to invert and is trained by REINFORCE on a
-data-free reward: the meta-learner's improvement on tasks recovered earlier from other models.
+data-free reward: by default the agreement of the other pool models that advertise a model's
+classes with its recovered images (``datafree.reward: heldout``: the meta-learner's improvement on
+tasks recovered earlier from other models).
 (The paper's code rewards with real labelled validation tasks; dfml does not.)
 
 References:
