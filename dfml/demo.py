@@ -68,20 +68,23 @@ def run_demo(out: str | Path = "runs/demo", progress: Progress | None = None, ep
 
 def results_table(results: dict[str, Any], baseline: str = "average") -> str:
     """A markdown table of mean ± 95% interval per recipe and setting, with the paired difference
-    to ``baseline`` (same episodes, so the difference has its own, tighter interval)."""
+    to ``baseline`` (same episodes, so the difference has its own, tighter interval); without
+    ``baseline`` among the runs, no difference columns."""
     runs = {k: v for k, v in results.items() if not k.startswith("_")}
     settings = list(next(iter(runs.values()))["scores"])
+    compare = baseline in runs and len(runs) > 1
     head = "| recipe | " + " | ".join(f"{s.replace('_', ' ')} acc %" for s in settings)
-    head += " | " + " | ".join(f"vs {baseline} ({s.split('_')[1]})" for s in settings) + " |"
-    lines = [head, "|" + "---|" * (1 + 2 * len(settings))]
+    if compare:
+        head += " | " + " | ".join(f"vs {baseline} ({s.split('_')[1]})" for s in settings)
+    lines = [head + " |", "|" + "---|" * (1 + (2 if compare else 1) * len(settings))]
     for name, res in runs.items():
         cells = []
         for s in settings:
             sc = res["scores"][s]
             cells.append(f"{sc['mean']:.2f} ± {sc['ci95']:.2f}")
         diffs = []
-        for s in settings:
-            if name == baseline or baseline not in runs:
+        for s in settings if compare else []:
+            if name == baseline:
                 diffs.append("-")
                 continue
             d = paired(res["scores"][s]["per_episode"], runs[baseline]["scores"][s]["per_episode"])
