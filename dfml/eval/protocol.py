@@ -249,7 +249,7 @@ def _check_first_n(first_n: int | None) -> None:
 
 def _result(scores: list[float], seconds: float, info: dict[str, Any]) -> EvalResult:
     mean, ci = _mean_ci(scores)
-    logger.info("meta-test %s over %d episodes: %.2f ± %.2f %% (%.1f s)", info["method"], len(scores), mean, ci,
+    logger.info("evaluation (%s) over %d episodes: %.2f ± %.2f %% (%.1f s)", info["method"], len(scores), mean, ci,
                 seconds)
     return EvalResult(mean=mean, ci95=ci, n=len(scores), per_episode=scores, seconds=seconds, info=info)
 
