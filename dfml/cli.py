@@ -458,6 +458,12 @@ def main(argv: list[str] | None = None) -> int:
         where = f" (rank {os.environ.get('RANK')})" if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else ""
         print(f"dfml: error{where}: {msg}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.verbose:
+            raise
+        print("dfml: interrupted. Saved checkpoints are kept: run the same command again to resume "
+              "(runs and pool builds continue from their last checkpoint).", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -83,3 +83,16 @@ def test_errors_are_one_clear_line_and_exit_2(toy_pool, tmp_path, capsys):
     assert "unknown config key 'train.bogus'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--recipe", "nope", "--pool", str(toy_pool), "--out", str(tmp_path / "z")])
+
+
+def test_an_interrupt_is_one_line_that_says_how_to_resume(monkeypatch, capsys):
+    import dfml.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt  # Ctrl-C in the middle of a command
+
+    monkeypatch.setattr(cli, "cmd_pool_info", interrupted)
+    assert main(["pool", "info", "somewhere"]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("dfml: interrupted.") and "run the same command again to resume" in err
+    assert "Traceback" not in err
