@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 __all__ = ["BlackBoxAccessConfig", "DataFreeConfig", "INVERTERS", "LEARNERS", "SELECTORS", "UPDATES", "train_datafree"]
 
 INVERTERS = ("pixel", "bank", "blackbox", "generator", "metagen")
+BOUNDARY_INVERTERS = ("generator", "metagen", "blackbox")  # inverters whose objective takes a student
 SELECTORS = ("uniform", "reliability", "group")
 LEARNERS = ("maml", "distill")
 UPDATES = ("maml", "alignment", "grouping")
@@ -111,6 +112,12 @@ class DataFreeConfig:
         update: ``maml`` (the learner's meta-step), ``alignment`` (implicit gradient alignment) or
             ``grouping`` (task-group gradient regularisation).
         alignment, grouping: their settings.
+        boundary: hand the current meta-model to a ``generator``, ``metagen`` or ``blackbox``
+            inverter as the student of its boundary term (``boundary_weight`` of that inverter's
+            settings): samples on which the meta-model already agrees with the teacher are pushed
+            towards disagreement (BiDf-MKD's boundary queries, FREE's adversarial term). Off by
+            default, and then those inverters' ``boundary_weight`` has no effect; on, each model is
+            inverted alone (no stacked-teacher batching).
     """
 
     inverter: str = "pixel"
@@ -133,6 +140,7 @@ class DataFreeConfig:
     update: str = "maml"
     alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
     grouping: GroupRegularizationConfig = field(default_factory=GroupRegularizationConfig)
+    boundary: bool = False
 
     def __post_init__(self) -> None:
         for name, choices in (("inverter", INVERTERS), ("selector", SELECTORS), ("learner", LEARNERS),
@@ -149,6 +157,11 @@ class DataFreeConfig:
             raise ValueError("datafree.forget_below forgets memory entries but datafree.memory is false; set datafree.memory=true")
         if self.n_groups < 1:
             raise ValueError(f"datafree.n_groups must be >= 1, got {self.n_groups}")
+        if self.boundary and self.inverter not in BOUNDARY_INVERTERS:
+            raise ValueError(
+                f"datafree.boundary hands the meta-model to a {'/'.join(BOUNDARY_INVERTERS)} inverter, not to "
+                f"{self.inverter!r}; the pixel bank has its own (bank.curriculum). Set datafree.boundary=false"
+            )
 
 
 def build_inverter(cfg: DataFreeConfig, ctx: RecipeContext) -> Any:
@@ -247,6 +260,8 @@ def train_datafree(ctx: RecipeContext, cfg: DataFreeConfig) -> nn.Module:
     student = None
     if cfg.inverter == "bank" and cfg.bank.curriculum:
         student = lambda: AdaptedStudent(learner)  # noqa: E731  (the meta-learner as it is now)
+    elif cfg.boundary:
+        student = lambda: learner.network  # noqa: E731  (the meta-model's current parameters, not adapted)
     selector = build_selector(cfg, ctx, inverter, device)
     stream = DataFreeStream(
         ctx.pool,
