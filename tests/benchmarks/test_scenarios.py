@@ -102,3 +102,16 @@ def _average_changed(tmp_path: Path) -> Path:
     path = tmp_path / "changed.yaml"
     path.write_text(yaml.safe_dump(preset))
     return path
+
+
+def test_without_matplotlib_the_plots_are_skipped_with_the_pip_command(tmp_path, monkeypatch, capsys):
+    import sys
+
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 2, "val_acc": 40.0}) + "\n")
+    for name in ("matplotlib", "matplotlib.figure", "matplotlib.backends", "matplotlib.backends.backend_agg"):
+        monkeypatch.setitem(sys.modules, name, None)  # makes `import name` raise ImportError
+    assert protocol.write_plots(tmp_path, ["r"]) == []
+    assert 'plots skipped: dfml plots need matplotlib' in capsys.readouterr().err
+    assert not list((tmp_path / "plots").glob("*.png"))
