@@ -18,6 +18,7 @@ from torch import nn
 from ..data.domain import InputDomain
 from ..types import Task
 from .base import InversionCost
+from .sharded import is_stateless
 
 __all__ = ["DomainInverters", "domain_label"]
 
@@ -80,8 +81,6 @@ class DomainInverters:
     @property
     def stateless(self) -> bool:
         """Whether every domain's inverter keeps nothing across models (then the wrapper can be sharded)."""
-        from .sharded import is_stateless
-
         return all(is_stateless(inv) for inv in self.inverters.values())
 
     @property
