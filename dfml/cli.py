@@ -162,6 +162,7 @@ def cmd_pool_import(args: argparse.Namespace) -> int:
 
 
 def cmd_pool_merge(args: argparse.Namespace) -> int:
+    _one_process("pool merge")
     from .pool import merge_pools
 
     _print_pool(merge_pools(args.sources, args.out))

@@ -1,5 +1,6 @@
 """The dfml command end to end on a tiny toy pool, and its error paths."""
 
+import contextlib
 import json
 
 import pytest
@@ -96,3 +97,14 @@ def test_an_interrupt_is_one_line_that_says_how_to_resume(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("dfml: interrupted.") and "run the same command again to resume" in err
     assert "Traceback" not in err
+
+
+def test_commands_that_write_from_one_process_refuse_a_torchrun_launch(monkeypatch, capsys, tmp_path):
+    import dfml.cli as cli
+
+    monkeypatch.setattr(cli.distributed, "is_distributed", lambda: True)
+    monkeypatch.setattr(cli.distributed, "is_main", lambda: True)
+    monkeypatch.setattr(cli.distributed, "launched", contextlib.nullcontext)
+    assert main(["pool", "merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m")]) == 2
+    assert "`dfml pool merge` runs in one process; launch it without torchrun" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
