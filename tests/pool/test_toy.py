@@ -19,13 +19,13 @@ def test_toy_pool_models_are_accurate(toy_pool: ModelPool) -> None:
     assert all(e.n_way == 5 and e.trust == "trusted" for e in toy_pool)
 
 
-def test_toy_pool_builds_in_seconds(toy_world: dict[str, ArrayDataset], tmp_path: Path) -> None:
+def test_toy_pool_builds_another_seed(toy_world: dict[str, ArrayDataset], tmp_path: Path) -> None:
     start = time.perf_counter()
     pool = build_toy_pool(tmp_path, n_models=10, world=toy_world, seed=1)
-    seconds = time.perf_counter() - start
-    logger.info("toy pool: 10 models in %.2f s", seconds)
-    assert seconds < 30  # about 1-3 s on 2 idle cores; generous for a loaded CI machine
+    logger.info("toy pool: 10 models in %.2f s", time.perf_counter() - start)  # a figure, never an assertion
     assert len(pool) == 10
+    assert [e.classes for e in pool] != [e.classes for e in build_toy_pool(tmp_path / "s0", n_models=10,
+                                                                          world=toy_world, seed=0)]
 
 
 def test_toy_pool_with_untrustworthy_models(toy_world: dict[str, ArrayDataset], tmp_path: Path) -> None:
@@ -33,3 +33,4 @@ def test_toy_pool_with_untrustworthy_models(toy_world: dict[str, ArrayDataset], 
     assert sorted(e.trust for e in pool) == ["deceptive", "poor", "trusted", "trusted"]
     assert len(ModelPool(tmp_path / "clean")) == 4
     assert all(e.trust == "trusted" for e in ModelPool(tmp_path / "clean"))
+
