@@ -10,6 +10,7 @@ from .manifest import TRUST_LEVELS as TRUST_LEVELS
 from .manifest import PoolEntry as PoolEntry
 from .manifest import PoolManifest as PoolManifest
 from .merge import merge_pools as merge_pools
+from .merge import subset_pool as subset_pool
 from .pool import ModelPool as ModelPool
 from .pretrain import PretrainConfig as PretrainConfig
 from .pretrain import assign_architectures as assign_architectures
@@ -33,5 +34,6 @@ __all__ = [
     "import_official_pool",
     "merge_pools",
     "pretrain_pool",
+    "subset_pool",
     "train_classifier",
 ]

@@ -20,7 +20,7 @@ from .pool import ModelPool
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["merge_pools"]
+__all__ = ["merge_pools", "subset_pool"]
 
 
 def _check_classes(pools: list[ModelPool]) -> None:
@@ -62,6 +62,59 @@ def _check_inputs(pools: list[ModelPool]) -> None:
             )
 
 
+def _existing(out: Path, build: dict[str, Any]) -> ModelPool | None:
+    """The pool already in ``out`` if it was made with ``build``; ``None`` if there is none; else an error."""
+    if not (out / MANIFEST_NAME).is_file():
+        return None
+    old = PoolManifest.load(out).build
+    if old == PoolManifest.from_dict(PoolManifest(build=build).to_dict()).build:
+        return ModelPool(out)
+    raise ValueError(f"{str(out)!r} holds another pool (build {old.get('kind')!r}); choose a new out_dir")
+
+
+def _copy(out: Path, models: list[tuple[ModelPool, PoolEntry]], build: dict[str, Any]) -> None:
+    """Copy ``models`` (checksums verified) into ``out`` as entries 0, 1, ... and save the manifest."""
+    entries: list[PoolEntry] = []
+    for pool, e in models:
+        src = pool.root / e.file
+        if not src.is_file() or sha256_file(src) != e.sha256:
+            raise ValueError(f"{str(src)!r} (model {e.index} of {str(pool.root)!r}) is missing or fails its checksum")
+        i = len(entries)
+        file = f"models/model_{i:04d}.pt"
+        (out / file).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, out / file)
+        entries.append(dataclasses.replace(e, index=i, file=file))
+    PoolManifest(entries=entries, build=build).save(out)
+
+
+def subset_pool(source: ModelPool | str | Path, indices: Sequence[int], out_dir: str | Path) -> ModelPool:
+    """Copy the models ``indices`` of ``source`` into a new pool in ``out_dir`` (re-indexed 0, 1, ...).
+
+    For references and ablations, e.g. the trusted models of a corrupted pool alone (the oracle a
+    reliability weigher is measured against): ``subset_pool(p, [e.index for e in p if e.trust ==
+    "trusted"], out)``. Entries keep everything they record (classes, trust, provenance).
+
+    Raises:
+        ValueError: no index, a repeated or out-of-range index, ``out_dir`` is the source or holds a
+            different pool, or a model file fails its checksum.
+    """
+    pool = source if isinstance(source, ModelPool) else ModelPool(source)
+    keep = [int(i) for i in indices]
+    if not keep or len(set(keep)) != len(keep) or not all(0 <= i < len(pool) for i in keep):
+        raise ValueError(f"indices must be distinct model indices in 0..{len(pool) - 1} of {str(pool.root)!r}, "
+                         f"got {list(indices)}")
+    out = Path(out_dir)
+    if out.resolve() == pool.root.resolve():
+        raise ValueError(f"out_dir {str(out)!r} is the source pool itself; choose a new directory")
+    build = {"kind": "subset", "source": str(pool.root.resolve()), "indices": keep, "source_build": pool.build}
+    existing = _existing(out, build)
+    if existing is not None:
+        return existing
+    _copy(out, [(pool, pool.entry(i)) for i in keep], build)
+    logger.info("kept %d of %d models of %s in %s", len(keep), len(pool), pool.root, out)
+    return ModelPool(out)
+
+
 def merge_pools(sources: Sequence[ModelPool | str | Path], out_dir: str | Path) -> ModelPool:
     """Copy the models of ``sources`` into one new pool in ``out_dir``.
 
@@ -86,27 +139,12 @@ def merge_pools(sources: Sequence[ModelPool | str | Path], out_dir: str | Path) 
             raise ValueError(f"out_dir {str(out)!r} is one of the source pools; choose a new directory")
     build: dict[str, Any] = {"kind": "merge", "sources": [
         {"path": str(p.root.resolve()), "n_models": len(p), "build": p.build} for p in pools]}
-    if (out / MANIFEST_NAME).is_file():
-        old = PoolManifest.load(out).build
-        if old == PoolManifest.from_dict(PoolManifest(build=build).to_dict()).build:
-            return ModelPool(out)
-        raise ValueError(f"{str(out)!r} holds another pool (build {old.get('kind')!r}); choose a new out_dir")
+    existing = _existing(out, build)
+    if existing is not None:
+        return existing
     _check_classes(pools)
     _check_inputs(pools)
-    entries: list[PoolEntry] = []
-    for pool in pools:
-        for e in pool.entries:
-            src = pool.root / e.file
-            if not src.is_file() or sha256_file(src) != e.sha256:
-                raise ValueError(
-                    f"{str(src)!r} (model {e.index} of {str(pool.root)!r}) is missing or fails its checksum"
-                )
-            i = len(entries)
-            file = f"models/model_{i:04d}.pt"
-            (out / file).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, out / file)
-            entries.append(dataclasses.replace(e, index=i, file=file))
-    PoolManifest(entries=entries, build=build).save(out)
+    _copy(out, [(pool, e) for pool in pools for e in pool.entries], build)
     merged = ModelPool(out)
     logger.info("merged %d pools into %s: %d models, datasets %s, architectures %s", len(pools), out, len(merged),
                 merged.datasets(), merged.architectures())

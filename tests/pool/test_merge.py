@@ -10,7 +10,7 @@ import pytest
 
 from dfml.cli import main
 from dfml.data.toy import make_toy_world
-from dfml.pool import ModelPool, PretrainConfig, merge_pools, pretrain_pool
+from dfml.pool import ModelPool, PretrainConfig, merge_pools, pretrain_pool, subset_pool
 
 from .conftest import fake_images
 
@@ -120,3 +120,22 @@ def test_cli_records_an_image_size_only_for_architectures_that_take_one() -> Non
     assert _arch_fields(["resnet10"], None, images) == {"arch": "resnet10", "arch_kwargs": {}}
     assert _arch_fields(["conv4", "resnet10"], ["resnet10:widths=[4,4,4,4]"], images) == {
         "arch": ("conv4", {"name": "resnet10", "widths": [4, 4, 4, 4]})}
+
+
+def test_a_subset_keeps_the_chosen_models_and_is_resumable(two_toy_pools: tuple[ModelPool, ModelPool],
+                                                           tmp_path: Path) -> None:
+    a, _ = two_toy_pools
+    sub = subset_pool(a, [1], tmp_path / "sub")
+    assert len(sub) == 1 and sub.entry(0).index == 0
+    assert dataclasses.replace(sub.entry(0), index=1, file=a.entry(1).file) == a.entry(1)
+    assert sub.build["kind"] == "subset" and sub.build["indices"] == [1]
+    sub.verify()
+    assert subset_pool(a, [1], tmp_path / "sub").entries == sub.entries  # the same call finds it again
+    with pytest.raises(ValueError, match="another pool"):
+        subset_pool(a, [0], tmp_path / "sub")  # never overwritten with other models
+    with pytest.raises(ValueError, match="distinct model indices"):
+        subset_pool(a, [0, 0], tmp_path / "x")
+    with pytest.raises(ValueError, match="distinct model indices"):
+        subset_pool(a, [5], tmp_path / "x")
+    with pytest.raises(ValueError, match="source pool itself"):
+        subset_pool(a, [0], a.root)
