@@ -6,7 +6,9 @@ Against task-distribution *corruption* (untrustworthy models in the pool), a rel
 with one logit per model chooses which models to invert and is trained by REINFORCE on a
 data-free reward: by default the agreement of the other pool models that advertise a model's
 classes with its recovered images (``datafree.reward: heldout``: the meta-learner's improvement on
-tasks recovered earlier from other models).
+tasks recovered earlier from other models). Once a model's weight falls below half the uniform
+weight, its tasks leave the memory (``datafree.forget_below: 0.5``), so the memory stops replaying
+what it gave before the weigher found it out.
 (The paper's code rewards with real labelled validation tasks; dfml does not.)
 
 References:
