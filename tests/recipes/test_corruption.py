@@ -6,17 +6,17 @@ directions; deceptive models trained on other classes of the same world would st
 meta-training tasks and barely hurt). The reference for each arm is the same arm trained on the 6
 trusted models alone, so the loss is what the bad models cost, not the good models they replaced.
 
-Measured (toy world, 200 steps, pixel inversion, 5 seeds, the same 600 test episodes, per-episode
-accuracy averaged over the seeds; loss against the 6 trusted models alone, 1-shot / 5-shot;
-2026-11-24, scripts in the closing note of issue 4):
+Measured with ``python benchmarks/toy_corruption.py --out runs/toy-corruption`` (200 steps, pixel
+inversion, 5 seeds, the same 600 test episodes, per-episode accuracy averaged over the seeds; loss
+against the 6 trusted models alone, 1-shot / 5-shot; benchmarks/results/toy_corruption.json):
 
-    uniform selector                         -9.91 +- 0.53 / -6.84 +- 0.34
-    reliability weigher, memory kept         -8.90 +- 0.47 / -5.52 +- 0.32   (97% weight on trusted)
-    reliability weigher + forgetting (robust) -3.93 +- 0.45 / -3.13 +- 0.29   (forget_below: 0.5)
+    uniform selector                          -9.71 +- 0.52 / -6.95 +- 0.36
+    reliability weigher, memory kept          -8.52 +- 0.48 / -5.53 +- 0.30   (97% weight on trusted)
+    reliability weigher + forgetting (robust) -2.64 +- 0.44 / -2.54 +- 0.26   (forget_below: 0.5)
 
 The weigher alone finds the bad models within a few dozen steps but the task memory keeps replaying
 (and interpolating) what they gave before; forgetting their entries is what recovers the accuracy.
-On a clean 10-model pool forgetting costs -0.59 +- 0.22 / -0.46 +- 0.12.
+On a clean 10-model pool forgetting costs -0.56 +- 0.22 / -0.51 +- 0.12.
 """
 
 import pytest
