@@ -183,6 +183,7 @@ class TaskMemory:
         drop = {int(m) for m in model_ids}
         if not drop:
             return 0
+        dropped = torch.tensor(sorted(drop), device=self.device)
         removed = 0
         for key in list(self._slots):
             slot = self._slots[key]
@@ -191,7 +192,7 @@ class TaskMemory:
             if count == cap:  # full ring: the oldest example sits at `next`
                 order = (order + slot["next"]) % cap
             mids = slot["model_id"][order]
-            bad = torch.isin(mids, torch.tensor(sorted(drop), dtype=mids.dtype, device=mids.device))
+            bad = torch.isin(mids, dropped)
             n_bad = int(bad.sum())
             if n_bad == 0:
                 continue
