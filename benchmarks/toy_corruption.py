@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="deceptive models train in another toy world (default) or on other classes of this one")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
+    if not 0.0 < args.ratio < 1.0:
+        ap.error(f"--ratio is the share of untrustworthy models and must lie strictly between 0 and 1, got {args.ratio}")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     p = pools(out / "pools", args.ratio, args.deceptive)

@@ -24,3 +24,12 @@ def test_toy_corruption_script_writes_every_arm_and_resumes(tmp_path: Path, caps
     assert load_script("toy_corruption").main(argv) == 0
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/results.json")} == written
     assert capsys.readouterr().out.split("| arm |")[1] == first.split("| arm |")[1]
+
+
+@pytest.mark.parametrize("ratio", ["0", "1"])
+def test_toy_corruption_script_refuses_a_ratio_without_both_kinds_of_models(ratio: str, tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        load_script("toy_corruption").main(["--out", str(tmp_path), "--ratio", ratio])
+    assert "strictly between 0 and 1" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before anything is built
