@@ -32,7 +32,7 @@ def test_unknown_arch_lists_the_valid_names() -> None:
 
 def test_bad_kwarg_names_the_accepted_arguments() -> None:
     with pytest.raises(TypeError, match=r"'conv4' got unexpected argument\(s\) \['width'\]; it accepts "
-                       r"\['in_channels', 'num_classes', 'hidden', 'image_size'\]"):
+                       r"\['in_channels', 'num_classes', 'hidden', 'image_size', 'init'\]"):
         build_model("conv4", width=64)
 
 
