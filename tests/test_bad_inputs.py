@@ -61,11 +61,16 @@ def toy_eval(pool: Path, out: Path, *extra: str) -> Argv:
 
 
 def toy_train(pool: Path, out: Path, *extra: str, recipe: str = "maml") -> Argv:
-    """A few steps of ``dfml train`` on the toy pool."""
+    """A few steps of ``dfml train`` on the toy pool.
+
+    The bank settings (``train.bank_per_class``, ``train.inversion``) are given to ``maml`` only:
+    a recipe refuses ``--set`` values it does not read (the data-free recipes invert with their
+    ``datafree.*`` parts, ``random``/``average`` do not meta-train).
+    """
+    bank = ["--set", "train.bank_per_class=8", "--set", "train.inversion.steps=5"] if recipe == "maml" else []
+    meta = ["--set", "train.steps=2", "--set", "train.val_every=1", "--set", "train.val_episodes=3"]
     return ["train", "--recipe", recipe, "--pool", str(pool), "--dataset", "toy", "--episodes", "5",
-            "--shots", "1", "--out", str(out), "--set", "train.steps=2", "--set", "train.val_every=1",
-            "--set", "train.val_episodes=3", "--set", "train.bank_per_class=8",
-            "--set", "train.inversion.steps=5", *extra]
+            "--shots", "1", "--out", str(out), *(meta if recipe not in ("random", "average") else []), *bank, *extra]
 
 
 # --- pools: missing, truncated, tampered, mismatched or unreadable pool files -------------------------
