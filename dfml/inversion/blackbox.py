@@ -3,9 +3,13 @@
 A :class:`BlackBoxTeacher` stands for a model behind an API. Calling it classifies a batch and
 returns logits, probabilities or top-1 labels; nothing else is reachable: no parameters, no
 modules, no hooks (so no BatchNorm-statistics prior), and no gradients. Inputs are detached and
-the model runs under ``torch.no_grad()``; if the caller's input requires grad, the returned
-output is tied to it by a node whose backward raises :class:`BlackBoxGradientError`, so an
-attempt to differentiate through the teacher fails loudly instead of silently giving nothing.
+the model runs under ``torch.no_grad()``; the returned output is tied to the caller's input by a
+node that refuses every way of differentiating: reverse mode (``backward``, ``torch.autograd.grad``),
+forward mode (``torch.autograd.forward_ad`` dual numbers) and the ``torch.func`` transforms
+(``grad``, ``vjp``, ``jvp``, ``jacrev``, ``jacfwd``, ``hessian``) all raise
+:class:`BlackBoxGradientError`, so an attempt fails loudly instead of silently giving nothing (a
+``None`` tangent) or zeros. ``torch.func.vmap`` is refused before any query: the model would
+classify the whole mapped batch while the budget counted one slice of it.
 (This is an API boundary, not a security boundary: Python can always dig out the wrapped object.)
 
 Budgets. Each wrapper may have its own budget (per model) and share a :class:`QueryBudget` with
@@ -26,6 +30,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch._C import _functorch
 
 __all__ = ["BlackBoxGradientError", "BlackBoxPool", "BlackBoxTeacher", "QueryBudget", "QueryBudgetExceeded"]
 
@@ -88,19 +93,46 @@ class QueryBudget:
         return f"QueryBudget(name={self.name!r}, spent={self.spent}, limit={self.limit})"
 
 
+_NO_GRADIENT = (
+    "cannot differentiate through a black-box teacher: it returns outputs only. Estimate gradients from "
+    "outputs with dfml.inversion.zeroth_order.zo_gradient and push them into your generator with "
+    "x.backward(estimate)"
+)
+
+
 class _RefuseGradient(torch.autograd.Function):
-    """Identity on the (already computed) outputs whose backward refuses to run."""
+    """Identity on the (already computed) outputs whose every derivative refuses to exist.
+
+    ``setup_context`` makes it usable under ``torch.func`` transforms; the backward (reverse mode,
+    ``grad``/``vjp``/``jacrev``) and the jvp (dual numbers, ``jvp``/``jacfwd``) both raise, and the
+    vmap rule is generated (the forward is a copy), so ``jacrev``/``jacfwd`` reach those raises.
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, out: Tensor) -> Tensor:  # noqa: ARG004 (x only anchors the graph)
+    def forward(x: Tensor, out: Tensor) -> Tensor:  # noqa: ARG004 (x only anchors the graph)
         return out.clone()
 
     @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor, Tensor], output: Tensor) -> None:
+        pass
+
+    @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[None, None]:
-        raise BlackBoxGradientError(
-            "cannot differentiate through a black-box teacher: it returns outputs only. Estimate "
-            "gradients from outputs with dfml.inversion.zeroth_order.zo_gradient and push them into "
-            "your generator with x.backward(estimate)"
+        raise BlackBoxGradientError(_NO_GRADIENT)
+
+    @staticmethod
+    def jvp(ctx: Any, x_tangent: Tensor | None, out_tangent: Tensor | None) -> Tensor:
+        raise BlackBoxGradientError(_NO_GRADIENT)
+
+
+def _refuse_vmap(x: Tensor, name: str) -> None:
+    """Refuse an input batched by ``torch.func.vmap`` (its ``shape[0]`` is one slice, not what runs)."""
+    if _functorch.is_batchedtensor(x):
+        raise TypeError(
+            f"{name}: a black-box teacher cannot be vmapped (the model would classify the whole mapped batch "
+            "while its query budget counted one slice); call it on the whole batch [B, ...] instead"
         )
 
 
@@ -190,15 +222,13 @@ class BlackBoxTeacher:
         """Classify ``x`` (all-or-nothing against the budgets); see the class docstring."""
         if not isinstance(x, Tensor) or x.dim() < 1:
             raise TypeError(f"{self.name}: expected a batch tensor [B, ...], got {type(x).__name__}")
+        _refuse_vmap(x, self.name)
         out = self.__forward(x)
         if self.output == "probs":
             out = out.softmax(-1)
         elif self.output == "label":
             return out.argmax(-1).to(x.device)
-        out = out.to(x.device)
-        if x.requires_grad and torch.is_grad_enabled():
-            out = _RefuseGradient.apply(x, out)
-        return out
+        return _RefuseGradient.apply(x, out.to(x.device))  # a plain input gives a plain output
 
     def __forward(self, x: Tensor) -> Tensor:
         n = int(x.shape[0])

@@ -128,3 +128,43 @@ def test_bad_arguments_are_refused():
     bad = BlackBoxTeacher(nn.Identity().eval())
     with pytest.raises(ValueError, match=r"must return logits \[batch=2, classes\]"):
         bad(torch.zeros(2, 3, 4))
+
+
+def _dual_tangent(bb: BlackBoxTeacher, x: Tensor) -> Tensor | None:
+    import torch.autograd.forward_ad as fwAD
+
+    with fwAD.dual_level():
+        return fwAD.unpack_dual(bb(fwAD.make_dual(x, torch.ones_like(x)))).tangent
+
+
+_ROUTES = {
+    "backward": lambda bb, x: bb(x.clone().requires_grad_()).sum().backward(),
+    "autograd.grad": lambda bb, x: (lambda xr: torch.autograd.grad(bb(xr).sum(), xr))(x.clone().requires_grad_()),
+    "forward_ad": _dual_tangent,
+    "func.grad": lambda bb, x: torch.func.grad(lambda v: bb(v).sum())(x),
+    "func.vjp": lambda bb, x: torch.func.vjp(bb, x)[1](torch.ones(x.shape[0], 3)),
+    "func.jvp": lambda bb, x: torch.func.jvp(lambda v: bb(v).sum(), (x,), (torch.ones_like(x),)),
+    "func.jacrev": lambda bb, x: torch.func.jacrev(bb)(x),
+    "func.jacfwd": lambda bb, x: torch.func.jacfwd(bb)(x),
+    "func.hessian": lambda bb, x: torch.func.hessian(lambda v: bb(v).sum())(x),
+}
+
+
+@pytest.mark.parametrize("output", ["logits", "probs"])
+@pytest.mark.parametrize("route", list(_ROUTES))
+def test_every_differentiation_route_through_the_teacher_raises(route: str, output: str):
+    bb = BlackBoxTeacher(recorder(), output=output)
+    with pytest.raises(BlackBoxGradientError, match="cannot differentiate through a black-box teacher"):
+        _ROUTES[route](bb, torch.randn(5, 4))
+
+
+def test_constant_inputs_inside_a_transform_are_answered_and_vmap_is_refused_before_any_query():
+    bb = BlackBoxTeacher(recorder())
+    x = torch.randn(5, 4)
+    expected = x.sum(0)  # the teacher's answer is a constant: only the other term has a gradient
+    assert torch.equal(torch.func.grad(lambda v: bb(v.detach()).sum() + v.sum(0) @ v.sum(0) / 2)(x).sum(0),
+                       expected * 5)
+    spent = bb.queries
+    with pytest.raises(TypeError, match="cannot be vmapped.*call it on the whole batch"):
+        torch.func.vmap(lambda row: bb(row[None]))(x)  # would classify 5 inputs but count 1
+    assert bb.queries == spent
