@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,37 +34,70 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def from_dict(cls: type[C], data: dict[str, Any]) -> C:
-    """Build dataclass ``cls`` from ``data``; unknown keys raise ``ValueError`` naming the valid ones."""
+    """Build dataclass ``cls`` from ``data`` (e.g. a saved ``config.yaml``), every value checked like an override.
+
+    Raises:
+        ValueError: an unknown key (the message names the valid ones), or a value that does not fit
+            its field's type annotation (see :func:`apply_mapping`).
+    """
+    return _build(cls, data, "")
+
+
+def _build(cls: type[C], data: Any, where: str) -> C:
     if not isinstance(data, dict):
         raise TypeError(f"config for {cls.__name__} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - names)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; valid fields: {sorted(names)}")
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        hint = hints.get(key)
-        if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = from_dict(hint, value)
-        elif typing.get_origin(hint) is tuple and isinstance(value, list):
-            value = tuple(value)
-        kwargs[key] = value
-    return cls(**kwargs)
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; valid fields: {sorted(fields)}")
+    kwargs = {key: _coerce(hints[key], value, _join(where, key), _default(fields[key]))
+              for key, value in data.items()}
+    return _checked(lambda: cls(**kwargs), where)
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return _ABSENT
+
+
+def _join(where: str, key: Any) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _checked(build: Callable[[], C], where: str) -> C:
+    """``build()``, with the dotted section prefixed to a check that fails in a nested section."""
+    try:
+        return build()
+    except (ValueError, TypeError) as exc:
+        if type(exc) in (ValueError, TypeError) and where and not str(exc).startswith(where):
+            raise type(exc)(f"{where}: {exc}") from exc
+        raise
+
+
+class _Text(str):
+    """A value as typed after ``=`` on the command line: read in its field's type, not YAML's guess."""
 
 
 def _parse_value(text: str) -> Any:
-    return yaml.safe_load(text)
+    """``text`` as typed on the command line; :func:`apply_mapping` reads it in its field's type."""
+    return _Text(text)
 
 
 def apply_overrides(cfg: C, overrides: list[str] | None) -> C:
     """Apply ``["meta.inner_lr=0.01", ...]`` to a (nested, frozen) dataclass; returns a new one.
 
     The overrides are applied together (a later one wins on the same key), so fields that are
-    checked against each other can be changed in any order.
+    checked against each other can be changed in any order. Each value is read in the type of its
+    field (see :func:`apply_mapping`): ``1e-3`` is a number for a ``float``, ``1.5`` is refused by
+    an ``int``, a ``bool`` takes ``true`` or ``false`` only.
 
     Raises:
-        ValueError: a malformed override or a field that does not exist (the message lists valid fields).
+        ValueError: a malformed override, a field that does not exist (the message lists valid
+            fields) or a value that does not fit the field (the message names key, value and type).
     """
     mapping: dict[str, Any] = {}
     for item in overrides or []:
@@ -90,33 +127,224 @@ def apply_mapping(cfg: C, mapping: dict[str, Any], where: str = "") -> C:
     a section change at once, so checks between fields (run when the dataclass is built) see the
     new values together, whatever their order in the mapping.
 
+    Every value is checked against its field's type annotation: ``int`` (whole numbers only: ``7``,
+    ``1e4``; not ``1.5`` or ``abc``), ``float`` (any number, including the ``1e-3`` that YAML 1.1
+    reads as a string), ``bool`` (``true``/``false``), ``str``, tuples and lists (of checked
+    items), mappings, nested sections and ``X | None`` (``null``). Text from the command line
+    (:func:`apply_overrides`) is read in the field's type.
+
     Raises:
-        ValueError: a key that is not a field (the message lists the valid fields), or a value a
-            section is given that is not a mapping.
+        ValueError: a key that is not a field (the message lists the valid fields), a value that
+            does not fit its field (the message names the dotted key, the value, the expected type
+            and an example), or a section given something other than a mapping.
     """
     if not isinstance(mapping, dict):
         raise ValueError(f"config section {where or '<top>'!r} must be a mapping, got {type(mapping).__name__}")
     names = [f.name for f in dataclasses.fields(cfg)]
+    hints = typing.get_type_hints(type(cfg))
     changes: dict[str, Any] = {}
     for key, value in mapping.items():
-        full = f"{where}.{key}" if where else str(key)
+        full = _join(where, key)
         if key not in names:
             raise ValueError(f"unknown config key {full!r}: {type(cfg).__name__} has fields {names}")
         child = getattr(cfg, key)
-        if isinstance(value, dict) and dataclasses.is_dataclass(child):
+        if dataclasses.is_dataclass(child) and not isinstance(value, type(child)):
+            value = _load(value) if isinstance(value, _Text) else value
+            if not isinstance(value, dict):
+                first = dataclasses.fields(child)[0].name
+                raise ValueError(f"config key {full!r} is a section ({type(child).__name__}); set its fields, "
+                                 f"e.g. {full}.{first}={_show(getattr(child, first))}")
             changes[key] = apply_mapping(child, value, full)
         else:
-            changes[key] = _coerce(child, value)
-    return dataclasses.replace(cfg, **changes) if changes else cfg
+            changes[key] = _coerce(hints[key], value, full, child)
+    return _checked(lambda: dataclasses.replace(cfg, **changes), where) if changes else cfg
 
 
-def _coerce(current: Any, value: Any) -> Any:
-    """``value`` in the type of the field's ``current`` value where YAML cannot say it (tuples, floats)."""
-    if isinstance(current, tuple) and isinstance(value, list):
-        return tuple(value)
-    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
+class _Mismatch(Exception):
+    """A value that does not fit a type (turned into one ValueError naming the key by :func:`_coerce`)."""
+
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+_UNREADABLE = object()
+
+
+def _coerce(hint: Any, value: Any, key: str, current: Any = None) -> Any:
+    """``value`` (as read from YAML, or command-line :class:`_Text`) in the type ``hint`` of field ``key``.
+
+    Raises:
+        ValueError: ``value`` does not fit ``hint``; names ``key``, the value, the type and an example
+            (``current``, the field's value or default, when there is one).
+    """
+    try:
+        return _convert(hint, value, key)
+    except _Mismatch:
+        raise ValueError(f"{key}={_shown(value)} is not {_describe(hint)}; write e.g. {key}={_example(hint, current)}") from None
+
+
+def _shown(value: Any) -> str:
+    """A bad value in an error message: numbers and YAML values as written, text quoted."""
+    if isinstance(value, _Text):
+        if _is_number(value):
+            return str(value).strip()
+        value = _load(value)
+    return repr(value) if isinstance(value, str) else _show(value)
+
+
+def _convert(hint: Any, value: Any, key: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or hint is object:
+        return _load(value) if isinstance(value, _Text) else value
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in args and _is_null(value):
+            return None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _convert(option, value, key)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if origin is typing.Literal:
+        loaded = _load(value) if isinstance(value, _Text) else value
+        if loaded in args:
+            return loaded
+        raise _Mismatch
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        loaded = _load(value) if isinstance(value, _Text) else value
+        if isinstance(loaded, hint):
+            return loaded
+        if not isinstance(loaded, dict):
+            raise _Mismatch
+        return _build(hint, loaded, key)
+    if hint in (bool, int, float, str):
+        return _scalar(hint, value)
+    if origin in (tuple, list) or hint in (tuple, list):
+        return _sequence(hint, origin or hint, args, value, key)
+    if origin is dict or hint is dict:
+        loaded = _load(value) if isinstance(value, _Text) else value
+        if not isinstance(loaded, dict):
+            raise _Mismatch
+        return dict(loaded)
+    return _load(value) if isinstance(value, _Text) else value  # a type dfml does not check (left as given)
+
+
+def _scalar(hint: type, value: Any) -> Any:
+    text = str(value).strip() if isinstance(value, (_Text, str)) else None
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if text is not None and text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        raise _Mismatch
+    if hint is str:
+        if isinstance(value, _Text):
+            loaded = _load(value)
+            if isinstance(loaded, (list, dict)):
+                raise _Mismatch
+            return loaded if isinstance(loaded, str) else str(value).strip()
+        if isinstance(value, str):
+            return value
+        raise _Mismatch
+    if isinstance(value, bool):
+        raise _Mismatch
+    number = value
+    if text is not None:
+        if not _is_number(text):
+            raise _Mismatch
+        number = int(text) if re.fullmatch(r"[-+]?\d+", text) else float(text)
+    if not isinstance(number, (int, float)):
+        raise _Mismatch
+    if hint is float:
+        return float(number)
+    if isinstance(number, float):
+        if not (math.isfinite(number) and number.is_integer()):
+            raise _Mismatch
+        return int(number)
+    return number
+
+
+def _sequence(hint: Any, origin: Any, args: tuple[Any, ...], value: Any, key: str) -> Any:
+    loaded = _load(value) if isinstance(value, _Text) else value
+    if not isinstance(loaded, (list, tuple)):
+        raise _Mismatch
+    if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+        if len(loaded) != len(args):
+            raise _Mismatch
+        items = [_convert(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, loaded))]
+    else:
+        item = args[0] if args else Any
+        items = [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(loaded)]
+    return tuple(items) if origin is tuple else items
+
+
+def _is_number(text: str) -> bool:
+    return _NUMBER.fullmatch(text.strip()) is not None
+
+
+def _is_null(value: Any) -> bool:
+    if isinstance(value, _Text):
+        return value.strip().lower() in ("null", "none", "~", "")
+    return value is None
+
+
+def _load(value: Any) -> Any:
+    """Command-line text as YAML (``[1, 5]``, ``{steps: 3}``, ``null``); text YAML cannot read stays text."""
+    if not isinstance(value, _Text):
+        return value
+    try:
+        return yaml.safe_load(str(value))
+    except yaml.YAMLError:
+        return str(value)
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is typing.Literal:
+        return f"one of {', '.join(map(repr, args))}"
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return f"a mapping of {hint.__name__} fields"
+    if origin in (tuple, list):
+        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+            kinds = {_PLURAL.get(a, "values") for a in args}
+            return f"a list of {len(args)} {kinds.pop() if len(kinds) == 1 else 'values'}"
+        return f"a list of {_PLURAL.get(args[0], 'values') if args else 'values'}"
+    return _SINGULAR.get(hint, "a mapping" if origin is dict or hint is dict else f"a {getattr(hint, '__name__', hint)}")
+
+
+_SINGULAR = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+_PLURAL = {int: "integers", float: "numbers", bool: "booleans", str: "strings"}
+_EXAMPLES = {int: 10, float: 0.01, bool: True, str: "name", dict: {}}
+
+
+def _example(hint: Any, current: Any) -> str:
+    if current is not None and current is not _ABSENT and not dataclasses.is_dataclass(current):
+        return _show(current)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        return _example(options[0], None) if options else "null"
+    if origin in (tuple, list):
+        return "[1, 5]" if not args or args[0] is int else f"[{_example(args[0], None)}]"
+    if origin is typing.Literal:
+        return _show(args[0])
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        first = dataclasses.fields(hint)[0]
+        return f"{{{first.name}: {_show(_default(first))}}}"
+    return _show(_EXAMPLES.get(origin or hint, "..."))
+
+
+def _show(value: Any) -> str:
+    """``value`` as one would write it after ``key=`` (YAML flow style)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_show(v) if not isinstance(v, str) else repr(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_show(v)}" for k, v in value.items()) + "}"
+    return str(value) if not isinstance(value, str) else value
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -113,3 +113,106 @@ def test_a_dotted_override_must_walk_through_sections():
         apply_overrides(TrainConfig(), ["steps.x=1"])
     with pytest.raises(ValueError, match=r"unknown config key 'nope.x': TrainConfig has fields"):
         apply_overrides(TrainConfig(), ["nope.x=1"])
+
+
+# --- values are parsed and checked against the field's type annotation (issue 12) -----------------
+@dataclass(frozen=True)
+class Typed:
+    steps: int = 300
+    lr: float = 1e-3
+    on: bool = False
+    name: str = "x"
+    shots: tuple[int, ...] = (1, 5)
+    pair: tuple[float, float] = (0.5, 0.5)
+    limit: int | None = None
+    maybe_lr: float | None = None
+    kwargs: dict = field(default_factory=dict)
+    inner: Inner = field(default_factory=Inner)
+
+
+@pytest.mark.parametrize("text, value", [("1e-3", 1e-3), ("1E-3", 1e-3), ("1e6", 1e6), ("2", 2.0), ("0.5", 0.5),
+                                         ("-1.5e+2", -150.0), (".5", 0.5)])
+def test_a_float_field_reads_every_spelling_of_a_number(text, value):
+    cfg = apply_overrides(Typed(), [f"lr={text}"])
+    assert cfg.lr == value and type(cfg.lr) is float
+
+
+def test_yaml_files_float_spellings_that_yaml_1_1_reads_as_strings_are_numbers(tmp_path):
+    (tmp_path / "c.yaml").write_text("lr: 1e-3\nmaybe_lr: 1E6\ninner: {lr: 5e-2}\n")
+    cfg = apply_mapping(Typed(), load_yaml(tmp_path / "c.yaml"))
+    assert (cfg.lr, cfg.maybe_lr, cfg.inner.lr) == (1e-3, 1e6, 5e-2)
+    assert from_dict(Typed, load_yaml(tmp_path / "c.yaml")).lr == 1e-3
+
+
+def test_an_integer_field_takes_whole_numbers_only():
+    assert apply_overrides(Typed(), ["steps=7"]).steps == 7
+    assert apply_overrides(Typed(), ["steps=1e4"]).steps == 10000 and type(apply_overrides(Typed(), ["steps=1e4"]).steps) is int
+    with pytest.raises(ValueError, match=r"steps=1\.5 is not an integer; write e\.g\. steps=300"):
+        apply_overrides(Typed(), ["steps=1.5"])
+    with pytest.raises(ValueError, match=r"inner\.steps='abc' is not an integer; write e\.g\. inner\.steps=5"):
+        apply_overrides(Typed(), ["inner.steps=abc"])
+    with pytest.raises(ValueError, match=r"steps=true is not an integer"):
+        apply_overrides(Typed(), ["steps=true"])
+    with pytest.raises(ValueError, match=r"steps=1\.5 is not an integer"):
+        apply_mapping(Typed(), {"steps": 1.5})
+
+
+def test_a_float_field_refuses_what_is_not_a_number():
+    for bad in ("abc", "e", "true", "[1]", "1e-3x"):
+        with pytest.raises(ValueError, match=r"lr=.* is not a number; write e\.g\. lr=0\.001"):
+            apply_overrides(Typed(), [f"lr={bad}"])
+
+
+def test_a_boolean_field_takes_true_or_false_only():
+    assert apply_overrides(Typed(), ["on=true"]).on is True
+    assert apply_overrides(Typed(), ["on=False"]).on is False
+    for bad in ("maybe", "1", "yes", "0"):
+        with pytest.raises(ValueError, match=r"on='?\w+'? is not true or false; write e\.g\. on=false"):
+            apply_overrides(Typed(), [f"on={bad}"])
+    with pytest.raises(ValueError, match="is not true or false"):
+        apply_mapping(Typed(), {"on": "maybe"})
+    with pytest.raises(ValueError, match="is not true or false"):
+        apply_mapping(Typed(), {"on": 1})
+
+
+def test_strings_lists_optionals_and_mappings_follow_their_annotations():
+    cfg = apply_overrides(Typed(), ["name=123", "shots=[5]", "pair=[1, 2]", "limit=null", "maybe_lr=1e-2",
+                                    "kwargs={hidden: [8]}"])
+    assert cfg.name == "123" and cfg.shots == (5,) and cfg.pair == (1.0, 2.0) and cfg.limit is None
+    assert cfg.maybe_lr == 0.01 and cfg.kwargs == {"hidden": [8]}
+    assert apply_overrides(Typed(), ["limit=4"]).limit == 4
+    with pytest.raises(ValueError, match=r"shots=\[1, 'x'\] is not a list of integers; write e\.g\. shots=\[1, 5\]"):
+        apply_overrides(Typed(), ["shots=[1, x]"])
+    with pytest.raises(ValueError, match=r"shots=5 is not a list of integers"):
+        apply_overrides(Typed(), ["shots=5"])
+    with pytest.raises(ValueError, match=r"pair=\[1\] is not a list of 2 numbers"):
+        apply_overrides(Typed(), ["pair=[1]"])
+    with pytest.raises(ValueError, match=r"limit='many' is not an integer or null"):
+        apply_overrides(Typed(), ["limit=many"])
+    with pytest.raises(ValueError, match=r"kwargs=3 is not a mapping"):
+        apply_overrides(Typed(), ["kwargs=3"])
+    with pytest.raises(ValueError, match=r"name=\[1\] is not a string"):
+        apply_mapping(Typed(), {"name": [1]})
+
+
+def test_a_section_takes_a_mapping_of_its_fields():
+    assert apply_overrides(Typed(), ["inner={lr: 1e-3}"]).inner == Inner(lr=1e-3, steps=5)
+    with pytest.raises(ValueError, match=r"config key 'inner' is a section \(Inner\); set its fields, e\.g\. inner\.lr="):
+        apply_overrides(Typed(), ["inner=3"])
+    with pytest.raises(ValueError, match=r"config key 'inner' is a section"):
+        apply_mapping(Typed(), {"inner": 3})
+
+
+def test_saved_configs_are_checked_like_overrides():
+    assert from_dict(Typed, {"shots": [1], "limit": None, "inner": {"lr": "1e-2"}}) == Typed(shots=(1,), inner=Inner(lr=0.01))
+    with pytest.raises(ValueError, match=r"on='maybe' is not true or false"):
+        from_dict(Typed, {"on": "maybe"})
+    with pytest.raises(ValueError, match=r"inner\.steps=2\.5 is not an integer"):
+        from_dict(Typed, {"inner": {"steps": 2.5}})
+
+
+def test_a_check_of_a_nested_section_names_where_it_is():
+    from dfml.experiment import ExperimentConfig
+
+    with pytest.raises(ValueError, match=r"^datafree\.pixel: .*steps must be"):
+        apply_overrides(ExperimentConfig(), ["datafree.pixel.steps=0"])
