@@ -16,6 +16,7 @@ kill at any moment leaves either the old or the new file, never half of one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -30,7 +31,10 @@ import torch
 import yaml
 
 from . import __version__
-from .config import config_changes
+from .config import config_changes, lookup
+
+EPISODES_KEY = "eval.episodes_dir"
+_SETUP_FILES = {"config.yaml", "run.json", "metrics.jsonl", "episodes", ".lock"}
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +74,19 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         raise
 
 
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _short(value: Any) -> str:
+    return f"{value[:12]}..." if isinstance(value, str) and len(value) > 16 else repr(value)
+
+
 def git_revision() -> str | None:
     """The git revision of the dfml source tree, or ``None`` outside a git checkout."""
     try:
@@ -95,9 +112,15 @@ class RunDir:
             the fields added since; such a field is accepted when ``config`` holds it at its default
             (the behaviour the old run had), so finished and interrupted runs survive upgrades.
 
+    A run that stopped before saving any work (see :meth:`has_work`; e.g. a typo in the dataset
+    name) gives way to another configuration: its ``config.yaml`` and ``run.json`` are replaced,
+    its metrics and its own episode lists removed. A configuration that differs only in
+    ``eval.episodes_dir`` (a copied run whose episode lists live elsewhere now) resumes when every
+    meta-test episode file the run recorded (:meth:`record_episodes`) is there, byte for byte.
+
     Raises:
-        ValueError: ``path`` holds a run whose ``config.yaml`` differs from ``config`` (the message
-            lists the differing keys and says to pick another directory).
+        ValueError: ``path`` holds a run that saved work and whose ``config.yaml`` differs from
+            ``config`` (the message lists the differing keys and says to pick another directory).
         NotADirectoryError: ``path`` exists and is a file.
     """
 
@@ -106,31 +129,119 @@ class RunDir:
         if self.path.exists() and not self.path.is_dir():
             raise NotADirectoryError(f"run directory {str(self.path)!r} exists and is not a directory")
         self.config = config
+        self.resumed = False
         cfg_file = self.path / "config.yaml"
         if cfg_file.exists():
             old = yaml.safe_load(cfg_file.read_text()) or {}
             plain_new = yaml.safe_load(yaml.safe_dump(config))
             plain_defaults = None if defaults is None else yaml.safe_load(yaml.safe_dump(defaults))
             diff = config_changes(old, plain_new, plain_defaults)
-            if diff:
+            missing = self._missing_episodes(plain_new) if diff == [EPISODES_KEY] else None
+            if not diff or missing == []:
+                if diff:
+                    log.info("%s: the run's episode files are the same in eval.episodes_dir=%r; resuming", self.path,
+                             lookup(plain_new, EPISODES_KEY))
+                self.resumed = True
+                return
+            if self.has_work():
+                where = f" (its episode files {', '.join(missing)} are missing or differ there)" if missing else ""
                 raise ValueError(
                     f"{str(self.path)!r} already holds a run with another configuration (differs in: "
-                    f"{', '.join(diff)}); nothing was changed. Use a new --out directory, or re-run "
+                    f"{', '.join(diff)}){where}; nothing was changed. Use a new --out directory, or re-run "
                     "the original command to resume that run."
                 )
-            self.resumed = True
-        else:
-            self.resumed = False
-            self.path.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(cfg_file, yaml.safe_dump(config, sort_keys=False))
-            info = {
-                "dfml_version": __version__,
-                "git_revision": git_revision(),
-                "command": sys.argv,
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "torch": torch.__version__,
-            }
-            atomic_write_text(self.path / "run.json", json.dumps(info, indent=2))
+            log.warning("%s held a run that stopped before saving any work (it differs in: %s); starting this "
+                        "configuration in its place", self.path, ", ".join(diff))
+            self._clear_failed_start()
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(cfg_file, yaml.safe_dump(config, sort_keys=False))
+        info = {
+            "dfml_version": __version__,
+            "git_revision": git_revision(),
+            "command": sys.argv,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "torch": torch.__version__,
+        }
+        atomic_write_text(self.path / "run.json", json.dumps(info, indent=2))
+
+    # ---------------------------------------------------------- what it holds
+    def has_work(self) -> bool:
+        """Whether the run saved anything a restart would lose: a checkpoint, a bank, a model, results...
+
+        Anything but ``config.yaml``, ``run.json``, metrics (a run without a checkpoint restarts from
+        step 0 and drops them) and episode lists (drawn again from their seed) counts.
+        """
+        for p in self.path.iterdir():
+            if p.name in _SETUP_FILES or (p.name.startswith(".") and p.name.endswith(".tmp")):
+                continue
+            if p.is_dir() and not any(q.is_file() for q in p.rglob("*")):
+                continue
+            return True
+        return False
+
+    def _clear_failed_start(self) -> None:
+        self.metrics_file.unlink(missing_ok=True)
+        for f in sorted((self.path / "episodes").glob("*.json")):  # drawn for the configuration given up
+            f.unlink()
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """``run.json`` (empty if missing or unreadable)."""
+        try:
+            out = json.loads((self.path / "run.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return out if isinstance(out, dict) else {}
+
+    def update_info(self, **fields: Any) -> None:
+        """Rewrite ``run.json`` with ``fields`` added or replaced."""
+        atomic_write_text(self.path / "run.json", json.dumps({**self.info, **fields}, indent=2))
+
+    def check_inputs(self, inputs: dict[str, dict[str, Any]], *, record: bool = True) -> None:
+        """Refuse to go on with other inputs than the run was made on; record them in ``run.json``.
+
+        Args:
+            inputs: what identifies each input, e.g. ``{"pool": {"manifest_sha256": ...},
+                "data": {"dataset": "toy", "val_sha256": ...}}``. A field the run has not recorded
+                (a run saved by an older dfml) counts as unknown and is recorded now.
+            record: write ``run.json`` (``False`` on the ranks of a launch other than 0).
+
+        Raises:
+            ValueError: a recorded field differs (the message names it, both values and the fix).
+        """
+        saved = self.info.get("inputs") or {}
+        changed = [(f"{name}.{key}", saved[name][key], value) for name, fields in inputs.items()
+                   for key, value in fields.items()
+                   if isinstance(saved.get(name), dict) and key in saved[name] and saved[name][key] != value]
+        if changed:
+            details = "; ".join(f"{key}: {_short(was)} when it started, {_short(now)} now" for key, was, now in changed)
+            names = " and ".join(sorted({key.split(".")[0] for key, _, _ in changed}))
+            raise ValueError(
+                f"{str(self.path)!r} holds a run made on other inputs ({details}); nothing was changed. Use a new "
+                f"--out directory for these inputs, or restore the {names} the run was made on to resume it."
+            )
+        merged = {**saved, **{name: {**(saved.get(name) or {}), **fields} for name, fields in inputs.items()}}
+        if record and merged != saved:
+            self.update_info(inputs=merged)
+
+    def record_episodes(self, files: list[Path]) -> dict[str, str]:
+        """Record the SHA-256 of meta-test episode ``files`` in ``run.json``; returns ``{file name: sha256}``."""
+        hashes = {f.name: sha256_file(f) for f in files}
+        known = self.info.get("episodes") or {}
+        if any(known.get(k) != v for k, v in hashes.items()):
+            self.update_info(episodes={**known, **hashes})
+        return hashes
+
+    def _missing_episodes(self, config: dict[str, Any]) -> list[str] | None:
+        """The recorded episode files not found byte for byte in ``config``'s episodes folder (``None``:
+        nothing recorded, so nothing shows the folders hold the same episodes)."""
+        known = self.info.get("episodes") or {}
+        if not known:
+            return None
+        new = lookup(config, EPISODES_KEY)
+        folder = Path(new) if new else self.path / "episodes"
+        return [name for name, sha in sorted(known.items())
+                if not (folder / name).is_file() or sha256_file(folder / name) != sha]
 
     # ----------------------------------------------------------------- metrics
     @property

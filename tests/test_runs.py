@@ -60,7 +60,7 @@ def test_run_path_that_is_a_file_is_refused(tmp_path):
 
 def test_fields_added_since_a_run_was_saved_are_accepted_at_their_defaults_only(tmp_path):
     old = {"train": {"steps": 5}, "recipe": "maml"}
-    RunDir(tmp_path / "r", old)
+    RunDir(tmp_path / "r", old).save_checkpoint({"step": 1})  # work a restart would lose: never given away
     defaults = {"train": {"steps": 100, "new_knob": 0.0}, "eval": {"calibration": {"enabled": False}}, "recipe": "x"}
     upgraded = {"train": {"steps": 5, "new_knob": 0.0}, "eval": {"calibration": {"enabled": False}}, "recipe": "maml"}
     run = RunDir(tmp_path / "r", upgraded, defaults=defaults)
@@ -72,3 +72,64 @@ def test_fields_added_since_a_run_was_saved_are_accepted_at_their_defaults_only(
             RunDir(tmp_path / "r", {**upgraded, **changed}, defaults=defaults)
     with pytest.raises(ValueError, match="train.new_knob"):  # without defaults nothing is assumed
         RunDir(tmp_path / "r", upgraded)
+
+
+def test_a_run_that_stopped_before_its_first_checkpoint_gives_way_to_another_configuration(tmp_path):
+    run = RunDir(tmp_path / "r", {"dataset": "cifar_f"})
+    run.log_metrics({"step": 1, "loss": 1.0})  # killed before its first checkpoint
+    (tmp_path / "r" / "episodes").mkdir()
+    (tmp_path / "r" / "episodes" / "val_5w1s_100.json").write_text("{}")  # drawn for the old configuration
+    again = RunDir(tmp_path / "r", {"dataset": "cifar_fs"})
+    assert not again.resumed
+    assert yaml.safe_load((tmp_path / "r" / "config.yaml").read_text()) == {"dataset": "cifar_fs"}
+    assert again.read_metrics() == [] and not (tmp_path / "r" / "episodes" / "val_5w1s_100.json").exists()
+
+
+@pytest.mark.parametrize("work", ["checkpoints/last.pt", "bank.pt", "model.pt", "results.json"])
+def test_a_run_that_saved_any_work_is_never_given_away(tmp_path, work):
+    RunDir(tmp_path / "r", {"a": 1})
+    (tmp_path / "r" / work).parent.mkdir(exist_ok=True)
+    (tmp_path / "r" / work).write_text("saved")
+    with pytest.raises(ValueError, match=r"another configuration \(differs in: a\)"):
+        RunDir(tmp_path / "r", {"a": 2})
+    assert (tmp_path / "r" / work).read_text() == "saved"
+
+
+def test_inputs_are_recorded_and_a_resume_on_other_inputs_is_refused_naming_them(tmp_path):
+    pool, data = {"manifest_sha256": "a" * 64}, {"dataset": "toy", "val_sha256": "b" * 64}
+    RunDir(tmp_path / "r", {"a": 1}).check_inputs({"pool": pool, "data": data})
+    recorded = json.loads((tmp_path / "r" / "run.json").read_text())["inputs"]
+    assert recorded == {"pool": pool, "data": data}
+    RunDir(tmp_path / "r", {"a": 1}).check_inputs({"pool": pool, "data": data})  # the same inputs resume
+    before = (tmp_path / "r" / "run.json").read_text()
+    with pytest.raises(ValueError, match=r"made on other inputs \(pool.manifest_sha256: aaaaaaaaaaaa\.\.\. when it "
+                                         r"started, cccccccccccc\.\.\. now\).*new --out.*restore the pool"):
+        RunDir(tmp_path / "r", {"a": 1}).check_inputs({"pool": {"manifest_sha256": "c" * 64}, "data": data})
+    with pytest.raises(ValueError, match=r"data.val_sha256"):
+        RunDir(tmp_path / "r", {"a": 1}).check_inputs({"pool": pool, "data": {**data, "val_sha256": "d" * 64}})
+    assert (tmp_path / "r" / "run.json").read_text() == before
+
+
+def test_a_run_saved_before_inputs_were_recorded_resumes_and_records_them(tmp_path):
+    RunDir(tmp_path / "r", {"a": 1})
+    info = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert "inputs" not in info
+    RunDir(tmp_path / "r", {"a": 1}).check_inputs({"pool": {"manifest_sha256": "a" * 64}})
+    assert json.loads((tmp_path / "r" / "run.json").read_text()) == {
+        **info, "inputs": {"pool": {"manifest_sha256": "a" * 64}}}
+
+
+def test_a_copied_run_whose_episodes_moved_resumes_when_the_episode_files_are_the_same(tmp_path):
+    old, new, other = tmp_path / "eps", tmp_path / "copy" / "eps", tmp_path / "other"
+    for folder, seed in ((old, 0), (new, 0), (other, 1)):
+        folder.mkdir(parents=True)
+        (folder / "test_5w1s_600.json").write_text(f'{{"seed": {seed}}}')
+    cfg = {"eval": {"episodes_dir": str(old), "steps": 10}}
+    RunDir(tmp_path / "r", cfg).record_episodes([old / "test_5w1s_600.json"])
+    (tmp_path / "r" / "checkpoints").mkdir()
+    (tmp_path / "r" / "checkpoints" / "last.pt").write_text("saved")
+    assert RunDir(tmp_path / "r", {"eval": {"episodes_dir": str(new), "steps": 10}}).resumed
+    with pytest.raises(ValueError, match=r"differs in: eval.episodes_dir\).*test_5w1s_600.json"):
+        RunDir(tmp_path / "r", {"eval": {"episodes_dir": str(other), "steps": 10}})
+    with pytest.raises(ValueError, match=r"differs in: eval.episodes_dir, eval.steps"):
+        RunDir(tmp_path / "r", {"eval": {"episodes_dir": str(new), "steps": 11}})
