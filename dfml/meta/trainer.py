@@ -56,6 +56,10 @@ class TrainConfig:
         val_every, val_episodes: meta-validation cadence and size (model selection uses it only).
         test_inner_steps, test_inner_lr: fine-tuning at meta-validation/test (10 at 0.01, the papers').
         checkpoint_every: meta-updates between checkpoints.
+        checkpoint_minutes: also checkpoint once this many minutes passed since the last checkpoint
+            (or the start), so that slow steps (minutes each on 84x84 data) lose little to a kill.
+            A checkpoint draws no random numbers: a resume reproduces the uninterrupted run wherever
+            it was taken.
         seed: seeds task sampling, inversion and the meta-model's initialisation.
         inversion: the inverter's settings.
         meta_arch, meta_arch_kwargs: the meta-model's architecture, a choice of its own
@@ -82,6 +86,7 @@ class TrainConfig:
     test_inner_steps: int = 10
     test_inner_lr: float = 0.01
     checkpoint_every: int = 50
+    checkpoint_minutes: float = 10.0
     seed: int = 0
     inversion: PixelInversionConfig = field(default_factory=PixelInversionConfig)
     meta_arch: str | None = None
@@ -112,6 +117,12 @@ class TrainConfig:
         if self.meta_image_size is not None and self.meta_image_size < 1:
             raise ValueError(
                 f"train.meta_image_size must be >= 1 (or null: the meta-test dataset's), got {self.meta_image_size}"
+            )
+        minutes = self.checkpoint_minutes
+        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 < minutes < float("inf"):
+            raise ValueError(
+                f"train.checkpoint_minutes must be a number of minutes > 0, got {minutes!r} (default 10.0; "
+                "checkpoints also come every train.checkpoint_every steps)"
             )
 
 
@@ -314,8 +325,11 @@ class MetaTrainer:
                 if dist.is_main():
                     self.run.truncate_metrics(self.step)
                 log.info("resuming from step %d", self.step)
+            elif dist.is_main() and self.run.metrics_file.exists():
+                self.run.truncate_metrics(0)  # logged by a start killed before its first checkpoint
             dist.barrier()  # every rank has read the checkpoint before rank 0 may replace it
         start = time.perf_counter()
+        last_checkpoint = time.monotonic()
         while self.step < cfg.steps:
             tasks = [t.to(self.device) for t in self.stream.next_batch(self.step, self.generator)]
             metrics = self.update(self.learner, tasks, self.optimizer)
@@ -339,8 +353,11 @@ class MetaTrainer:
                     }
             if self.run is not None and dist.is_main():
                 self.run.log_metrics(record)
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                now = time.monotonic()
+                if (self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps
+                        or now - last_checkpoint >= 60.0 * cfg.checkpoint_minutes):
                     self._checkpoint()
+                    last_checkpoint = now
             if progress is not None:
                 progress(self.step, record)
         if self.best["state"] is not None:

@@ -138,3 +138,72 @@ def test_a_task_stream_and_a_meta_update_plug_into_the_loop_and_resume(bank, wor
     MetaTrainer(use_batch_stats(build_model("mlp", in_features=32, num_classes=5)), again,
                 lambda: eps.tasks(world["val"]), CFG, run=RunDir(tmp_path / "stream", {"x": 2})).fit()
     assert again.served == 6
+
+
+class _Clock:
+    """A stand-in for the trainer's ``time`` module: every reading is ``minutes`` later than the last."""
+
+    def __init__(self, minutes):
+        self.now, self.minutes = 0.0, minutes
+
+    def monotonic(self):
+        self.now += 60.0 * self.minutes
+        return self.now
+
+    def perf_counter(self):
+        return self.now
+
+
+def test_a_checkpoint_also_comes_after_train_checkpoint_minutes_and_resume_stays_exact(bank, world, tmp_path,
+                                                                                       monkeypatch):
+    import dfml.meta.trainer as trainer_module
+
+    cfg = replace(CFG, checkpoint_every=100, checkpoint_minutes=10.0)
+    full = _trainer(bank, world, RunDir(tmp_path / "full", {"x": 1}), cfg)
+    full.fit()
+
+    saved = []
+    monkeypatch.setattr(trainer_module, "time", _Clock(minutes=6.0))  # every step takes 6 minutes
+    run = RunDir(tmp_path / "killed", {"x": 1})
+    real_save = run.save_checkpoint
+    monkeypatch.setattr(run, "save_checkpoint", lambda state, name="last": saved.append(state["step"]) or
+                        real_save(state, name))
+
+    class Kill(Exception):
+        pass
+
+    def kill_at_5(step, record):
+        if step == 5:
+            raise Kill
+
+    with pytest.raises(Kill):
+        _trainer(bank, world, run, cfg).fit(kill_at_5)
+    assert saved == [2, 4]  # 12 minutes after the start, and after the last checkpoint (not every 100 steps)
+    monkeypatch.undo()
+    resumed = _trainer(bank, world, RunDir(tmp_path / "killed", {"x": 1}), cfg)
+    resumed.fit()
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    assert [r["step"] for r in RunDir(tmp_path / "killed", {"x": 1}).read_metrics()] == list(range(1, 7))
+
+
+def test_a_run_killed_before_its_first_checkpoint_logs_each_step_once(bank, world, tmp_path):
+    cfg = replace(CFG, checkpoint_every=100)
+
+    class Kill(Exception):
+        pass
+
+    def kill_at_2(step, record):
+        if step == 2:
+            raise Kill
+
+    with pytest.raises(Kill):
+        _trainer(bank, world, RunDir(tmp_path / "r", {"x": 1}), cfg).fit(kill_at_2)
+    _trainer(bank, world, RunDir(tmp_path / "r", {"x": 1}), cfg).fit()
+    assert [r["step"] for r in RunDir(tmp_path / "r", {"x": 1}).read_metrics()] == list(range(1, 7))
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("inf"), "10"])
+def test_checkpoint_minutes_must_be_a_positive_number(bad):
+    with pytest.raises(ValueError, match=f"train.checkpoint_minutes must be a number of minutes > 0, got {bad!r}"):
+        replace(CFG, checkpoint_minutes=bad)
