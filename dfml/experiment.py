@@ -225,9 +225,13 @@ def meta_test(
         tasks = (convert_task(t, data_domain, meta_domain) for t in eps.tasks(test_ds))
         res: EvalResult = evaluate_sharded(model, tasks, steps=ev.steps, lr=ev.lr,
                                            device=dist.device_for(cfg.device), progress=bar, first_n=first_n,
-                                           calibration=ev.calibration)
+                                           calibration=ev.calibration, settings=_EVAL_SETTINGS)
         scores[f"{ev.n_way}way_{shot}shot"] = res.as_dict()
     return scores
+
+
+_EVAL_SETTINGS = {"lr": "eval.lr", "steps": "eval.steps", "calibration.lr": "eval.calibration.lr"}
+"""The configuration names of the meta-test fine-tune's settings, named by its errors."""
 
 
 def load_meta_model(run_dir: str | Path, pool: str | Path | None = None) -> torch.nn.Module:

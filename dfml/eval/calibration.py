@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..inversion.bank import PixelBank, PixelBankConfig
-from ..meta.inner import functional_forward
+from ..meta.inner import check_finetune, functional_forward
 from ..models.norm import use_batch_stats
 from ..types import Params
 
@@ -153,6 +153,7 @@ def calibrate(
     generator: torch.Generator,
     *,
     lr: float | None = None,
+    lr_setting: str = "CalibrationConfig.lr",
 ) -> tuple[Params, dict[str, Any]]:
     """Calibrate adapted weights: invert them into a pseudo-support set, then fine-tune on support + pseudo-support.
 
@@ -164,6 +165,7 @@ def calibrate(
         config: the calibration settings (``config.enabled`` is not consulted here).
         generator: every random draw of the inversion comes from it (see :func:`episode_generator`).
         lr: the step size when ``config.lr`` is ``None`` (the meta-test fine-tuning rate).
+        lr_setting: the configuration name of the step size, named when the steps diverge.
 
     Returns:
         The calibrated weights (detached, same keys as ``params``) and a dict
@@ -172,6 +174,8 @@ def calibrate(
 
     Raises:
         ValueError: no step size (``config.lr`` and ``lr`` both ``None``) while ``config.steps > 0``.
+        FloatingPointError: the fine-tuning steps diverged (a loss or weight not finite after them,
+            checked once at the end; the message names ``lr_setting``).
     """
     rate = config.lr if config.lr is not None else lr
     if rate is None and config.steps > 0:
@@ -199,5 +203,7 @@ def calibrate(
         for k, g in zip(names, grads):
             if g is not None:
                 fast[k] = (fast[k] - rate * g).detach().requires_grad_(True)
+    if config.steps > 0:
+        check_finetune(loss, {k: fast[k] for k in names}, lr=rate, steps=config.steps, lr_setting=lr_setting)
     info["seconds"] = time.perf_counter() - start
     return {k: v.detach() for k, v in fast.items()}, info

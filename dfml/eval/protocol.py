@@ -8,7 +8,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -93,26 +93,33 @@ def _check_head(logits: Tensor, n_way: int) -> None:
         )
 
 
-def _finetune(net: nn.Module, task: Task, steps: int, lr: float, checked: set[int]) -> Params:
+def _finetune(net: nn.Module, task: Task, steps: int, lr: float, checked: set[int], lr_setting: str) -> Params:
     params = {k: v.detach().clone().requires_grad_(v.is_floating_point()) for k, v in net.named_parameters()}
     if task.n_way not in checked:  # one extra forward per distinct n_way
         with torch.no_grad():
             _check_head(functional_forward(net, params, task.support_x), task.n_way)
         checked.add(task.n_way)
     with torch.enable_grad():
-        return inner_update(net, params, task.support_x, task.support_y, steps=steps, lr=lr, first_order=True)
+        return inner_update(net, params, task.support_x, task.support_y, steps=steps, lr=lr, first_order=True,
+                            lr_setting=lr_setting)
 
 
-def _query_accuracy(net: nn.Module, fast: Params, task: Task) -> float:
+def _score(pred: Tensor, task: Task) -> tuple[float, bool]:
+    """Query accuracy in percent, and whether every query got the same class (one host sync)."""
+    acc, one = torch.stack([(pred == task.query_y).double().mean(), (pred == pred[0]).all().double()]).tolist()
+    return acc * 100.0, bool(one)
+
+
+def _query_accuracy(net: nn.Module, fast: Params, task: Task) -> tuple[float, bool]:
     with torch.no_grad():
         logits = functional_forward(net, {k: v.detach() for k, v in fast.items()}, task.query_x)
-    return float((logits.argmax(-1) == task.query_y).double().mean()) * 100.0
+    return _score(logits.argmax(-1), task)
 
 
-def _protonet_accuracy(head: ProtoNet, task: Task) -> float:
+def _protonet_accuracy(head: ProtoNet, task: Task) -> tuple[float, bool]:
     with torch.no_grad():
         pred = head.predict(head.params(), task)
-    return float((pred == task.query_y).double().mean()) * 100.0
+    return _score(pred, task)
 
 
 def _mean_ci(scores: list[float]) -> tuple[float, float]:
@@ -125,17 +132,20 @@ def _mean_ci(scores: list[float]) -> tuple[float, float]:
 class _Calibrated:
     """The calibration arm of ``evaluate``: calibrates each adapted model, keeps the uncalibrated scores."""
 
-    def __init__(self, config: CalibrationConfig, lr: float) -> None:
+    def __init__(self, config: CalibrationConfig, lr: float, names: Mapping[str, str]) -> None:
         self.config, self.lr = config, lr
+        own = names["calibration.lr"]
+        self.lr_setting = own if config.lr is not None else f"{own} (unset: it follows {names['lr']})"
         self.uncalibrated: list[float] = []
         self.pseudo_acc: list[float] = []
         self.teacher_queries, self.seconds = 0, 0.0
 
-    def __call__(self, net: nn.Module, fast: Params, task: Task, index: int) -> float:
-        self.uncalibrated.append(_query_accuracy(net, fast, task))
+    def __call__(self, net: nn.Module, fast: Params, task: Task, index: int) -> tuple[float, bool]:
+        self.uncalibrated.append(_query_accuracy(net, fast, task)[0])
         with torch.enable_grad():  # only the support set goes in: calibration cannot see the query set
             fast, info = calibrate(net, fast, task.support_x, task.support_y, self.config,
-                                   episode_generator(self.config.seed, index), lr=self.lr)
+                                   episode_generator(self.config.seed, index), lr=self.lr,
+                                   lr_setting=self.lr_setting)
         if info["pseudo_acc"] is not None:
             self.pseudo_acc.append(info["pseudo_acc"])
         self.teacher_queries += info["teacher_queries"]
@@ -168,6 +178,7 @@ def evaluate(
     calibration: CalibrationConfig | None = None,
     episode_start: int = 0,
     episode_stride: int = 1,
+    settings: Mapping[str, str] | None = None,
 ) -> EvalResult:
     """Meta-test ``model`` on ``tasks``: per-episode query accuracy, its mean and 95% interval.
 
@@ -187,6 +198,13 @@ def evaluate(
     uncalibrated scores of the same episodes and adaptations (``"uncalibrated"``) and the paired
     difference calibrated - uncalibrated (``"paired"``, see :func:`dfml.eval.paired`).
 
+    A diverged or degenerate result is an error, never a score: every fine-tune (and calibration)
+    is checked once at its end (:func:`dfml.meta.inner.check_finetune`: a loss or weight that is
+    not finite), and a model that answers one class for every query of every episode (two or more
+    episodes) is refused: with balanced query sets that is exactly chance with zero spread, a
+    number that says nothing about the model (a collapsed meta-model, or a fine-tune that wrecked
+    it). A model that does so on some episodes only is scored as usual.
+
     Args:
         model: the meta-model (an ``nn.Module``, or a ``MAML``/``ProtoNet`` learner); not modified.
             With ``finetune`` its output size must equal each task's ``n_way``.
@@ -201,36 +219,67 @@ def evaluate(
         episode_start, episode_stride: the ``i``-th task is episode ``episode_start + i *
             episode_stride`` of the whole list (calibration draws that episode's generator);
             :func:`evaluate_sharded` sets them for each rank's share.
+        settings: the caller's configuration names of ``"lr"``, ``"steps"`` and
+            ``"calibration.lr"`` (e.g. ``{"lr": "eval.lr"}``), named by the errors below; a name
+            not given is shown as the argument's own.
 
     Returns:
         ``EvalResult`` with accuracies in percent.
 
     Raises:
-        ValueError: an unknown method, bad ``steps``/``first_n``, no episodes, (finetune) a head
-            whose output size is not ``n_way``, or calibration with ``protonet``.
+        ValueError: an unknown method, bad ``steps``/``first_n``/``settings``, no episodes,
+            (finetune) a head whose output size is not ``n_way``, or calibration with ``protonet``.
+        FloatingPointError: a fine-tune or calibration diverged (names the step size's setting).
+        RuntimeError: a degenerate result (one class for every query of every episode).
     """
+    result, one_class = _evaluate(model, tasks, steps=steps, lr=lr, method=method, device=device, first_n=first_n,
+                                  progress=progress, calibration=calibration, episode_start=episode_start,
+                                  episode_stride=episode_stride, settings=settings)
+    _check_degenerate(result, one_class, _names(settings))
+    return result
+
+
+def _evaluate(
+    model: nn.Module,
+    tasks: Iterable[Task],
+    *,
+    steps: int,
+    lr: float,
+    method: str,
+    device: torch.device | str | None,
+    first_n: int | None,
+    progress: Callable[[int, float], None] | None,
+    calibration: CalibrationConfig | None,
+    episode_start: int,
+    episode_stride: int,
+    settings: Mapping[str, str] | None,
+) -> tuple[EvalResult, list[bool]]:
+    """:func:`evaluate` without the degenerate-result check; also returns, per episode, whether every
+    query got the same class (so that :func:`evaluate_sharded` can check the gathered episodes)."""
+    names = _names(settings)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
     _check_first_n(first_n)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
     net, method = _prepare(model, method, device)
-    cal = _calibration_arm(calibration, method, lr)
+    cal = _calibration_arm(calibration, method, lr, names)
     head = ProtoNet(net) if method == "protonet" else None
     p = next(net.parameters(), None)
     dev, dtype = (p.device, p.dtype) if p is not None else (torch.device(device or "cpu"), None)
-    start, scores, checked = time.perf_counter(), [], set()
+    start, scores, one_class, checked = time.perf_counter(), [], [], set()
     for i, task in enumerate(tasks):
         if first_n is not None and i >= first_n:
             break
         task = task.to(dev, dtype=dtype)
         if head is not None:
-            acc = _protonet_accuracy(head, task)
+            acc, one = _protonet_accuracy(head, task)
         else:
-            fast = _finetune(net, task, steps, lr, checked)
+            fast = _finetune(net, task, steps, lr, checked, names["lr"])
             index = episode_start + i * episode_stride
-            acc = cal(net, fast, task, index) if cal is not None else _query_accuracy(net, fast, task)
+            acc, one = cal(net, fast, task, index) if cal is not None else _query_accuracy(net, fast, task)
         scores.append(acc)
+        one_class.append(one)
         if progress is not None:
             progress(i + 1, acc)
     if not scores:
@@ -239,7 +288,34 @@ def evaluate(
                             "lr": lr if method == "finetune" else 0.0}
     if cal is not None:
         info["calibration"] = cal.info(scores)
-    return _result(scores, time.perf_counter() - start, info)
+    return _result(scores, time.perf_counter() - start, info), one_class
+
+
+_SETTINGS = ("lr", "steps", "calibration.lr")
+
+
+def _names(settings: Mapping[str, str] | None) -> dict[str, str]:
+    """The configuration name of each setting errors may name (default: the argument's own name)."""
+    unknown = sorted(set(settings or {}) - set(_SETTINGS))
+    if unknown:
+        raise ValueError(f"settings names {unknown}, which evaluate does not take; name some of {list(_SETTINGS)}")
+    return {**{k: k for k in _SETTINGS}, **(settings or {})}
+
+
+def _check_degenerate(result: EvalResult, one_class: list[bool], names: dict[str, str]) -> None:
+    """Refuse a result where the model answered one class for every query of every episode (n >= 2)."""
+    if result.n < 2 or not all(one_class):
+        return
+    info = result.info
+    if info["method"] == "finetune":
+        fix = (f"check the fine-tune's {names['lr']} (now {info['lr']:g}) and {names['steps']} (now {info['steps']}), "
+               "then the meta-model itself (it may have collapsed)")
+    else:
+        fix = "its features do not tell the inputs apart: check the meta-model (it may have collapsed)"
+    raise RuntimeError(
+        f"degenerate result: the model answered one class for every query of all {result.n} episodes "
+        f"({result.mean:.2f} ± {result.ci95:.2f}), so the number measures nothing and is not reported; {fix}"
+    )
 
 
 def _check_first_n(first_n: int | None) -> None:
@@ -271,6 +347,8 @@ def evaluate_sharded(
     """
     if not dist.is_distributed():
         return evaluate(model, tasks, first_n=first_n, progress=progress, **kwargs)
+    kwargs = {"steps": 10, "lr": 0.01, "method": "finetune", "device": None, "calibration": None, "settings": None,
+              **kwargs}
     _check_first_n(first_n)
     k, r = dist.world_size(), dist.rank()
     episodes = itertools.islice(tasks, first_n)
@@ -280,23 +358,27 @@ def evaluate_sharded(
         bar = lambda done, acc: progress(done * k, acc)  # noqa: E731
     start = time.perf_counter()
     try:
-        local: EvalResult | None = evaluate(model, mine, progress=bar, episode_start=r, episode_stride=k, **kwargs)
+        local, one_class = _evaluate(model, mine, first_n=None, progress=bar, episode_start=r, episode_stride=k,
+                                     **kwargs)
     except ValueError as err:
         if "no episodes" not in str(err):
             raise
-        local = None  # fewer episodes than ranks
-    parts = dist.all_gather_object(None if local is None else (local.per_episode, local.info))
+        local, one_class = None, []  # fewer episodes than ranks
+    parts = dist.all_gather_object(None if local is None else (local.per_episode, local.info, one_class))
     if all(p is None for p in parts):
         raise ValueError("no episodes to evaluate: tasks was empty")
     n = sum(len(p[0]) for p in parts if p is not None)
     scores: list[float] = [0.0] * n
+    flags: list[bool] = [False] * n
     for rank_, p in enumerate(parts):
         if p is not None:
             scores[rank_::k] = p[0]
+            flags[rank_::k] = p[2]
     info = dict(next(p[1] for p in parts if p is not None))
     if "calibration" in info:
         info["calibration"] = _merged_calibration([p[1]["calibration"] for p in parts if p is not None], k, scores)
     result = _result(scores, time.perf_counter() - start, info)
+    _check_degenerate(result, flags, _names(kwargs["settings"]))
     if progress is not None and dist.is_main():
         progress(n, result.mean)
     return result
@@ -321,7 +403,9 @@ def _merged_calibration(parts: list[dict[str, Any]], k: int, scores: list[float]
     }
 
 
-def _calibration_arm(calibration: CalibrationConfig | None, method: str, lr: float) -> _Calibrated | None:
+def _calibration_arm(
+    calibration: CalibrationConfig | None, method: str, lr: float, names: dict[str, str]
+) -> _Calibrated | None:
     if calibration is not None and not isinstance(calibration, CalibrationConfig):
         raise TypeError(f"calibration must be a dfml.eval.CalibrationConfig or None, got {type(calibration).__name__}")
     if calibration is None or not calibration.enabled:
@@ -331,4 +415,4 @@ def _calibration_arm(calibration: CalibrationConfig | None, method: str, lr: flo
             f"inversion calibration refines fine-tuned weights, but method={method!r} does not fine-tune; "
             "use method='finetune' or disable the calibration"
         )
-    return _Calibrated(calibration, lr)
+    return _Calibrated(calibration, lr, names)

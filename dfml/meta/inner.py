@@ -20,7 +20,7 @@ from ..types import Params
 LossFn = Callable[[Tensor, Tensor], Tensor]
 LearningRate = float | Sequence[float] | Tensor
 
-__all__ = ["functional_forward", "inner_update", "step_lrs"]
+__all__ = ["check_finetune", "functional_forward", "inner_update", "step_lrs"]
 
 
 def functional_forward(
@@ -100,6 +100,7 @@ def inner_update(
     first_order: bool = False,
     loss_fn: LossFn = F.cross_entropy,
     buffers: Mapping[str, Tensor] | None = None,
+    lr_setting: str | None = None,
 ) -> Params:
     """Take ``steps`` SGD steps on ``loss_fn(model(x), y)`` and return the new fast weights.
 
@@ -120,6 +121,10 @@ def inner_update(
         first_order: drop second-order terms (no graph through the gradients).
         loss_fn: ``loss_fn(output, y) -> scalar``.
         buffers: optional buffers for ``functional_call``.
+        lr_setting: the configuration name of ``lr`` for a fine-tune whose result is scored
+            (e.g. ``"eval.lr"``): the loop is then checked once, at the end, with
+            :func:`check_finetune` (one host synchronisation per call, none per step). ``None``: no
+            check (meta-training checks its own losses).
 
     Returns:
         New fast weights with the same keys as ``params``.
@@ -127,6 +132,7 @@ def inner_update(
     Raises:
         ValueError: a negative or non-integer ``steps``, a malformed ``lr``, or no entry of
             ``params`` requiring grad while ``steps > 0``.
+        FloatingPointError: with ``lr_setting``, the fine-tune diverged (see :func:`check_finetune`).
 
     References:
         Finn et al., "Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks", ICML 2017;
@@ -155,4 +161,47 @@ def inner_update(
             if first_order:
                 g = g.detach()
             fast[k] = fast[k] - rate * g
+    if lr_setting is not None:
+        check_finetune(loss, {k: fast[k] for k in names}, lr=lr, steps=steps, lr_setting=lr_setting)
     return fast
+
+
+def check_finetune(
+    loss: Tensor, params: Mapping[str, Tensor], *, lr: LearningRate, steps: int, lr_setting: str
+) -> None:
+    """Refuse a diverged fine-tune: a loss or an adapted weight that is not finite.
+
+    A fine-tune that overflowed leaves NaN weights whose predictions are all one class, which
+    would otherwise be scored as a chance-level accuracy like any other. One host
+    synchronisation for the whole check; the names of the bad weights are only looked up on failure.
+
+    Args:
+        loss: the fine-tune's last loss (a scalar).
+        params: the adapted weights.
+        lr, steps: the step size and number of steps the fine-tune took (shown in the error).
+        lr_setting: the configuration name of ``lr`` (e.g. ``"eval.lr"``, ``"train.test_inner_lr"``).
+
+    Raises:
+        FloatingPointError: the loss or a weight is not finite; the message names ``lr_setting``
+            and suggests a lower value.
+    """
+    flags = [torch.isfinite(loss.detach()).all()] + [torch.isfinite(v.detach()).all() for v in params.values()]
+    if bool(torch.stack(flags).all()):
+        return
+    bad = [k for k, v in params.items() if not bool(torch.isfinite(v.detach()).all())]
+    shown = bad if len(bad) <= 3 else bad[:3] + [f"... {len(bad) - 3} more"]
+    parts = (["the loss"] if not bool(flags[0]) else []) + ([f"weights {shown}"] if bad else [])
+    now = _lr_text(lr)
+    hint = f", e.g. to {float(lr) / 10:g}" if isinstance(lr, (int, float)) else ""
+    raise FloatingPointError(
+        f"fine-tuning diverged: {' and '.join(parts)} {'is' if parts == ['the loss'] else 'are'} not finite after "
+        f"{steps} steps at lr {now}; lower {lr_setting} (now {now}){hint}"
+    )
+
+
+def _lr_text(lr: LearningRate) -> str:
+    if isinstance(lr, Tensor):
+        return f"{float(lr):g}" if lr.dim() == 0 else str([round(float(v), 6) for v in lr])
+    if isinstance(lr, (int, float)):
+        return f"{float(lr):g}"
+    return str([float(v) for v in lr])

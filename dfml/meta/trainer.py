@@ -301,13 +301,19 @@ class MetaTrainer:
 
     # ------------------------------------------------------------------- loop
     def validate(self) -> float:
-        """Mean accuracy on the meta-validation episodes (fine-tuned as at meta-test; shared out among ranks)."""
+        """Mean accuracy on the meta-validation episodes (fine-tuned as at meta-test; shared out among ranks).
+
+        A diverged fine-tune or a degenerate result (see :func:`~dfml.eval.evaluate`) raises, naming
+        ``train.test_inner_lr``/``train.test_inner_steps``: selecting among chance-level scores would
+        pick an arbitrary step.
+        """
         res = evaluate_sharded(
             self.model,
             self.val_tasks(),
             steps=self.config.test_inner_steps,
             lr=self.config.test_inner_lr,
             device=self.device,
+            settings={"lr": "train.test_inner_lr", "steps": "train.test_inner_steps"},
         )
         return float(res.mean)
 

@@ -124,8 +124,8 @@ def test_calibration_never_sees_the_query_set(toy_tasks, monkeypatch):
     model = toy_model()
     seen: list[tuple] = []
 
-    def spy(network, params, support_x, support_y, config, generator, *, lr=None):
-        out = calibrate(network, params, support_x, support_y, config, generator, lr=lr)
+    def spy(network, params, support_x, support_y, config, generator, **kwargs):
+        out = calibrate(network, params, support_x, support_y, config, generator, **kwargs)
         seen.append((support_x.clone(), out[0]))
         return out
 
@@ -133,7 +133,8 @@ def test_calibration_never_sees_the_query_set(toy_tasks, monkeypatch):
     evaluate(model, toy_tasks, steps=10, lr=0.1, calibration=FAST)
     poisoned = [Task(t.support_x, t.support_y, torch.full_like(t.query_x, float("nan")), t.query_y.flip(0))
                 for t in toy_tasks]
-    evaluate(model, poisoned, steps=10, lr=0.1, calibration=FAST)
+    with pytest.raises(RuntimeError, match="degenerate result"):  # NaN queries all get one class: refused, not scored
+        evaluate(model, poisoned, steps=10, lr=0.1, calibration=FAST)
     clean, dirty = seen[: len(toy_tasks)], seen[len(toy_tasks):]
     for task, (sx, w_clean), (_, w_dirty) in zip(toy_tasks, clean, dirty):
         assert torch.equal(sx, task.support_x)
@@ -197,3 +198,19 @@ def test_no_preset_calibrates_by_default_and_purer_turns_it_on_with_one_override
     assert not any(experiment_config(r).eval.calibration.enabled
                    for r in ("purer", "maml", "robust", "free", "tgr", "bidf_mkd"))
     assert experiment_config("purer", {"eval": {"calibration": {"enabled": True}}}).eval.calibration.enabled
+
+
+def test_a_diverged_calibration_names_its_own_step_size_or_the_one_it_follows(toy_tasks):
+    model, task = toy_model(), toy_tasks[0]
+    fast = adapted(model, task)
+    wild = dataclasses.replace(FAST, pseudo_weight=0.0, lr=1e30)
+    with pytest.raises(FloatingPointError, match=r"fine-tuning diverged: .* lower CalibrationConfig\.lr \(now 1e\+30\)"):
+        calibrate(model, fast, task.support_x, task.support_y, wild, episode_generator(0, 0))
+    with pytest.raises(FloatingPointError, match=r"lower eval\.calibration\.lr \(now 1e\+30\)"):
+        evaluate(model, toy_tasks[:2], steps=1, lr=0.1, calibration=wild,
+                 settings={"lr": "eval.lr", "calibration.lr": "eval.calibration.lr"})
+    follows = dataclasses.replace(FAST, pseudo_weight=0.0, steps=20)  # lr unset: the meta-test's (which takes 0 steps)
+    with pytest.raises(FloatingPointError, match=r"lower eval\.calibration\.lr \(unset: it follows eval\.lr\) "
+                                                 r"\(now 1e\+30\)"):
+        evaluate(model, toy_tasks[:2], steps=0, lr=1e30, calibration=follows,
+                 settings={"lr": "eval.lr", "calibration.lr": "eval.calibration.lr"})

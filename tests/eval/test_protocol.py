@@ -179,3 +179,47 @@ def test_bad_settings_raise(kwargs: dict, match: str) -> None:
 def test_no_episodes_raise() -> None:
     with pytest.raises(ValueError, match="no episodes to evaluate"):
         evaluate(warmed_model(), [])
+
+
+def test_a_diverged_fine_tune_is_an_error_that_names_the_setting_of_its_step_size() -> None:
+    with pytest.raises(FloatingPointError, match=r"fine-tuning diverged: .* lower eval\.lr \(now 1e\+10\)"):
+        evaluate(warmed_model(), blob_tasks(3), steps=10, lr=1e10, settings={"lr": "eval.lr"})
+    with pytest.raises(FloatingPointError, match=r"lower lr \(now 1e\+10\)"):  # a library call names the argument
+        evaluate(warmed_model(), blob_tasks(3), steps=10, lr=1e10)
+    with pytest.raises(ValueError, match=r"settings names \['eval\.lr'\], which evaluate does not take"):
+        evaluate(warmed_model(), blob_tasks(3), settings={"eval.lr": "lr"})
+
+
+class OneClass(nn.Module):
+    """Answers class 0 whatever the input (a collapsed meta-model)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(6, 3)
+        with torch.no_grad():
+            self.head.weight.zero_()
+            self.head.bias.copy_(torch.tensor([5.0, 0.0, 0.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x)
+
+
+def test_a_model_that_answers_one_class_on_every_episode_is_a_degenerate_result_not_a_score() -> None:
+    with pytest.raises(RuntimeError, match=r"degenerate result: .* one class for every query of all 4 episodes "
+                                           r"\(33\.33 ± 0\.00\).* eval\.lr \(now 0\.01\) and eval\.steps \(now 0\)"):
+        evaluate(OneClass(), blob_tasks(4), steps=0, settings={"lr": "eval.lr", "steps": "eval.steps"})
+    with pytest.raises(RuntimeError, match="degenerate result"):  # at any score: the model ignores its input
+        evaluate(OneClass(), [Task(t.support_x, t.support_y, t.query_x, torch.zeros_like(t.query_y))
+                              for t in blob_tasks(3)], steps=0)
+    features = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 4)).requires_grad_(False)
+    for layer in (features[0], features[2]):
+        nn.init.zeros_(layer.weight)
+    with pytest.raises(RuntimeError, match="degenerate result"):  # constant features: one nearest prototype
+        evaluate(ProtoNet(features), blob_tasks(3))
+    assert evaluate(OneClass(), blob_tasks(1), steps=0).mean == pytest.approx(100 / 3)  # one episode says too little
+    mostly = OneClass()
+    with torch.no_grad():
+        mostly.head.weight[2, 0] = 100.0  # class 2 wherever the first input is above 0.05
+    tasks = [Task(t.support_x, t.support_y, t.query_x - 100.0 * (i > 0), t.query_y) for i, t in enumerate(blob_tasks(3))]
+    result = evaluate(mostly, tasks, steps=0)  # one class in two episodes, not in the first: a score
+    assert result.per_episode[1:] == pytest.approx([100 / 3, 100 / 3]) and result.per_episode[0] != pytest.approx(100 / 3)

@@ -151,3 +151,30 @@ def test_nothing_to_adapt_raises_and_names_the_fix() -> None:
     params = {k: v.detach() for k, v in model.named_parameters()}
     with pytest.raises(ValueError, match="no entry of params requires grad"):
         inner_update(model, params, x, y, steps=1, lr=0.1)
+
+
+def test_a_diverged_fine_tune_raises_once_at_the_end_naming_the_setting_that_controls_it() -> None:
+    model, (x, y) = mlp().float(), data()
+    x = x.float()
+    params = {k: v.detach().clone().requires_grad_() for k, v in model.named_parameters()}
+    square = lambda out, _y: out.pow(2).mean()  # noqa: E731  (each step at lr 1e20 multiplies the bias by ~1e20)
+    with pytest.raises(FloatingPointError, match=r"fine-tuning diverged: .*not finite after 3 steps at lr 1e\+20; "
+                                                 r"lower eval\.lr \(now 1e\+20\), e\.g\. to 1e\+19"):
+        inner_update(model, params, x, y, steps=3, lr=1e20, loss_fn=square, lr_setting="eval.lr")
+    fine = inner_update(model, params, x, y, steps=3, lr=0.1, loss_fn=square, lr_setting="eval.lr")
+    assert all(torch.isfinite(v).all() for v in fine.values())
+    # without a setting nothing is checked (meta-training checks its own losses)
+    wild = inner_update(model, params, x, y, steps=3, lr=1e20, loss_fn=square)
+    assert not all(torch.isfinite(v).all() for v in wild.values())
+
+
+def test_check_finetune_names_the_first_weight_that_is_not_finite() -> None:
+    from dfml.meta.inner import check_finetune
+
+    good = {"a": torch.ones(2), "b": torch.zeros(3)}
+    check_finetune(torch.tensor(1.0), good, lr=0.5, steps=2, lr_setting="train.test_inner_lr")
+    with pytest.raises(FloatingPointError, match=r"the loss is not finite .* lower train\.test_inner_lr \(now 0\.5\)"):
+        check_finetune(torch.tensor(float("inf")), good, lr=0.5, steps=2, lr_setting="train.test_inner_lr")
+    bad = {**good, "b": torch.tensor([0.0, float("nan"), 1.0])}
+    with pytest.raises(FloatingPointError, match=r"weights \['b'\] are not finite"):
+        check_finetune(torch.tensor(1.0), bad, lr=0.5, steps=2, lr_setting="eval.lr")

@@ -207,3 +207,9 @@ def test_a_run_killed_before_its_first_checkpoint_logs_each_step_once(bank, worl
 def test_checkpoint_minutes_must_be_a_positive_number(bad):
     with pytest.raises(ValueError, match=f"train.checkpoint_minutes must be a number of minutes > 0, got {bad!r}"):
         replace(CFG, checkpoint_minutes=bad)
+
+
+def test_a_diverged_meta_validation_fine_tune_names_train_test_inner_lr(bank, world):
+    t = _trainer(bank, world, cfg=replace(CFG, steps=1, val_every=1, test_inner_lr=1e30))
+    with pytest.raises(FloatingPointError, match=r"fine-tuning diverged: .* lower train\.test_inner_lr \(now 1e\+30\)"):
+        t.fit()  # every meta-validation score was chance (20.0), so selection picked an arbitrary step
