@@ -52,8 +52,20 @@ def _stopper(kill: dict[str, Any] | None, at: str) -> Any:
     return check
 
 
+def threads_file(out: str | Path, rank: int) -> Path:
+    """Where :func:`build` notes the intra-op thread count rank ``rank`` built ``out`` with (beside the pool)."""
+    out = Path(out)
+    return out.parent / f"{out.name}.threads.{rank}"
+
+
 def build(out: str | Path, kill: dict[str, Any] | None = None) -> ModelPool:
-    """A toy pool of ``POOL_MODELS`` MLPs (3 epochs); ``kill={"model": i, "rank": r}`` stops after model ``i``."""
+    """A toy pool of ``POOL_MODELS`` MLPs (3 epochs); ``kill={"model": i, "rank": r}`` stops after model ``i``.
+
+    Each process notes its intra-op thread count in :func:`threads_file`: bit-identical pools are
+    promised only between processes with the same count (docs/distributed.md).
+    """
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    threads_file(out, dist.rank()).write_text(str(torch.get_num_threads()))
     stop = _stopper(kill, "model")
     cfg = toy_pretrain_config(n_models=POOL_MODELS, epochs=3, seed=3)
     return pretrain_pool(make_toy_world()["train"], out, cfg, progress=lambda i, n, e: stop(i))
