@@ -281,13 +281,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .experiment import ExperimentConfig
 
     defaults = to_dict(ExperimentConfig().eval)  # a run saved before a field existed had its default
-    (first, base), *others = [(name, r["config"]["eval"]) for name, r in results.items()]
-    for name, ev in others:
+    (first, base), *others = list(results.items())
+    for name, other in others:
+        ev_a, ev_b = base["config"]["eval"], other["config"]["eval"]
         # a field one run lacks counts as its default, whichever run lacks it
-        diff = sorted(set(config_changes(base, ev, defaults)) & set(config_changes(ev, base, defaults)))
+        diff = sorted(set(config_changes(ev_a, ev_b, defaults)) & set(config_changes(ev_b, ev_a, defaults)))
+        sha_a, sha_b = base.get("episodes_sha256"), other.get("episodes_sha256")
+        if sha_a and sha_b:  # the episode files' content is compared, not the folder they were read from
+            diff = [k for k in diff if k != "episodes_dir"]
         if diff:
             raise ValueError(f"{first!r} and {name!r} were scored with different meta-test protocols (eval: "
                              f"{', '.join(diff)}); a paired comparison needs the same episodes and settings")
+        differ = sorted(k for k in set(sha_a or {}) & set(sha_b or {}) if sha_a[k] != sha_b[k])
+        if differ:
+            raise ValueError(f"{first!r} and {name!r} were scored on different meta-test episodes ({', '.join(differ)}: "
+                             f"the episode files differ); a paired comparison needs the same episodes: score both "
+                             f"with one eval.episodes_dir")
     print(results_table(results, baseline=Path(args.runs[0]).name))
     return 0
 
@@ -459,9 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         where = f" (rank {os.environ.get('RANK')})" if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else ""
         print(f"dfml: error{where}: {msg}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        if args.verbose:
-            raise
+    except KeyboardInterrupt:  # the same line under -v: a traceback of where Ctrl-C landed helps nobody
         print("dfml: interrupted. Saved checkpoints are kept: run the same command again to resume "
               "(runs and pool builds continue from their last checkpoint).", file=sys.stderr)
         return 130

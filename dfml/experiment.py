@@ -11,6 +11,8 @@ out its work, and meta-test episodes are shared out and gathered (the same score
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -30,7 +32,9 @@ from .pool import ModelPool
 from .config import apply_mapping
 from .recipes import RECIPES, DataFreeConfig, RecipeContext, preset
 from .recipes.base import describe_architecture
-from .runs import RunDir, atomic_torch_save
+from .locks import hold_directory
+from .pool.manifest import MANIFEST_NAME
+from .runs import RunDir, atomic_torch_save, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,10 @@ class EvalConfig:
         episodes: number of fixed meta-test episodes.
         steps, lr: fine-tuning on each episode's support set.
         seed: seed of the episode lists (same seed, same episodes, for every recipe).
-        episodes_dir: where episode lists are kept and reused (default: inside the run directory).
+        episodes_dir: where meta-test episode lists are kept and reused, e.g. shared by several runs
+            (default: inside the run directory). Meta-validation lists always live in the run
+            directory. Runs are compared by the content of these files (``episodes_sha256`` in
+            ``results.json``), not by this path.
         calibration: inversion calibration after the inner loop (PURER's ICFIL; off by default,
             e.g. ``--set eval.calibration.enabled=true``); when on, each score also carries the
             uncalibrated score of the same episodes and the paired difference.
@@ -120,28 +127,48 @@ def episode_list(dataset: Any, path: Path, n: int, n_way: int, n_shot: int, n_qu
 def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: Progress | None = None) -> dict[str, Any]:
     """Run (or resume) ``cfg`` in the run directory ``out`` and return its results.
 
-    A run that already finished returns its saved ``results.json`` without redoing anything.
+    A run that already finished returns its saved ``results.json`` without redoing anything. The
+    run directory is written only once the pool and the meta-validation data load, and only by
+    the process holding its lock (see :mod:`dfml.locks`: a second command on the same ``out`` is
+    refused). A resume, or the reuse of saved results, on another pool or other data than the run
+    was made on (``inputs`` in ``run.json``) is refused.
     """
     recipe = RECIPES.get(cfg.recipe)
     if not cfg.pool:
         raise ValueError("no pool given: pass --pool DIR (build one with `dfml pool build`)")
     pool = ModelPool(cfg.pool)
+    val_ds = get_dataset(cfg.dataset, cfg.data_root, "val")
+    with hold_directory(out, "run directory", "use another --out"):
+        return _run_locked(cfg, out, progress, recipe, pool, val_ds)
+
+
+def run_inputs(pool: ModelPool, dataset: str, val_ds: Any) -> dict[str, dict[str, str]]:
+    """What identifies a run's inputs (recorded in ``run.json``, see :meth:`RunDir.check_inputs`): the
+    SHA-256 of the pool's manifest, and the dataset's name and meta-validation split's fingerprint."""
+    fingerprint = json.dumps(val_ds.fingerprint(), sort_keys=True).encode()
+    return {"pool": {"manifest_sha256": sha256_file(pool.root / MANIFEST_NAME)},
+            "data": {"dataset": dataset, "val_sha256": hashlib.sha256(fingerprint).hexdigest()}}
+
+
+def _run_locked(cfg: ExperimentConfig, out: str | Path, progress: Progress | None, recipe: Any, pool: ModelPool,
+                val_ds: Any) -> dict[str, Any]:
     with dist.main_first():  # rank 0 creates the run directory; the others open it
         run = RunDir(out, to_dict(cfg), defaults=to_dict(ExperimentConfig()))
+        run.check_inputs(run_inputs(pool, cfg.dataset, val_ds), record=dist.is_main())
     done = run.path / "results.json"
     if done.exists():
-        import json
-
         log.info("%s already finished; returning its results", run.path)
         return json.loads(done.read_text())
     start = time.perf_counter()
-    val_ds = get_dataset(cfg.dataset, cfg.data_root, "val")
     tr = cfg.train
     episodes_dir = Path(cfg.eval.episodes_dir) if cfg.eval.episodes_dir else run.path / "episodes"
+    test_files = meta_test_files(cfg, episodes_dir)
+    if dist.is_main():  # a copy of this run may find them in another folder (see RunDir)
+        run.record_episodes([f for f in test_files.values() if f.is_file()])
     with dist.main_first():
         val_eps = episode_list(
             val_ds,
-            episodes_dir / f"val_{tr.n_way}w{tr.n_shot}s_{tr.val_episodes}.json",
+            run.path / "episodes" / f"val_{tr.n_way}w{tr.n_shot}s_{tr.val_episodes}.json",
             tr.val_episodes,
             tr.n_way,
             tr.n_shot,
@@ -174,12 +201,15 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: Progress | 
     train_seconds = time.perf_counter() - start
 
     scores = meta_test(model, cfg, episodes_dir, progress)
+    if dist.is_main():
+        run.record_episodes(list(test_files.values()))
     results = {
         "recipe": cfg.recipe,
         "pool": str(cfg.pool),
         "dataset": cfg.dataset,
         "dfml_version": __version__,
         "scores": scores,
+        "episodes_sha256": {key: sha256_file(f) for key, f in test_files.items()},
         "info": _jsonable(ctx.info),
         "seconds": {"train": train_seconds, "total": time.perf_counter() - start},
         "config": dataclasses.asdict(cfg),
@@ -188,6 +218,13 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: Progress | 
         run.write_results(results)
     dist.barrier()  # nobody returns (and may start the next run) before results.json is written
     return results
+
+
+def meta_test_files(cfg: ExperimentConfig, episodes_dir: str | Path) -> dict[str, Path]:
+    """The meta-test episode file of each score, ``{"<n_way>way_<shot>shot": path}``."""
+    ev = cfg.eval
+    return {f"{ev.n_way}way_{shot}shot": Path(episodes_dir) / f"test_{ev.n_way}w{shot}s_{ev.episodes}.json"
+            for shot in ev.shots}
 
 
 def _meta_domain(data_domain: InputDomain, train: TrainConfig) -> InputDomain:
@@ -214,10 +251,11 @@ def meta_test(
     ev, scores = cfg.eval, {}
     data_domain = InputDomain.of_dataset(test_ds)
     meta_domain = _meta_domain(data_domain, cfg.train)
+    files = meta_test_files(cfg, episodes_dir)
     for shot in ev.shots:
         with dist.main_first():  # rank 0 draws and writes the list, the others read it
-            eps = episode_list(test_ds, Path(episodes_dir) / f"test_{ev.n_way}w{shot}s_{ev.episodes}.json",
-                               ev.episodes, ev.n_way, shot, ev.n_query, ev.seed)
+            eps = episode_list(test_ds, files[f"{ev.n_way}way_{shot}shot"], ev.episodes, ev.n_way, shot, ev.n_query,
+                               ev.seed)
         bar = None
         if progress is not None:
             n = len(eps) if first_n is None else min(first_n, len(eps))

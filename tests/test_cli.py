@@ -108,3 +108,113 @@ def test_commands_that_write_from_one_process_refuse_a_torchrun_launch(monkeypat
     assert main(["pool", "merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m")]) == 2
     assert "`dfml pool merge` runs in one process; launch it without torchrun" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def _eval_args(pool, out, *extra, recipe="random"):
+    return ["eval", "--recipe", recipe, "--pool", str(pool), "--dataset", "toy", "--episodes", "5", "--shots", "1",
+            "--out", str(out), *extra]
+
+
+def test_a_start_that_failed_on_a_typo_does_not_block_the_corrected_command(toy_pool, tmp_path, capsys):
+    assert main(_eval_args(toy_pool, tmp_path / "ev", "--dataset", "cifar_f")) == 2
+    assert "cifar_f" in capsys.readouterr().err
+    assert main(_eval_args(toy_pool, tmp_path / "ev")) == 0
+
+
+def test_an_interrupt_under_verbose_is_the_same_one_line(monkeypatch, capsys):
+    import dfml.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_pool_info", interrupted)
+    assert main(["-v", "pool", "info", "somewhere"]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("dfml: interrupted.") and "Traceback" not in err
+
+
+def test_a_run_refuses_to_resume_or_reuse_its_results_on_another_pool_at_the_same_path(toy_pool, tmp_path, capsys):
+    import hashlib
+    import shutil
+
+    from dfml.pool import subset_pool
+
+    pool = tmp_path / "pool"
+    shutil.copytree(toy_pool, pool)
+    args = _eval_args(pool, tmp_path / "ev")
+    assert main(args) == 0
+    run_json = tmp_path / "ev" / "random" / "run.json"
+    inputs = json.loads(run_json.read_text())["inputs"]
+    assert inputs["pool"] == {"manifest_sha256": hashlib.sha256((pool / "pool.json").read_bytes()).hexdigest()}
+    assert inputs["data"]["dataset"] == "toy" and len(inputs["data"]["val_sha256"]) == 64
+    # a run saved before dfml recorded its inputs is reused, and records them now
+    info = json.loads(run_json.read_text())
+    del info["inputs"]
+    run_json.write_text(json.dumps(info))
+    assert main(args) == 0
+    assert json.loads(run_json.read_text())["inputs"] == inputs
+    # another pool (other models, other classes) at the same path
+    shutil.rmtree(pool)
+    subset_pool(toy_pool, [2, 0], pool)
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "holds a run made on other inputs (pool.manifest_sha256: " in err and "restore the pool" in err
+
+
+def test_a_run_directory_in_use_is_refused_naming_the_holder(toy_pool, tmp_path, capsys):
+    import os
+
+    from dfml.locks import DirectoryLock
+
+    with DirectoryLock(tmp_path / "ev" / "random"):
+        assert main(_eval_args(toy_pool, tmp_path / "ev")) == 2
+        assert f"run directory {str(tmp_path / 'ev' / 'random')!r} is in use by another dfml process (pid " \
+               f"{os.getpid()} on " in capsys.readouterr().err
+        assert sorted(p.name for p in (tmp_path / "ev" / "random").iterdir()) == [".lock"]
+    with DirectoryLock(tmp_path / "pool"):
+        assert main(["pool", "build", "--dataset", "toy", "--arch", "mlp", "--out", str(tmp_path / "pool"),
+                     "--n-models", "1", "--epochs", "1"]) == 2
+        assert f"pool directory {str(tmp_path / 'pool')!r} is in use" in capsys.readouterr().err
+    assert main(_eval_args(toy_pool, tmp_path / "ev")) == 0
+
+
+def test_validation_episodes_belong_to_the_run_directory(toy_pool, tmp_path):
+    shared = tmp_path / "other-run" / "episodes"
+    out = tmp_path / "tr"
+    assert main(["train", "--recipe", "maml", "--pool", str(toy_pool), "--dataset", "toy", "--episodes", "5",
+                 "--shots", "1", "--out", str(out), "--set", "train.steps=1", "--set", "train.val_episodes=3",
+                 "--set", "train.n_query=3", "--set", "train.bank_per_class=8", "--set", "train.inversion.steps=2",
+                 "--set", f"eval.episodes_dir={shared}"]) == 0
+    assert sorted(p.name for p in shared.iterdir()) == ["test_5w1s_5.json"]  # the shared meta-test list only
+    assert (out / "episodes" / "val_5w1s_3.json").is_file()
+
+
+def test_compare_matches_runs_by_the_content_of_their_episode_files(toy_pool, tmp_path, capsys):
+    import shutil
+
+    from dfml.data import EpisodeList, get_dataset
+
+    assert main(_eval_args(toy_pool, tmp_path / "a")) == 0
+    shutil.copytree(tmp_path / "a" / "episodes", tmp_path / "copy")
+    assert main(_eval_args(toy_pool, tmp_path / "b", "--set", f"eval.episodes_dir={tmp_path / 'copy'}",
+                           recipe="average")) == 0
+    a = json.loads((tmp_path / "a" / "random" / "results.json").read_text())
+    b = json.loads((tmp_path / "b" / "average" / "results.json").read_text())
+    assert a["episodes_sha256"] == b["episodes_sha256"] and len(a["episodes_sha256"]["5way_1shot"]) == 64
+    assert main(["compare", str(tmp_path / "a" / "random"), str(tmp_path / "b" / "average")]) == 0
+    # other episodes under the same settings: refused, naming the score
+    EpisodeList.generate(get_dataset("toy", None, "test"), 5, 5, 1, 15, seed=9).save(tmp_path / "other" /
+                                                                                       "test_5w1s_5.json")
+    assert main(_eval_args(toy_pool, tmp_path / "c", "--set", f"eval.episodes_dir={tmp_path / 'other'}",
+                           recipe="average")) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "a" / "random"), str(tmp_path / "c" / "average")]) == 2
+    assert "'random' and 'average' were scored on different meta-test episodes (5way_1shot: the episode files " \
+           "differ)" in \
+        capsys.readouterr().err
+    # results saved before dfml recorded the episodes' content: the folders' paths are compared
+    del b["episodes_sha256"]
+    (tmp_path / "b" / "average" / "results.json").write_text(json.dumps(b))
+    assert main(["compare", str(tmp_path / "a" / "random"), str(tmp_path / "b" / "average")]) == 2
+    assert "different meta-test protocols (eval: episodes_dir)" in capsys.readouterr().err

@@ -29,6 +29,7 @@ from .. import distributed as dist
 from ..config import config_changes, lookup, to_dict
 from ..data.base import ArrayDataset
 from ..data.domain import InputDomain
+from ..locks import hold_directory
 from ..models.registry import MODELS, model_arguments
 from .manifest import MANIFEST_NAME, PoolEntry, PoolManifest, sha256_file, write_atomic
 from .pool import ModelPool, save_state_dict
@@ -341,10 +342,26 @@ def pretrain_pool(
     retrained. ``progress(i, n_models, entry)`` is called after model ``i`` is saved and recorded,
     by the rank that trained it.
 
+    While it writes, the build holds ``out_dir``'s lock (rank 0 does, under ``torchrun``; see
+    :mod:`dfml.locks`).
+
     Raises:
         ValueError: ``out_dir`` holds a pool built with another config or dataset (names the field),
             or the dataset cannot supply the classes (see :func:`choose_classes`).
+        DirectoryInUseError: another process is writing ``out_dir`` (the message names it).
     """
+    with hold_directory(out_dir, "pool directory", "use another --out"):
+        return _pretrain_locked(dataset, out_dir, config, device=device, progress=progress)
+
+
+def _pretrain_locked(
+    dataset: ArrayDataset,
+    out_dir: str | Path,
+    config: PretrainConfig,
+    *,
+    device: torch.device | str,
+    progress: Progress | None,
+) -> ModelPool:
     out, device = Path(out_dir), dist.device_for(device)
     archs = [(arch, resolve_arch_kwargs(arch, kwargs, config.n_way, dataset)) for arch, kwargs in config.arch_specs()]
     assigned = assign_architectures(config)

@@ -255,3 +255,21 @@ def test_a_pool_built_before_new_config_fields_resumes(toy_world: dict[str, Arra
     (tmp_path / "pool.json").write_text(json.dumps(raw))
     pool = pretrain_pool(toy_world["train"], tmp_path, FAST)
     assert len(pool) == 4 and all(e.input_shape == [32] for e in pool)
+
+
+def test_a_pool_being_built_is_held_by_its_builder(toy_world: dict[str, ArrayDataset], tmp_path: Path) -> None:
+    from dfml.locks import LOCK_NAME, DirectoryInUseError, DirectoryLock
+
+    seen = []
+
+    def progress(i: int, n: int, entry: PoolEntry) -> None:  # while the build writes, a second one is refused
+        seen.append((tmp_path / LOCK_NAME).is_file())
+        with pytest.raises(DirectoryInUseError, match="pool directory .* is in use by another dfml process"):
+            pretrain_pool(toy_world["train"], tmp_path, FAST)
+
+    pretrain_pool(toy_world["train"], tmp_path, dataclasses.replace(FAST, n_models=1), progress=progress)
+    assert seen == [True] and not (tmp_path / LOCK_NAME).exists()
+    with DirectoryLock(tmp_path / "other"):
+        with pytest.raises(DirectoryInUseError):
+            pretrain_pool(toy_world["train"], tmp_path / "other", FAST)
+    assert not (tmp_path / "other").exists()
