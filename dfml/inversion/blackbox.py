@@ -44,15 +44,21 @@ class QueryBudgetExceeded(RuntimeError):
         budget: the budget's name.
         limit: its allowance; ``spent``: queries spent before the refused call;
         requested: inputs in the refused call.
+
+    Args:
+        fix: what to do about it (default: raise the budget, query smaller batches, or let the
+            inverter stop gracefully with ``on_budget='stop'``); a caller that already stops
+            gracefully names another fix.
     """
 
-    def __init__(self, budget: str, limit: int, spent: int, requested: int) -> None:
+    def __init__(self, budget: str, limit: int, spent: int, requested: int, fix: str | None = None) -> None:
         self.budget, self.limit, self.spent, self.requested = budget, limit, spent, requested
+        if fix is None:
+            fix = ("Raise the budget, query smaller batches (fewer images or directions q), or let the inverter "
+                   "stop gracefully with on_budget='stop'")
         super().__init__(
             f"query budget {budget!r} exceeded: {spent} of {limit} queries spent, a batch of {requested} "
-            f"needs {requested} but only {limit - spent} remain (nothing of this batch was classified). "
-            "Raise the budget, query smaller batches (fewer images or directions q), or let the inverter "
-            "stop gracefully with on_budget='stop'"
+            f"needs {requested} but only {limit - spent} remain (nothing of this batch was classified). {fix}"
         )
 
 
@@ -84,10 +90,10 @@ class QueryBudget:
         """Whether a batch of ``n`` inputs fits."""
         return self.limit is None or self.spent + n <= self.limit
 
-    def check(self, n: int) -> None:
-        """Raise :class:`QueryBudgetExceeded` unless a batch of ``n`` inputs fits (charges nothing)."""
+    def check(self, n: int, fix: str | None = None) -> None:
+        """Raise :class:`QueryBudgetExceeded` (with ``fix``) unless a batch of ``n`` inputs fits (charges nothing)."""
         if not self.can_afford(n):
-            raise QueryBudgetExceeded(self.name, int(self.limit), self.spent, n)  # type: ignore[arg-type]
+            raise QueryBudgetExceeded(self.name, int(self.limit), self.spent, n, fix)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
         return f"QueryBudget(name={self.name!r}, spent={self.spent}, limit={self.limit})"
@@ -201,6 +207,12 @@ class BlackBoxTeacher:
         """Whether a batch of ``n`` inputs fits both budgets."""
         return self.budget.can_afford(n) and (self.total is None or self.total.can_afford(n))
 
+    def check_query(self, n: int, fix: str | None = None) -> None:
+        """Raise :class:`QueryBudgetExceeded` (naming the budget that binds, with ``fix``) unless ``n`` inputs fit."""
+        self.budget.check(n, fix)
+        if self.total is not None:
+            self.total.check(n, fix)
+
     @property
     def n_outputs(self) -> int:
         """Number of classes: given at construction, or learnt from the first call or :meth:`probe_outputs`."""
@@ -289,6 +301,18 @@ class BlackBoxPool:
     def spent(self) -> int:
         """Queries spent over the pool."""
         return self.total.spent
+
+    def remaining(self, model_id: int) -> int | None:
+        """Queries model ``model_id`` may still make under both budgets (``None``: unlimited)."""
+        own = self.budgets.get(model_id)
+        left = [b for b in (self.per_model - own.spent if own is not None and self.per_model is not None
+                            else self.per_model, self.total.remaining) if b is not None]
+        return min(left) if left else None
+
+    def can_afford(self, model_id: int, n: int) -> bool:
+        """Whether model ``model_id`` may classify ``n`` more inputs (a model not loaded yet has its whole allowance)."""
+        left = self.remaining(model_id)
+        return left is None or n <= left
 
     def state_dict(self) -> dict[str, Any]:
         return {"total": self.total.spent, "per_model": {i: b.spent for i, b in self.budgets.items()}}

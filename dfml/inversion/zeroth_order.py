@@ -144,7 +144,10 @@ class BlackBoxInversionConfig:
         boundary_weight: weight of the boundary term (needs a student; 0 disables it).
         on_budget: ``"raise"``: a step the budget cannot pay for raises ``QueryBudgetExceeded``;
             ``"stop"``: stop optimising and return the best images so far, marked
-            ``budget_exhausted`` in the task's provenance.
+            ``budget_exhausted`` in the task's provenance, leaving unspent the ``reserve`` the
+            caller asked for (e.g. the distillation's teacher logits); a data-free stream then
+            selects only models that can fund a task (:meth:`BlackBoxInverter.task_queries`) and
+            ends meta-training when none can.
         nz, width, norm: shape of the default generator (see :func:`dfml.models.build_generator`).
         conditional: feed the target labels to the generator (``generator(z, y)``).
         mean, std: per-channel normalisation applied to the generator's ``[0, 1]`` images before the
@@ -280,8 +283,12 @@ class BlackBoxInverter:
         generator: torch.Generator,
         *,
         student: nn.Module | None = None,
+        reserve: int = 0,
     ) -> tuple[Tensor, Tensor, dict[str, Any]]:
         """Generate ``n_per_class`` inputs for every class of ``teacher``.
+
+        With ``on_budget="stop"``, every step and the final scoring leave ``reserve`` queries of the
+        teacher's budgets unspent, for the caller's later queries of this teacher.
 
         Returns:
             ``(x, y, report)``: inputs ``[n_way * n_per_class, *input_shape]`` (detached), labels
@@ -292,14 +299,24 @@ class BlackBoxInverter:
 
         Raises:
             QueryBudgetExceeded: a step does not fit the budget and ``on_budget="raise"``, or not
-                even the first step fits (there is nothing to return).
+                even the first step fits (with the reserve: there is nothing to return); the
+                latter charges nothing beyond the probe for the number of outputs.
             ValueError: the teacher returns labels only.
         """
         bb = teacher if isinstance(teacher, BlackBoxTeacher) else BlackBoxTeacher(teacher)
-        return self._synthesize(bb, n_per_class, generator, student, bb.queries)
+        return self._synthesize(bb, n_per_class, generator, student, bb.queries, reserve)
+
+    def task_queries(self, n_classes: int, n_shot: int, n_query: int, reserve: int = 0) -> int | None:
+        """The fewest queries one task of a teacher with ``n_classes`` outputs costs under ``on_budget="stop"``:
+        a probe for the number of outputs, one zeroth-order step and ``reserve``. ``None`` under
+        ``"raise"``: nothing is planned, a step that does not fit raises."""
+        if self.config.on_budget != "stop":
+            return None
+        return 1 + n_classes * (n_shot + n_query) * (self.config.q + 1) + reserve
 
     def _synthesize(
-        self, bb: BlackBoxTeacher, n_per_class: int, generator: torch.Generator, student: nn.Module | None, start: int
+        self, bb: BlackBoxTeacher, n_per_class: int, generator: torch.Generator, student: nn.Module | None, start: int,
+        reserve: int = 0,
     ) -> tuple[Tensor, Tensor, dict[str, Any]]:
         """:meth:`synthesize` on a wrapped teacher; every query since ``start`` is charged to this task."""
         if bb.output == "label":
@@ -312,8 +329,9 @@ class BlackBoxInverter:
             y = torch.arange(n_way, device=device).repeat_interleave(n_per_class)
             z = torch.randn((len(y), cfg.nz), generator=generator).to(device)
             best = _Best(len(y))
-            steps, exhausted = self._optimise(gen, bb, z, y, generator, student, best)
-            final_scored = bb.can_query(len(y))
+            keep = reserve if cfg.on_budget == "stop" else 0
+            steps, exhausted = self._optimise(gen, bb, z, y, generator, student, best, keep)
+            final_scored = bb.can_query(len(y) + keep)
             if final_scored:
                 with torch.no_grad():
                     x = self._generate(gen, z, y)
@@ -339,10 +357,12 @@ class BlackBoxInverter:
         model_id: int | None = None,
         classes: tuple[int, ...] = (),
         student: nn.Module | None = None,
+        reserve: int = 0,
     ) -> Task:
         """Recover one pseudo task (support + query) for ``teacher``'s own classes.
 
-        The report of :meth:`synthesize` lands in ``task.source.extra`` (with ``kind="black-box"``).
+        The report of :meth:`synthesize` lands in ``task.source.extra`` (with ``kind="black-box"``);
+        ``reserve`` is as there.
         """
         if n_shot < 1 or n_query < 0:
             raise ValueError(f"need n_shot >= 1 and n_query >= 0, got n_shot={n_shot}, n_query={n_query}")
@@ -356,7 +376,7 @@ class BlackBoxInverter:
                 f"classes {tuple(classes)} name {len(classes)} classes but the teacher has {n_way} outputs; "
                 "pass one class id per output (in output order) or none"
             )
-        x, y, report = self._synthesize(bb, n_shot + n_query, generator, student, start)
+        x, y, report = self._synthesize(bb, n_shot + n_query, generator, student, start, reserve)
         task = split_task(x, n_way, n_shot, n_query, model_id=model_id, classes=classes, kind="black-box")
         return replace(task, source=replace(task.source, extra=report))
 
@@ -369,14 +389,25 @@ class BlackBoxInverter:
         generator: torch.Generator,
         student: nn.Module | None,
         best: _Best,
+        reserve: int = 0,
     ) -> tuple[int, bool]:
-        """Up to ``config.steps`` zeroth-order steps on ``gen``; returns ``(steps done, stopped by the budget)``."""
+        """Up to ``config.steps`` zeroth-order steps on ``gen``; returns ``(steps done, stopped by the budget)``.
+
+        Under ``on_budget="stop"`` a step runs only if it leaves ``reserve`` queries; the first one
+        must (there is nothing to return without it).
+        """
         cfg = self.config
         opt = torch.optim.Adam(gen.parameters(), lr=cfg.lr)
         need = len(y) * (cfg.q + 1)
         for step in range(cfg.steps):
-            if cfg.on_budget == "stop" and step > 0 and not bb.can_query(need):
-                return step, True
+            if cfg.on_budget == "stop" and not bb.can_query(need + reserve):
+                if step > 0:
+                    return step, True
+                kept = f" + {reserve} kept for later queries of this teacher" if reserve else ""
+                bb.check_query(need + reserve, fix=(
+                    f"On a budget the inverter stops gracefully, but not even the first step of this task fits "
+                    f"({need} queries{kept}), so there are no images to return: raise the budget or query smaller "
+                    "batches (fewer images or directions q)"))
             x = self._generate(gen, z, y)
             scored: list[Tensor] = []
 

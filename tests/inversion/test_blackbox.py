@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from dfml.inversion import BlackBoxGradientError, BlackBoxTeacher, QueryBudget, QueryBudgetExceeded
+from dfml.inversion import BlackBoxGradientError, BlackBoxPool, BlackBoxTeacher, QueryBudget, QueryBudgetExceeded
 from dfml.inversion.losses import BNStatMatch
 
 
@@ -168,3 +168,20 @@ def test_constant_inputs_inside_a_transform_are_answered_and_vmap_is_refused_bef
     with pytest.raises(TypeError, match="cannot be vmapped.*call it on the whole batch"):
         torch.func.vmap(lambda row: bb(row[None]))(x)  # would classify 5 inputs but count 1
     assert bb.queries == spent
+
+
+def test_a_pool_says_whether_a_model_can_afford_a_batch_under_both_budgets():
+    access = BlackBoxPool(per_model=10, total=15)
+    assert access.can_afford(0, 10) and not access.can_afford(0, 11)  # not loaded yet: its whole allowance
+    access(recorder(), 0)(torch.randn(8, 4))
+    assert access.remaining(0) == 2 and not access.can_afford(0, 3)
+    assert access.remaining(1) == 7 and access.can_afford(1, 7) and not access.can_afford(1, 8)  # the total binds
+    assert BlackBoxPool().remaining(3) is None and BlackBoxPool().can_afford(3, 10**9)
+
+
+def test_the_budget_error_names_another_fix_when_stopping_gracefully_is_already_in_use():
+    default = str(QueryBudgetExceeded("pool total", 10, 8, 4))
+    assert "let the inverter stop gracefully with on_budget='stop'" in default
+    other = str(QueryBudgetExceeded("pool total", 10, 8, 4, fix="raise datafree.access.total"))
+    assert other.endswith("remain (nothing of this batch was classified). raise datafree.access.total")
+    assert "on_budget" not in other

@@ -263,9 +263,32 @@ def test_a_total_budget_over_several_teachers_stops_the_later_ones(teacher):
     inv = inverter(on_budget="stop")
     first = inv.invert(BlackBoxTeacher(teacher, total=total, n_outputs=5), 2, 2, torch.Generator())
     assert first.source.extra["steps"] == 8 and total.spent == 8 * 120 + 20  # 980
-    with pytest.raises(QueryBudgetExceeded, match="'total' exceeded: 980 of 1000"):  # not even one step fits
+    with pytest.raises(QueryBudgetExceeded, match="'total' exceeded: 980 of 1000") as err:  # not even one step fits
         inv.invert(BlackBoxTeacher(teacher, total=total, n_outputs=5), 2, 2, torch.Generator())
     assert total.spent == 980 and inv.cost.teacher_queries == 980
+    assert "not even the first step of this task fits" in str(err.value)
+    assert "stop gracefully" not in str(err.value)  # it already does: the message names another fix
+
+
+def test_a_reserve_is_left_unspent_for_the_callers_later_queries(teacher):
+    # a step costs 120 and the final scoring 20; a reserve of 20 still lets 3 steps and the scoring fit 400
+    bb = BlackBoxTeacher(teacher, budget=400, n_outputs=5)
+    extra = inverter(on_budget="stop").invert(bb, 2, 2, torch.Generator(), reserve=20).source.extra
+    assert (extra["steps"], extra["final_scored"], bb.queries, bb.remaining) == (3, True, 380, 20)
+    bb = BlackBoxTeacher(teacher, budget=400, n_outputs=5)  # a reserve of 50: a third step would leave 40
+    extra = inverter(on_budget="stop").invert(bb, 2, 2, torch.Generator(), reserve=50).source.extra
+    assert (extra["steps"], extra["final_scored"], bb.queries) == (2, True, 260)
+    bb = BlackBoxTeacher(teacher, budget=140, n_outputs=5)  # the first step fits, not with the reserve
+    with pytest.raises(QueryBudgetExceeded, match="not even the first step of this task fits"):
+        inverter(on_budget="stop").invert(bb, 2, 2, torch.Generator(), reserve=21)
+    assert bb.queries == 0
+
+
+def test_the_fewest_queries_a_task_costs_is_a_probe_one_step_and_the_reserve():
+    inv = inverter(on_budget="stop")
+    assert inv.task_queries(5, 2, 2) == 1 + 5 * 4 * 6
+    assert inv.task_queries(5, 2, 2, reserve=20) == 1 + 120 + 20
+    assert inverter().task_queries(5, 2, 2) is None  # on_budget='raise' plans nothing: a step that does not fit raises
 
 
 def test_a_conditional_generator_receives_the_target_labels(teacher):
