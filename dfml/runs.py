@@ -22,7 +22,6 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import yaml
 
 from . import __version__
 from .config import config_changes, lookup
+from .files import load_tensors, torch_bytes, write_atomic
 
 EPISODES_KEY = "eval.episodes_dir"
 _SETUP_FILES = {"config.yaml", "run.json", "metrics.jsonl", "episodes", ".lock"}
@@ -40,18 +40,8 @@ log = logging.getLogger(__name__)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` to ``path`` atomically, with the permissions ``open()`` gives (:func:`dfml.files.write_atomic`)."""
+    write_atomic(path, data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -60,18 +50,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``path`` atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` to ``path`` atomically (see :func:`atomic_write_bytes`)."""
+    write_atomic(path, torch_bytes(obj))
 
 
 def sha256_file(path: Path) -> str:
@@ -300,10 +280,10 @@ class RunDir:
         errors = []
         for p in existing:
             try:
-                return torch.load(p, map_location="cpu", weights_only=True)
-            except Exception as exc:  # noqa: BLE001 - any unpickling failure means a damaged file
-                log.warning("checkpoint %s is unreadable (%s); trying the previous one", p, exc)
-                errors.append(f"{p}: {exc}")
+                return load_tensors(p)
+            except ValueError as exc:  # damaged, truncated, or not plain tensors
+                log.warning("checkpoint %s; trying the previous one", exc)
+                errors.append(str(exc))
         raise RuntimeError(
             "no readable checkpoint: " + "; ".join(errors) + ". Move the damaged files away to restart "
             "the run from scratch in a new --out directory."

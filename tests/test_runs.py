@@ -133,3 +133,45 @@ def test_a_copied_run_whose_episodes_moved_resumes_when_the_episode_files_are_th
         RunDir(tmp_path / "r", {"eval": {"episodes_dir": str(other), "steps": 10}})
     with pytest.raises(ValueError, match=r"differs in: eval.episodes_dir, eval.steps"):
         RunDir(tmp_path / "r", {"eval": {"episodes_dir": str(new), "steps": 11}})
+
+
+@pytest.mark.parametrize(("mask", "expected"), [(0o022, 0o644), (0o077, 0o600)])
+def test_every_file_of_a_run_gets_the_permissions_a_plain_open_gives(tmp_path, mask, expected):
+    import os
+    import stat
+
+    old = os.umask(mask)
+    try:
+        run = RunDir(tmp_path / "r", {"a": 1})
+        run.log_metrics({"step": 1})
+        run.save_checkpoint({"step": 1})
+        run.save_checkpoint({"step": 2})
+        run.truncate_metrics(1)
+        run.write_results({"acc": 0.5})
+    finally:
+        os.umask(old)
+    names = ["config.yaml", "run.json", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/last.prev.pt",
+             "results.json"]
+    modes = {name: oct(stat.S_IMODE((tmp_path / "r" / name).stat().st_mode)) for name in names}
+    assert modes == {name: oct(expected) for name in names}
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_in_one_line_without_advising_weights_only_false(tmp_path):
+    import os
+    import pickle
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.mkdir, (str(tmp_path / "code-ran"),))
+
+    run = RunDir(tmp_path / "r", {})
+    run.save_checkpoint({"step": 1})
+    run.save_checkpoint({"step": 2})
+    for name in ("last.pt", "last.prev.pt"):
+        (tmp_path / "r" / "checkpoints" / name).write_bytes(pickle.dumps({"step": RunsCode()}))
+    with pytest.raises(RuntimeError) as info:
+        run.load_checkpoint()
+    msg = str(info.value)
+    assert "\n" not in msg and "weights_only" not in msg and not (tmp_path / "code-ran").exists()
+    assert "last.pt: not a plain tensor file; refusing to load it" in msg
+    assert "last.prev.pt: not a plain tensor file; refusing to load it" in msg

@@ -15,13 +15,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..data.domain import InputDomain
+from ..files import write_atomic as write_atomic  # pool modules import it from here
 
 MANIFEST_NAME = "pool.json"
 FORMAT_VERSION = 1
@@ -172,23 +171,6 @@ class PoolManifest:
         except json.JSONDecodeError as err:
             raise ValueError(f"{path} is not valid JSON ({err}); it may be truncated. Rebuild the pool.") from err
         return cls.from_dict(data, source=str(path))
-
-
-def write_atomic(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def sha256_file(path: str | Path) -> str:

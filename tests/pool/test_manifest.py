@@ -111,3 +111,22 @@ def test_write_atomic_keeps_the_old_file_when_the_replace_fails(tmp_path: Path, 
 def test_sha256_file_matches_hashlib(tmp_path: Path) -> None:
     (tmp_path / "f").write_bytes(b"abc")
     assert sha256_file(tmp_path / "f") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+@pytest.mark.parametrize(("mask", "expected"), [(0o022, 0o644), (0o077, 0o600)])
+def test_a_pool_s_files_get_the_permissions_a_plain_open_gives(tmp_path: Path, mask: int, expected: int) -> None:
+    import stat
+
+    import torch
+
+    from dfml.pool.pool import save_state_dict
+
+    old = os.umask(mask)
+    try:
+        PoolManifest(entries=[make_entry(0)]).save(tmp_path)
+        save_state_dict({"w": torch.ones(2)}, tmp_path / "models" / "model_0000.pt")
+        write_atomic(tmp_path / ".build" / "model_0000.json", b"{}")
+    finally:
+        os.umask(old)
+    for name in ("pool.json", "models/model_0000.pt", ".build/model_0000.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
