@@ -65,11 +65,15 @@ class DirectoryLock:
 
     def acquire(self) -> None:
         if self.path.exists() and not self.path.is_dir():
-            raise NotADirectoryError(f"{self.what} {str(self.path)!r} exists and is not a directory")
+            raise NotADirectoryError(f"{self.what} {str(self.path)!r} exists and is not a directory; {self.fix}")
         if not self.path.exists():
             missing = self.path
             while not missing.parent.exists():
                 missing = missing.parent
+            if not missing.parent.is_dir():
+                raise NotADirectoryError(
+                    f"{self.what} {str(self.path)!r} cannot be made: {str(missing.parent)!r} is a file; {self.fix}"
+                )
             self.path.mkdir(parents=True, exist_ok=True)
             self._made = missing
         if fcntl is None:

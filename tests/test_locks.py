@@ -58,10 +58,13 @@ def test_one_process_cannot_hold_a_directory_twice(tmp_path):
             DirectoryLock(tmp_path).acquire()
 
 
-def test_a_path_that_is_a_file_is_refused(tmp_path):
+def test_a_path_that_is_a_file_or_inside_one_is_refused(tmp_path):
     (tmp_path / "f").write_text("x")
-    with pytest.raises(NotADirectoryError, match="run directory '.*f' exists and is not a directory"):
-        DirectoryLock(tmp_path / "f", "run directory").acquire()
+    with pytest.raises(NotADirectoryError, match="run directory '.*f' exists and is not a directory; use another --out"):
+        DirectoryLock(tmp_path / "f", "run directory", "use another --out").acquire()
+    with pytest.raises(NotADirectoryError, match=r"run directory '.*f/r/random' cannot be made: '.*f' is a file; "
+                                                 r"use another --out"):
+        DirectoryLock(tmp_path / "f" / "r" / "random", "run directory", "use another --out").acquire()
 
 
 def test_under_torchrun_only_rank_0_takes_the_lock(tmp_path, monkeypatch):
