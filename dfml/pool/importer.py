@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from .. import __version__
+from ..files import load_tensors
 from ..models.registry import build_model
 from .manifest import MANIFEST_NAME, PoolEntry, PoolManifest
 from .pool import ModelPool, check_state_dict, save_state_dict
@@ -89,26 +90,42 @@ def _read_official(
     path: Path, arch: str, arch_kwargs: dict[str, Any] | None, n_names: int
 ) -> tuple[dict[str, Tensor], dict[str, Any], list[int], float | None]:
     """One official file -> (dfml state dict, arch kwargs, class ids, accuracy in [0, 1] or None)."""
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    blob = load_tensors(path, fix="re-copy the papers' file")
     if not isinstance(blob, dict) or "teacher" not in blob or "specific" not in blob:
-        keys = sorted(blob) if isinstance(blob, dict) else type(blob).__name__
+        keys = sorted(map(str, blob)) if isinstance(blob, dict) else type(blob).__name__
         raise ValueError(f"{path}: expected a dict with 'teacher' and 'specific', got {keys}")
+    teacher, specific = blob["teacher"], blob["specific"]
+    if not isinstance(teacher, dict):
+        raise ValueError(f"{path}: 'teacher' must be a state dict (names -> tensors), got a {type(teacher).__name__}")
+    odd = next(((k, v) for k, v in teacher.items() if not isinstance(k, str) or not isinstance(v, Tensor)), None)
+    if odd is not None:
+        raise ValueError(f"{path}: 'teacher' must be a state dict (names -> tensors), but {odd[0]!r} is "
+                         f"{'an' if type(odd[1]).__name__[:1] in 'aeiou' else 'a'} {type(odd[1]).__name__}")
+    if isinstance(specific, Tensor):
+        specific = specific.tolist()
+    if not isinstance(specific, (list, tuple)) or not all(isinstance(c, int) and not isinstance(c, bool)
+                                                          for c in specific):
+        raise ValueError(f"{path}: 'specific' must be a list of class ids, got {specific!r}")
     if arch == "conv4":
-        state = convert_official_conv4(blob["teacher"])
+        state = convert_official_conv4(teacher)
     else:
-        state = {k.removeprefix("module."): v for k, v in blob["teacher"].items()}
+        state = {k.removeprefix("module."): v for k, v in teacher.items()}
     if arch_kwargs is not None:
         kwargs = dict(arch_kwargs)
     else:
         kwargs = infer_conv4_kwargs(state) if arch == "conv4" else {}
     check_state_dict(build_model(arch, **kwargs), state, str(path))
-    ids = [int(c) for c in blob["specific"]]
+    ids = [int(c) for c in specific]
     bad = [c for c in ids if not 0 <= c < n_names]
     if bad:
         raise ValueError(
             f"{path}: class ids {bad} outside class_names (0..{n_names - 1}); pass the names of the right split"
         )
     acc = blob.get("acc")
+    if isinstance(acc, Tensor) and acc.numel() == 1:
+        acc = acc.item()
+    if acc is not None and (not isinstance(acc, (int, float)) or isinstance(acc, bool)):
+        raise ValueError(f"{path}: 'acc' must be a number (an accuracy), got {acc!r}")
     if acc is not None:
         acc = float(acc) / (100.0 if float(acc) > 1.0 else 1.0)  # some files store a percentage
     return state, kwargs, ids, acc
@@ -146,9 +163,9 @@ def import_official_pool(
     files = find_official_files(src_dir)
     if not files:
         raise FileNotFoundError(f"no model_specific_<i>.pth files under {str(src_dir)!r}")
+    read = [(i, *_read_official(path, arch, arch_kwargs, len(class_names))) for i, path in files]  # all, then write
     entries = []
-    for i, path in files:
-        state, kwargs, ids, acc = _read_official(path, arch, arch_kwargs, len(class_names))
+    for i, state, kwargs, ids, acc in read:
         file = f"models/model_{i:04d}.pt"
         entries.append(PoolEntry(
             index=i, file=file, arch=arch, arch_kwargs=kwargs, n_way=len(ids),

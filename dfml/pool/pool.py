@@ -11,10 +11,12 @@ import torch
 from torch import Tensor, nn
 
 from ..models.registry import build_model
+from ..files import read_state_dict
 from .manifest import MANIFEST_NAME, PoolEntry, PoolManifest, sha256_file, write_atomic
 
 logger = logging.getLogger(__name__)
 
+VERIFY_SHOWN = 10  # failed models a verify names before "and N more"
 BUILD_HINT = (
     "build one with `dfml pool build` or dfml.pool.pretrain_pool(...), import the papers' files with "
     "dfml.pool.import_official_pool(...), or make a toy pool with dfml.pool.build_toy_pool(...)"
@@ -126,7 +128,8 @@ class ModelPool:
 
         Raises:
             FileNotFoundError: the weights file is missing.
-            ValueError: the checksum mismatches (the file was modified or truncated).
+            ValueError: the checksum mismatches (the file was modified or truncated), or the file is
+                not a plain state dict of tensors (it is never unpickled beyond that: no code runs).
         """
         entry, path = self.entry(i), self.path_of(i)
         if not path.is_file():
@@ -138,7 +141,10 @@ class ModelPool:
                 f"{entry.sha256[:12]}...): the file was modified or truncated after the pool was built. "
                 f"Rebuild or re-copy the pool."
             )
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return read_state_dict(path, fix="rebuild or re-copy the pool")
+        except ValueError as err:
+            raise ValueError(f"model {i}: {err}") from None
 
     def load(self, i: int, device: torch.device | str | None = None) -> nn.Module:
         """Build model ``i`` and load its verified weights.
@@ -149,13 +155,18 @@ class ModelPool:
             does not advance the global torch RNG.
 
         Raises:
-            FileNotFoundError, ValueError: see :meth:`read_state_dict`; ``ValueError`` also for a
-            state dict whose keys or shapes do not match ``arch``/``arch_kwargs``.
+            FileNotFoundError, ValueError: see :meth:`read_state_dict`; ``ValueError`` also for an
+            ``arch``/``arch_kwargs`` that builds no model, or a state dict whose keys or shapes do
+            not match it (every message names the model).
         """
         entry = self.entry(i)
         state = self.read_state_dict(i)
         with torch.random.fork_rng(devices=[]):  # initial weights are overwritten: leave the caller's RNG alone
-            model = build_model(entry.arch, **entry.arch_kwargs)
+            try:
+                model = build_model(entry.arch, **entry.arch_kwargs)
+            except (KeyError, TypeError, ValueError) as err:  # the manifest's arch/arch_kwargs do not build
+                reason = err.args[0] if isinstance(err, KeyError) and err.args else err
+                raise ValueError(f"model {i} ({entry.file}): {reason}") from None
         check_state_dict(model, state, f"model {i} ({entry.file})")
         model.load_state_dict(state)
         model.eval().requires_grad_(False)
@@ -164,10 +175,11 @@ class ModelPool:
         return model
 
     def verify(self) -> None:
-        """Check every model's checksum and shapes.
+        """Check every model's checksum, file format, architecture and shapes.
 
         Raises:
-            ValueError: listing every model that failed, with the reason.
+            ValueError: one line listing every model that failed, with the reason (the first
+                ``VERIFY_SHOWN``, then how many more).
         """
         problems = []
         for i in range(len(self)):
@@ -176,6 +188,7 @@ class ModelPool:
             except (ValueError, FileNotFoundError) as err:
                 problems.append(str(err))
         if problems:
-            head = f"{len(problems)} of {len(self)} models in {str(self.root)!r} failed:\n"
-            raise ValueError(head + "\n".join(problems))
+            shown = "; ".join(problems[:VERIFY_SHOWN])
+            more = f"; and {len(problems) - VERIFY_SHOWN} more" if len(problems) > VERIFY_SHOWN else ""
+            raise ValueError(f"{len(problems)} of {len(self)} models in {str(self.root)!r} failed: {shown}{more}")
         logger.info("verified %d models in %s", len(self), self.root)

@@ -144,3 +144,43 @@ def test_file_indices_must_run_from_zero(tmp_path: Path) -> None:
     next(src.rglob("model_specific_0.pth")).unlink()
     with pytest.raises(ValueError, match=r"indices must run 0..n-1 once each, found \[1\]"):
         import_official_pool(src, tmp_path / "pool", class_names=NAMES, dataset="d", split="s")
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.marker,))
+
+
+def test_a_file_that_is_not_plain_tensors_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    import pickle
+
+    src = write_official(tmp_path / "src", [make_official(0), make_official(1)], [[0, 1, 2, 3, 4]] * 2, [None] * 2)
+    bad = next(src.rglob("model_specific_1.pth"))
+    bad.write_bytes(pickle.dumps({"teacher": _RunsCode(tmp_path / "code-ran"), "specific": [0, 1, 2, 3, 4]}))
+    with pytest.raises(ValueError) as info:
+        import_official_pool(src, tmp_path / "pool", class_names=NAMES, dataset="d", split="s")
+    assert str(info.value).startswith(f"{bad}: not a plain tensor file; refusing to load it")
+    assert "weights_only" not in str(info.value) and not (tmp_path / "code-ran").exists()
+    assert not (tmp_path / "pool").exists(), "model 0 was written before model 1 was found bad"
+
+
+@pytest.mark.parametrize(("blob", "message"), [
+    ({"teacher": [torch.ones(1)], "specific": [0, 1, 2, 3, 4]}, r"'teacher' must be a state dict .*got a list"),
+    ({"teacher": {"trunk.5.weight": 3}, "specific": [0, 1]}, r"'teacher' must be a state dict .*'trunk.5.weight' is an int"),
+    ({"teacher": None, "specific": "abc"}, r"'teacher' must be a state dict"),
+    ("TEACHER", r"'specific' must be a list of class ids, got 'abc'"),
+    ("ACC", r"'acc' must be a number \(an accuracy\), got 'high'"),
+])
+def test_a_malformed_official_file_names_the_file_and_the_field(tmp_path: Path, blob: object, message: str) -> None:
+    src = write_official(tmp_path / "src", [make_official(0)], [[0, 1, 2, 3, 4]], [None])
+    path = next(src.rglob("model_specific_0.pth"))
+    if blob == "TEACHER":
+        blob = {"teacher": make_official(0).state_dict(), "specific": "abc"}
+    elif blob == "ACC":
+        blob = {"teacher": make_official(0).state_dict(), "specific": [0, 1, 2, 3, 4], "acc": "high"}
+    torch.save(blob, path)
+    with pytest.raises(ValueError, match=r"model_specific_0.pth: " + message):
+        import_official_pool(src, tmp_path / "pool", class_names=NAMES, dataset="d", split="s")

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
+import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -92,7 +96,7 @@ def test_a_changed_byte_is_a_checksum_mismatch(pool: ModelPool) -> None:
     pool.load(0)  # the other model is fine
     with pytest.raises(ValueError, match=r"model 1: checksum mismatch for '.*model_0001.pt'.*modified or truncated"):
         pool.load(1)
-    with pytest.raises(ValueError, match=r"1 of 2 models in .* failed:\nmodel 1: checksum mismatch"):
+    with pytest.raises(ValueError, match=r"^1 of 2 models in .* failed: model 1: checksum mismatch[^\n]*$"):
         pool.verify()
 
 
@@ -136,3 +140,72 @@ def test_weights_load_with_weights_only(pool: ModelPool) -> None:
     state = torch.load(pool.path_of(0), weights_only=True)
     assert set(state) == set(_model(0).state_dict())
     assert dataclasses.is_dataclass(pool.entry(0))
+
+
+def _replace_file(pool: ModelPool, i: int, data: bytes) -> None:
+    """Replace model ``i``'s file and record its checksum, as someone crafting a pool would."""
+    pool.path_of(i).write_bytes(data)
+    manifest = PoolManifest.load(pool.root)
+    manifest.entries[i].sha256 = hashlib.sha256(data).hexdigest()
+    manifest.save(pool.root)
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("kind", ["pickle", "random"])
+def test_a_weights_file_with_a_matching_checksum_that_is_not_plain_tensors_is_refused_naming_the_model(
+    pool: ModelPool, tmp_path: Path, kind: str
+) -> None:
+    marker = tmp_path / "code-ran"
+    _replace_file(pool, 1, pickle.dumps(_RunsCode(marker)) if kind == "pickle" else os.urandom(500))
+    pool = ModelPool(pool.root)
+    with pytest.raises(ValueError) as info:
+        pool.load(1)
+    assert str(info.value) == (f"model 1: {pool.path_of(1)}: not a plain tensor file; refusing to load it "
+                               "(rebuild or re-copy the pool)")
+    with pytest.raises(ValueError, match=r"^1 of 2 models in .* failed: model 1: .*model_0001.pt: not a plain tensor "
+                                         r"file; refusing to load it[^\n]*$") as info:
+        pool.verify()
+    assert "weights_only" not in str(info.value) and not marker.exists()
+
+
+def test_a_weights_file_holding_something_else_than_a_state_dict_is_refused(pool: ModelPool) -> None:
+    buf = io.BytesIO()
+    torch.save([torch.ones(2)], buf)
+    _replace_file(pool, 0, buf.getvalue())
+    with pytest.raises(ValueError, match=r"model 0: .*model_0000.pt: holds a list, not a state dict"):
+        ModelPool(pool.root).load(0)
+
+
+@pytest.mark.parametrize(("arch", "kwargs", "reason"), [
+    ("conv4", None, r"architecture 'conv4' got unexpected argument\(s\) \['batch_norm', 'in_features'\]"),
+    ("vit", None, r"unknown architecture 'vit'"),
+    ("mlp", {"in_features": 6, "num_classes": 3}, r"state dict does not match the architecture: missing keys"),
+])
+def test_verify_names_the_model_whose_architecture_does_not_fit(tmp_path: Path, models: list[MLP], arch: str,
+                                                               kwargs: dict | None, reason: str) -> None:
+    _write_pool(tmp_path, models)
+    manifest = PoolManifest.load(tmp_path)
+    manifest.entries[1].arch = arch
+    if kwargs is not None:
+        manifest.entries[1].arch_kwargs = kwargs
+    manifest.save(tmp_path)
+    pool = ModelPool(tmp_path)
+    with pytest.raises(ValueError, match=r"^model 1 \(models/model_0001.pt\): " + reason):
+        pool.load(1)
+    with pytest.raises(ValueError, match=r"^1 of 2 models in .* failed: model 1 \(models/model_0001.pt\): " + reason):
+        pool.verify()
+
+
+def test_verify_lists_every_failed_model_on_one_line(pool: ModelPool) -> None:
+    pool.path_of(0).unlink()
+    pool.path_of(1).write_bytes(b"junk")
+    with pytest.raises(ValueError, match=r"^2 of 2 models in .* failed: model 0: weights file .* is missing; "
+                                         r"model 1: checksum mismatch[^\n]*$"):
+        pool.verify()
