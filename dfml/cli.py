@@ -271,12 +271,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from .demo import results_table
 
+    names = [Path(path).name for path in args.runs]
+    if len(set(names)) < len(names):  # e.g. runs/a/maml and runs/b/maml: tell them apart by their paths
+        names = list(args.runs)
     results = {}
-    for path in args.runs:
+    for name, path in zip(names, args.runs):
         f = Path(path) / "results.json"
         if not f.is_file():
             raise FileNotFoundError(f"{str(f)!r} does not exist: is {path!r} a finished run directory?")
-        results[Path(path).name] = json.loads(f.read_text())
+        results[name] = json.loads(f.read_text())
     from .config import config_changes, to_dict
     from .experiment import ExperimentConfig
 
@@ -297,7 +300,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise ValueError(f"{first!r} and {name!r} were scored on different meta-test episodes ({', '.join(differ)}: "
                              f"the episode files differ); a paired comparison needs the same episodes: score both "
                              f"with one eval.episodes_dir")
-    print(results_table(results, baseline=Path(args.runs[0]).name))
+    print(results_table(results, baseline=names[0]))
     return 0
 
 

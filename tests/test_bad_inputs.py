@@ -86,7 +86,148 @@ CONFIG_CASES: list[Case] = [
 ]
 
 # --- runs: run directories, resume on other inputs, locks, diverged fine-tunes ---------------------------
+_HELD: dict[Path, object] = {}  # locks a case holds for "another process" until its fixed command lets go
+
+
+def _hold(folder: Path) -> None:
+    from dfml.locks import DirectoryLock
+
+    _HELD[folder] = lock = DirectoryLock(folder)
+    lock.acquire()  # a second open file of this process is refused like another process would be
+
+
+def _let_go(folder: Path) -> None:
+    _HELD.pop(folder).release()  # type: ignore[attr-defined]
+
+
+def _run_train(pool: Path, out: Path, *extra: str) -> Argv:
+    return toy_train(pool, out, "--set", "train.n_query=3", *extra)
+
+
+def _finished(pool: Path, out: Path, argv: Callable[[Path, Path], Argv] = toy_eval) -> Path:
+    assert main(argv(pool, out)) == 0
+    return out
+
+
+def _failed_start(tmp: Path, pool: Path) -> Argv:
+    """What an older dfml left after ``--dataset cifar_f``: config.yaml and run.json, nothing else."""
+    import yaml
+
+    from dfml.runs import RunDir
+
+    _finished(pool, tmp / "scratch")
+    cfg = yaml.safe_load((tmp / "scratch" / "random" / "config.yaml").read_text())
+    cfg["dataset"] = "cifar_f"
+    cfg["eval"]["episodes_dir"] = str(tmp / "ev" / "episodes")
+    RunDir(tmp / "ev" / "random", cfg)
+    return toy_eval(pool, tmp / "ev", "--dataset", "cifar_f")
+
+
+def _other_pool(tmp: Path, pool: Path, argv: Callable[[Path, Path], Argv], unfinished: bool = False) -> Argv:
+    """A run made on a copy of the pool, then another pool (other models and classes) at the same path."""
+    from dfml.pool import subset_pool
+
+    mine = copy_pool(pool, tmp)
+    run = _finished(mine, tmp / "run", argv)
+    if unfinished:  # killed after its last checkpoint, before the meta-test
+        (run / "results.json").unlink()
+        (run / "model.pt").unlink()
+    shutil.rmtree(mine)
+    subset_pool(pool, [2, 0], mine)
+    return argv(mine, tmp / "run")
+
+
+def _other_data(tmp: Path, pool: Path) -> Argv:
+    """A finished run whose recorded meta-validation data differ from what --dataset loads now."""
+    import json
+
+    run_json = _finished(pool, tmp / "ev") / "random" / "run.json"
+    info = json.loads(run_json.read_text())
+    info["inputs"]["data"]["val_sha256"] = "0" * 64
+    run_json.write_text(json.dumps(info))
+    return toy_eval(pool, tmp / "ev")
+
+
+def _episodes(folder: Path, seed: int) -> None:
+    from dfml.data import EpisodeList, get_dataset
+
+    EpisodeList.generate(get_dataset("toy", None, "test"), 5, 5, 1, 15, seed=seed).save(folder / "test_5w1s_5.json")
+
+
+def _scored_on_other_episodes(tmp: Path, pool: Path) -> Argv:
+    _finished(pool, tmp / "a")
+    _episodes(tmp / "other", seed=9)
+    shutil.copytree(tmp / "a" / "episodes", tmp / "same")
+    for name in ("other", "same"):
+        assert main(toy_eval(pool, tmp / name / "run", "--set", f"eval.episodes_dir={tmp / name}")) == 0
+    return ["compare", str(tmp / "a" / "random"), str(tmp / "other" / "run" / "random")]
+
+
+def _old_results_other_folders(tmp: Path, pool: Path) -> Argv:
+    import json
+
+    argv = _scored_on_other_episodes(tmp, pool)
+    for run in (tmp / "a" / "random", tmp / "same" / "run" / "random"):  # saved before dfml recorded the hashes
+        results = json.loads((run / "results.json").read_text())
+        del results["episodes_sha256"]
+        (run / "results.json").write_text(json.dumps(results))
+    return argv[:2] + [str(tmp / "same" / "run" / "random")]
+
+
+def _copied_run(tmp: Path, pool: Path) -> Argv:
+    """A finished run copied elsewhere, where the folder of its episode lists holds other episodes."""
+    _finished(pool, tmp / "ev")
+    shutil.copytree(tmp / "ev" / "random", tmp / "copy" / "random")
+    shutil.copytree(tmp / "ev" / "episodes", tmp / "moved")  # where the same lists went
+    _episodes(tmp / "copy" / "episodes", seed=9)
+    return toy_eval(pool, tmp / "copy")
+
+
 RUN_CASES: list[Case] = [
+    Case("run-failed-start-typo", _failed_start, r"cifar_f",
+         fixed=lambda tmp, pool: toy_eval(pool, tmp / "ev")),
+    Case("run-other-config-after-work",
+         lambda tmp, pool: toy_eval(pool, _finished(pool, tmp / "ev"), "--episodes", "6"),
+         r"already holds a run with another configuration \(differs in: eval.episodes\).*new --out",
+         fixed=lambda tmp, pool: toy_eval(pool, tmp / "ev2", "--episodes", "6")),
+    Case("run-resume-results-on-another-pool", lambda tmp, pool: _other_pool(tmp, pool, toy_eval),
+         r"holds a run made on other inputs \(pool.manifest_sha256: \w{12}\.\.\. when it started, \w{12}\.\.\. now\)"
+         r".*new --out.*restore the pool",
+         fixed=lambda tmp, pool: toy_eval(tmp / "pool", tmp / "run2")),
+    Case("run-resume-training-on-another-pool", lambda tmp, pool: _other_pool(tmp, pool, _run_train, unfinished=True),
+         r"made on other inputs \(pool.manifest_sha256",
+         fixed=lambda tmp, pool: _run_train(tmp / "pool", tmp / "run2")),
+    Case("run-resume-on-other-data", _other_data, r"made on other inputs \(data.val_sha256: 000000000000\.\.\. when "
+         r"it started.*restore the data", fixed=lambda tmp, pool: toy_eval(pool, tmp / "ev2")),
+    Case("run-dir-in-use", lambda tmp, pool: _hold(tmp / "ev" / "random") or toy_eval(pool, tmp / "ev"),
+         r"run directory '.*/ev/random' is in use by another dfml process \(pid \d+ on .+, since \d{4}-.*\); wait for "
+         r"it to finish or stop it, or use another --out",
+         fixed=lambda tmp, pool: _let_go(tmp / "ev" / "random") or toy_eval(pool, tmp / "ev")),
+    Case("run-pool-dir-in-use",
+         lambda tmp, pool: _hold(tmp / "p") or ["pool", "build", "--dataset", "toy", "--arch", "mlp", "--out",
+                                                str(tmp / "p"), "--n-models", "1", "--epochs", "1"],
+         r"pool directory '.*/p' is in use by another dfml process \(pid \d+",
+         fixed=lambda tmp, pool: _let_go(tmp / "p") or ["pool", "build", "--dataset", "toy", "--arch", "mlp",
+                                                        "--out", str(tmp / "p"), "--n-models", "1", "--epochs", "1"]),
+    Case("run-out-is-a-file", lambda tmp, pool: (tmp / "notes").write_text("x") and _run_train(pool, tmp / "notes"),
+         r"run directory '.*/notes' exists and is not a directory; use another --out",
+         fixed=lambda tmp, pool: _run_train(pool, tmp / "run")),
+    Case("run-out-inside-a-file", lambda tmp, pool: (tmp / "notes").write_text("x") and toy_eval(pool, tmp / "notes"),
+         r"run directory '.*/notes/random' cannot be made: '.*/notes' is a file; use another --out",
+         fixed=lambda tmp, pool: toy_eval(pool, tmp / "runs")),
+    Case("run-compare-other-episodes-same-settings", _scored_on_other_episodes,
+         r"'.*/a/random' and '.*/other/run/random' were scored on different meta-test episodes \(5way_1shot: the "
+         r"episode files differ\)",
+         fixed=lambda tmp, pool: ["compare", str(tmp / "a" / "random"), str(tmp / "same" / "run" / "random")]),
+    Case("run-compare-old-results-other-folders", _old_results_other_folders,
+         r"different meta-test protocols \(eval: episodes_dir\)"),
+    Case("run-copied-run-other-episodes", _copied_run,
+         r"differs in: eval.episodes_dir\) \(its episode files test_5w1s_5.json are missing or differ there\)",
+         fixed=lambda tmp, pool: toy_eval(pool, tmp / "copy", "--set", f"eval.episodes_dir={tmp / 'moved'}")),
+    Case("run-checkpoint-minutes-not-positive",
+         lambda tmp, pool: _run_train(pool, tmp / "run", "--set", "train.checkpoint_minutes=0"),
+         r"train.checkpoint_minutes must be a number of minutes > 0, got 0",
+         fixed=lambda tmp, pool: _run_train(pool, tmp / "run", "--set", "train.checkpoint_minutes=0.5")),
 ]
 
 # --- budgets and black-box access ------------------------------------------------------------------

@@ -218,3 +218,16 @@ def test_compare_matches_runs_by_the_content_of_their_episode_files(toy_pool, tm
     (tmp_path / "b" / "average" / "results.json").write_text(json.dumps(b))
     assert main(["compare", str(tmp_path / "a" / "random"), str(tmp_path / "b" / "average")]) == 2
     assert "different meta-test protocols (eval: episodes_dir)" in capsys.readouterr().err
+
+
+def test_compare_tells_apart_runs_of_the_same_name(toy_pool, tmp_path, capsys):
+    from dfml.data import EpisodeList, get_dataset
+
+    assert main(_eval_args(toy_pool, tmp_path / "a")) == 0
+    EpisodeList.generate(get_dataset("toy", None, "test"), 5, 5, 1, 15, seed=9).save(tmp_path / "other" /
+                                                                                       "test_5w1s_5.json")
+    assert main(_eval_args(toy_pool, tmp_path / "b", "--set", f"eval.episodes_dir={tmp_path / 'other'}")) == 0
+    capsys.readouterr()
+    a, b = str(tmp_path / "a" / "random"), str(tmp_path / "b" / "random")
+    assert main(["compare", a, b]) == 2  # both are called 'random': the second one was dropped unseen
+    assert f"{a!r} and {b!r} were scored on different meta-test episodes" in capsys.readouterr().err
