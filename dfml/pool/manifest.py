@@ -15,8 +15,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..data.domain import InputDomain
@@ -117,7 +119,50 @@ class PoolEntry:
                 f"pool entry {data.get('index', '?')}: missing field(s) {missing}, unknown field(s) {unknown}; "
                 f"expected fields {names}"
             )
+        for name, value in data.items():
+            ok, expected = _FIELD_CHECKS[name]
+            if not ok(value):
+                where = data["index"] if _is_int(data["index"]) else "?"
+                raise ValueError(f"entry {where}: field {name!r} must be {expected}, got {value!r}; "
+                                 "rebuild or re-copy the pool")
         return cls(**data)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _inside_pool(v: Any) -> bool:
+    """A relative path that stays inside the pool directory (no ``..``, not absolute)."""
+    path = PurePosixPath(v) if isinstance(v, str) else None
+    return path is not None and v != "" and not path.is_absolute() and ".." not in path.parts and "\\" not in v
+
+
+_FIELD_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "index": (_is_int, "an integer"),
+    "file": (_inside_pool, "a path inside the pool directory (e.g. 'models/model_0000.pt')"),
+    "arch": (lambda v: isinstance(v, str), "an architecture name"),
+    "arch_kwargs": (lambda v: isinstance(v, dict), "a mapping of architecture arguments"),
+    "n_way": (_is_int, "an integer"),
+    "classes": (lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v), "a list of class names"),
+    "class_ids": (lambda v: isinstance(v, list) and all(map(_is_int, v)), "a list of integers"),
+    "dataset": (lambda v: isinstance(v, str), "a string"),
+    "split": (lambda v: isinstance(v, str), "a string"),
+    "seed": (lambda v: v is None or _is_int(v), "an integer or null"),
+    "heldout_acc": (lambda v: v is None or (_is_number(v) and 0.0 <= v <= 1.0), "a number in [0, 1] or null"),
+    "best_epoch": (lambda v: v is None or _is_int(v), "an integer or null"),
+    "sha256": (lambda v: isinstance(v, str) and re.fullmatch("[0-9a-f]{64}", v) is not None, "64 hexadecimal digits"),
+    "dfml_version": (lambda v: isinstance(v, str), "a string"),
+    "trust": (lambda v: isinstance(v, str), "a string"),
+    "trust_detail": (lambda v: isinstance(v, dict), "a mapping"),
+    "input_shape": (lambda v: v is None or (isinstance(v, list) and all(map(_is_int, v))), "a list of integers or null"),
+    "input_mean": (lambda v: v is None or (isinstance(v, list) and all(map(_is_number, v))), "a list of numbers or null"),
+    "input_std": (lambda v: v is None or (isinstance(v, list) and all(map(_is_number, v))), "a list of numbers or null"),
+}
 
 
 @dataclass
@@ -152,11 +197,26 @@ class PoolManifest:
                 f"{source} has format_version {version!r}; this dfml reads version {FORMAT_VERSION}. "
                 f"Rebuild the pool with this version of dfml."
             )
-        entries = [PoolEntry.from_dict(e) for e in data["entries"]]
+        records, build = data["entries"], data.get("build") or {}
+        if not isinstance(records, list):
+            raise ValueError(f"{source}: 'entries' must be a list of model records, got a {type(records).__name__}; "
+                             "rebuild or re-copy the pool")
+        if not isinstance(build, dict):
+            raise ValueError(f"{source}: 'build' must be a mapping, got a {type(build).__name__}; rebuild or re-copy "
+                             "the pool")
+        entries = []
+        for i, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise ValueError(f"{source}: entry at position {i} is a {type(record).__name__}, not a model record; "
+                                 "rebuild or re-copy the pool")
+            try:
+                entries.append(PoolEntry.from_dict(record))
+            except ValueError as err:
+                raise ValueError(f"{source}: {err}") from None
         for i, e in enumerate(entries):
             if e.index != i:
                 raise ValueError(f"{source}: entry at position {i} has index {e.index}; indices must be 0..n-1")
-        return cls(entries=entries, build=dict(data.get("build") or {}), format_version=version)
+        return cls(entries=entries, build=dict(build), format_version=version)
 
     def save(self, directory: str | Path) -> Path:
         """Write ``directory/pool.json`` atomically (temp file, fsync, ``os.replace``)."""
@@ -167,8 +227,8 @@ class PoolManifest:
     def load(cls, directory: str | Path) -> PoolManifest:
         path = Path(directory) / MANIFEST_NAME
         try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
+            data = json.loads(path.read_bytes())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"{path} is not valid JSON ({err}); it may be truncated. Rebuild the pool.") from err
         return cls.from_dict(data, source=str(path))
 

@@ -130,3 +130,51 @@ def test_a_pool_s_files_get_the_permissions_a_plain_open_gives(tmp_path: Path, m
         os.umask(old)
     for name in ("pool.json", "models/model_0000.pt", ".build/model_0000.json"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
+
+
+@pytest.mark.parametrize(("field", "value", "expected"), [
+    ("index", "0", "an integer"),
+    ("file", "../../etc/passwd", "a path inside the pool directory"),
+    ("file", "/etc/hostname", "a path inside the pool directory"),
+    ("file", 3, "a path inside the pool directory"),
+    ("arch", 4, "an architecture name"),
+    ("arch_kwargs", [1, 2], "a mapping of architecture arguments"),
+    ("n_way", "two", "an integer"),
+    ("classes", 5, "a list of class names"),
+    ("class_ids", ["a", "b"], "a list of integers"),
+    ("dataset", None, "a string"),
+    ("seed", "abc", "an integer or null"),
+    ("heldout_acc", "abc", "a number in \\[0, 1\\] or null"),
+    ("heldout_acc", 3.5, "a number in \\[0, 1\\] or null"),
+    ("best_epoch", 1.5, "an integer or null"),
+    ("sha256", "abc", "64 hexadecimal digits"),
+    ("trust_detail", [], "a mapping"),
+    ("input_shape", "3x32x32", "a list of integers or null"),
+    ("input_mean", ["a"], "a list of numbers or null"),
+])
+def test_a_manifest_field_of_the_wrong_type_names_the_file_entry_field_and_fix(
+    tmp_path: Path, field: str, value: object, expected: str
+) -> None:
+    data = PoolManifest(entries=[make_entry(0), make_entry(1)]).to_dict()
+    data["entries"][1][field] = value
+    (tmp_path / "pool.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=rf"^{tmp_path}/pool.json: entry (1|\?): field '{field}' must be {expected}"
+                                         rf"( \(e.g. [^)]*\))?, got .*; rebuild or re-copy the pool$"):
+        PoolManifest.load(tmp_path)
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ('{"format_version": 1, "entries": "x"}', r"'entries' must be a list of model records, got a str"),
+    ('{"format_version": 1, "entries": ["x"]}', r"entry at position 0 is a str, not a model record"),
+    ('{"format_version": 1, "entries": [], "build": [1]}', r"'build' must be a mapping, got a list"),
+])
+def test_a_manifest_of_the_wrong_shape_is_one_line_naming_the_file(tmp_path: Path, raw: str, message: str) -> None:
+    (tmp_path / "pool.json").write_text(raw)
+    with pytest.raises(ValueError, match=rf"^{tmp_path}/pool.json: {message}"):
+        PoolManifest.load(tmp_path)
+
+
+def test_a_manifest_that_is_not_text_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "pool.json").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ValueError, match=r"pool.json is not valid JSON .*Rebuild the pool"):
+        PoolManifest.load(tmp_path)
