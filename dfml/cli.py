@@ -172,11 +172,15 @@ def cmd_pool_merge(args: argparse.Namespace) -> int:
 def cmd_pool_info(args: argparse.Namespace) -> int:
     from .pool import ModelPool
 
-    pool = ModelPool(args.pool)
+    pool = ModelPool(args.pool, allow_partial=True)  # a stopped build is shown (and refused by --verify)
     if args.verify:
         pool.verify()
         print(f"verified {len(pool)} model files (checksums and shapes)")
     _print_pool(pool, show_all=True)
+    if pool.unfinished is not None:
+        from .pool.manifest import unfinished_message
+
+        print(unfinished_message(pool.root, pool.unfinished))
     return 0
 
 

@@ -231,3 +231,39 @@ def test_compare_tells_apart_runs_of_the_same_name(toy_pool, tmp_path, capsys):
     a, b = str(tmp_path / "a" / "random"), str(tmp_path / "b" / "random")
     assert main(["compare", a, b]) == 2  # both are called 'random': the second one was dropped unseen
     assert f"{a!r} and {b!r} were scored on different meta-test episodes" in capsys.readouterr().err
+
+
+def test_a_stopped_pool_build_is_reported_by_info_and_refused_by_verify_eval_and_train(tmp_path, capsys, monkeypatch):
+    from dfml.pool import pretrain as pretrain_module
+
+    build = ["pool", "build", "--dataset", "toy", "--arch", "mlp", "--out", str(tmp_path / "pool"), "--n-models", "4",
+             "--epochs", "1"]
+    real_fit = pretrain_module.fit_and_save
+    calls = []
+
+    def stop_after_one(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(pretrain_module, "fit_and_save", stop_after_one)
+    assert main(build) == 130
+    monkeypatch.undo()
+    capsys.readouterr()
+    line = (f"pool '{tmp_path / 'pool'}' is unfinished: 1 of 4 models built; run the same `dfml pool build` command "
+            "again to finish it")
+    assert main(["pool", "info", str(tmp_path / "pool")]) == 0
+    assert line in capsys.readouterr().out
+    for argv in (["pool", "info", str(tmp_path / "pool"), "--verify"],
+                 ["eval", "--recipe", "random", "--pool", str(tmp_path / "pool"), "--dataset", "toy", "--episodes", "3",
+                  "--shots", "1", "--out", str(tmp_path / "ev")],
+                 ["train", "--recipe", "maml", "--pool", str(tmp_path / "pool"), "--dataset", "toy", "--episodes", "3",
+                  "--shots", "1", "--out", str(tmp_path / "tr")]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"dfml: error: {line}"), (argv, err)
+    assert not (tmp_path / "ev").exists() and not (tmp_path / "tr").exists()
+    assert main(build) == 0
+    assert main(["pool", "info", str(tmp_path / "pool"), "--verify"]) == 0
+    assert "verified 4 model files" in capsys.readouterr().out

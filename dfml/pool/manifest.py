@@ -25,6 +25,8 @@ from ..data.domain import InputDomain
 from ..files import write_atomic as write_atomic  # pool modules import it from here
 
 MANIFEST_NAME = "pool.json"
+BUILD_DIR = ".build"  # per-model records of an unfinished `dfml pool build` (removed when pool.json is complete)
+BUILD_RECORD = "build.json"  # in BUILD_DIR: the build's config, written when it starts
 FORMAT_VERSION = 1
 TRUST_LEVELS = ("trusted", "deceptive", "poor")
 
@@ -240,3 +242,35 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def unfinished_build(directory: str | Path, manifest: PoolManifest | None) -> tuple[int, int] | None:
+    """``(models built, models asked for)`` of a ``dfml pool build`` stopped in ``directory``, else ``None``.
+
+    Built models are those in ``manifest`` (the finished prefix a single process writes) or with a
+    record in ``.build/`` (what every rank of a torchrun build writes); their files are not checked.
+    """
+    directory = Path(directory)
+    record, asked = directory / BUILD_DIR / BUILD_RECORD, None
+    if record.is_file():
+        try:
+            asked = json.loads(record.read_bytes())["config"]["n_models"]
+        except (ValueError, KeyError, TypeError):
+            asked = None
+    if asked is None and manifest is not None and manifest.build.get("kind") == "pretrain":
+        asked = (manifest.build.get("config") or {}).get("n_models")
+    if not isinstance(asked, int) or isinstance(asked, bool):
+        return None
+    built = {e.index for e in manifest.entries} if manifest is not None else set()
+    for path in (directory / BUILD_DIR).glob("model_*.json"):
+        index = path.stem.removeprefix("model_")
+        if index.isdigit():
+            built.add(int(index))
+    built = {i for i in built if 0 <= i < asked}
+    return (len(built), asked) if len(built) < asked else None
+
+
+def unfinished_message(directory: str | Path, progress: tuple[int, int]) -> str:
+    """The line that says a pool is unfinished and how to finish it."""
+    return (f"pool {str(directory)!r} is unfinished: {progress[0]} of {progress[1]} models built; run the same "
+            "`dfml pool build` command again to finish it")

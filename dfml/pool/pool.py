@@ -12,7 +12,15 @@ from torch import Tensor, nn
 
 from ..models.registry import build_model
 from ..files import read_state_dict
-from .manifest import MANIFEST_NAME, PoolEntry, PoolManifest, sha256_file, write_atomic
+from .manifest import (
+    MANIFEST_NAME,
+    PoolEntry,
+    PoolManifest,
+    sha256_file,
+    unfinished_build,
+    unfinished_message,
+    write_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -61,10 +69,19 @@ class ModelPool:
 
     Args:
         path: the pool directory (holding ``pool.json``) or the ``pool.json`` file itself.
+        allow_partial: open a ``dfml pool build`` that was stopped before every model was built
+            (for ``dfml pool info``; :attr:`unfinished` says how far it got). Everything that uses
+            the models refuses such a pool: it would silently use fewer models than asked for.
+
+    Attributes:
+        unfinished: ``(models built, models asked for)`` of a stopped build, else ``None``.
 
     Raises:
-        FileNotFoundError: no ``pool.json`` there (the message says how to build one).
-        ValueError: the manifest is malformed.
+        FileNotFoundError: no ``pool.json`` there (the message says how to build one, or that a
+            stopped build is there and how to finish it).
+        ValueError: the manifest is malformed, lists no models, or (unless ``allow_partial``) the
+            build that writes it was stopped (the message says how many models are built and how
+            to finish it).
 
     Example:
         >>> pool = ModelPool("pools/toy")
@@ -72,18 +89,26 @@ class ModelPool:
         >>> pool.entry(0).classes           # the names behind its outputs
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, allow_partial: bool = False) -> None:
         path = Path(path)
         if path.name == MANIFEST_NAME and path.is_file():
             path = path.parent
         self.root = path
         manifest = path / MANIFEST_NAME
         if not manifest.is_file():
+            stopped = unfinished_build(path, None)
+            if stopped is not None:
+                raise FileNotFoundError(f"no {MANIFEST_NAME} yet: {unfinished_message(path, stopped)}")
             where = "directory does not exist" if not path.exists() else "directory has no manifest"
             raise FileNotFoundError(
                 f"no model pool at {str(path)!r}: expected {str(manifest)!r} ({where}); {BUILD_HINT}"
             )
         self.manifest = PoolManifest.load(path)
+        self.unfinished = unfinished_build(path, self.manifest)
+        if self.unfinished is not None and not allow_partial:
+            raise ValueError(unfinished_message(path, self.unfinished))
+        if not self.manifest.entries and self.unfinished is None:
+            raise ValueError(f"{str(manifest)!r} lists no models; {BUILD_HINT}")
 
     @property
     def entries(self) -> list[PoolEntry]:
@@ -179,7 +204,8 @@ class ModelPool:
 
         Raises:
             ValueError: one line listing every model that failed, with the reason (the first
-                ``VERIFY_SHOWN``, then how many more).
+                ``VERIFY_SHOWN``, then how many more); or, for a stopped build (see ``allow_partial``),
+                how many models are built and how to finish it.
         """
         problems = []
         for i in range(len(self)):
@@ -190,5 +216,10 @@ class ModelPool:
         if problems:
             shown = "; ".join(problems[:VERIFY_SHOWN])
             more = f"; and {len(problems) - VERIFY_SHOWN} more" if len(problems) > VERIFY_SHOWN else ""
-            raise ValueError(f"{len(problems)} of {len(self)} models in {str(self.root)!r} failed: {shown}{more}")
+            stopped = f"; {unfinished_message(self.root, self.unfinished)}" if self.unfinished else ""
+            raise ValueError(f"{len(problems)} of {len(self)} models in {str(self.root)!r} failed: {shown}{more}"
+                             f"{stopped}")
+        if self.unfinished is not None:
+            raise ValueError(f"{unfinished_message(self.root, self.unfinished)} (the {len(self)} built so far are "
+                             "intact)")
         logger.info("verified %d models in %s", len(self), self.root)

@@ -31,15 +31,13 @@ from ..data.base import ArrayDataset
 from ..data.domain import InputDomain
 from ..locks import hold_directory
 from ..models.registry import MODELS, model_arguments
-from .manifest import MANIFEST_NAME, PoolEntry, PoolManifest, sha256_file, write_atomic
+from .manifest import BUILD_DIR, BUILD_RECORD, MANIFEST_NAME, PoolEntry, PoolManifest, sha256_file, write_atomic
 from .pool import ModelPool, save_state_dict
 from .training import TrainResult, derive_seed, init_model, train_classifier
 
 logger = logging.getLogger(__name__)
 
 CLASS_MODES = ("random", "disjoint")
-BUILD_DIR = ".build"  # per-model records of an unfinished build (removed when pool.json is complete)
-BUILD_RECORD = "build.json"
 Progress = Callable[[int, int, PoolEntry], None]
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dfml.data.base import ArrayDataset
-from dfml.pool import ModelPool, PoolEntry, PretrainConfig, pretrain_pool
+from dfml.pool import ModelPool, PoolEntry, PoolManifest, PretrainConfig, pretrain_pool
 from dfml.pool import pretrain as pretrain_module
 from dfml.pool.training import evaluate_accuracy, split_holdout
 
@@ -78,7 +78,7 @@ def test_an_interrupted_build_resumes_without_retraining(toy_world: dict[str, Ar
     with pytest.raises(KeyboardInterrupt):
         pretrain_pool(ds, out, FAST, progress=stop_after_two)
     assert trained == ["model_0000.pt", "model_0001.pt"]
-    assert len(ModelPool(out)) == 2
+    assert len(ModelPool(out, allow_partial=True)) == 2
     mtimes = [(out / f"models/model_{i:04d}.pt").stat().st_mtime_ns for i in range(2)]
 
     seen: list[int] = []
@@ -273,3 +273,35 @@ def test_a_pool_being_built_is_held_by_its_builder(toy_world: dict[str, ArrayDat
         with pytest.raises(DirectoryInUseError):
             pretrain_pool(toy_world["train"], tmp_path / "other", FAST)
     assert not (tmp_path / "other").exists()
+
+
+UNFINISHED = r"pool '.*pool' is unfinished: {} of 4 models built; run the same `dfml pool build` command again to finish it"
+
+
+def test_a_stopped_build_is_refused_as_a_pool_saying_how_many_models_are_missing_and_how_to_finish(
+    toy_world: dict[str, ArrayDataset], tmp_path: Path
+) -> None:
+    def stop(i: int, n: int, entry: PoolEntry) -> None:
+        raise KeyboardInterrupt
+
+    out = tmp_path / "pool"
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_pool(toy_world["train"], out, FAST, progress=stop)
+    with pytest.raises(ValueError, match="^" + UNFINISHED.format(1) + "$"):
+        ModelPool(out)
+    partial = ModelPool(out, allow_partial=True)
+    assert len(partial) == 1 and partial.unfinished == (1, 4)
+    with pytest.raises(ValueError, match=UNFINISHED.format(1) + r" \(the 1 built so far are intact\)$"):
+        partial.verify()
+    (out / "pool.json").unlink()  # as a sharded build leaves it: records, no manifest
+    with pytest.raises(FileNotFoundError, match=UNFINISHED.format(1)):
+        ModelPool(out)
+    pool = pretrain_pool(toy_world["train"], out, FAST)
+    assert len(pool) == 4 and pool.unfinished is None and len(ModelPool(out)) == 4
+    pool.verify()
+
+
+def test_a_manifest_that_lists_no_models_is_refused(toy_world: dict[str, ArrayDataset], tmp_path: Path) -> None:
+    PoolManifest(entries=[], build={"kind": "import"}).save(tmp_path)
+    with pytest.raises(ValueError, match=r"pool.json' lists no models"):
+        ModelPool(tmp_path)
