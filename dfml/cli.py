@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from . import __version__, distributed
-from .config import apply_overrides, load_yaml
+from .config import apply_overrides, dotted_keys, load_yaml
 from .experiment import ExperimentConfig, experiment_config, run_experiment
 
 log = logging.getLogger("dfml")
@@ -236,8 +236,25 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------ train / eval
+def _experiment_configs(args: argparse.Namespace, recipes: list[str]) -> list[ExperimentConfig]:
+    """Each recipe's resolved configuration; what the user set that none of them reads is refused."""
+    from .recipes.base import check_reads
+
+    cfgs = [_experiment_config(args, recipe) for recipe in recipes]
+    given = {}
+    if args.config:
+        given = {key: f"{key} in --config {args.config}" for key in dotted_keys(load_yaml(args.config))}
+    given.update({item.split("=", 1)[0].strip(): f"--set {item}" for item in args.set or []})
+    check_reads(cfgs, given)
+    return cfgs
+
+
 def _experiment_config(args: argparse.Namespace, recipe: str) -> ExperimentConfig:
-    cfg = experiment_config(recipe, load_yaml(args.config) if args.config else {})
+    layer = load_yaml(args.config) if args.config else {}
+    if layer.get("recipe", recipe) != recipe:
+        raise ValueError(f"--config {args.config} sets recipe: {layer['recipe']}, but the command runs {recipe!r}; "
+                         f"drop recipe from the file or pass --recipe {layer['recipe']}")
+    cfg = experiment_config(recipe, layer)
     updates: dict[str, Any] = {"recipe": recipe}
     for name in ("pool", "dataset", "data_root", "device"):
         value = getattr(args, name)
@@ -252,7 +269,7 @@ def _experiment_config(args: argparse.Namespace, recipe: str) -> ExperimentConfi
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    cfg = _experiment_config(args, args.recipe)
+    (cfg,) = _experiment_configs(args, [args.recipe])
     results = run_experiment(cfg, args.out, progress=_Bars())
     _print_results({cfg.recipe: results})
     print(f"run directory: {args.out}")
@@ -262,8 +279,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     out = Path(args.out)
     all_results = {}
-    for recipe in args.recipe:
-        cfg = _experiment_config(args, recipe)
+    for cfg in _experiment_configs(args, args.recipe):  # every recipe's configuration checked before the first runs
+        recipe = cfg.recipe
         if cfg.eval.episodes_dir is None:
             cfg = replace(cfg, eval=replace(cfg.eval, episodes_dir=str(out / "episodes")))
         all_results[recipe] = run_experiment(cfg, out / recipe, progress=_Bars())

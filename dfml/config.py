@@ -78,6 +78,33 @@ def _checked(build: Callable[[], C], where: str) -> C:
         raise
 
 
+_RULES = {
+    "counts": ("an integer >= 1", lambda v: v >= 1),
+    "naturals": ("an integer >= 0", lambda v: v >= 0),
+    "positive": ("a finite number > 0", lambda v: math.isfinite(v) and v > 0),
+    "nonnegative": ("a finite number >= 0", lambda v: math.isfinite(v) and v >= 0),
+}
+
+
+def check_ranges(cfg: Any, prefix: str = "", **groups: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` naming the first field of dataclass ``cfg`` out of its range.
+
+    Called from a config's ``__post_init__``; ``groups`` name the fields of each kind: ``counts``
+    (integers >= 1), ``naturals`` (integers >= 0), ``positive`` (finite numbers > 0: learning rates,
+    temperatures) and ``nonnegative`` (finite numbers >= 0: loss weights).
+
+    Example:
+        >>> check_ranges(cfg, "eval.", counts=("episodes",), positive=("lr",))
+    """
+    defaults = {f.name: _default(f) for f in dataclasses.fields(cfg)}
+    for kind, names in groups.items():
+        what, ok = _RULES[kind]
+        for name in names:
+            value = getattr(cfg, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+                raise ValueError(f"{prefix}{name} must be {what}, got {value!r} (default {_show(defaults[name])})")
+
+
 class _Text(str):
     """A value as typed after ``=`` on the command line: read in its field's type, not YAML's guess."""
 
@@ -374,6 +401,22 @@ def lookup(tree: Any, dotted: str, default: Any = None) -> Any:
             return default
         tree = tree[part]
     return tree
+
+
+def dotted_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys of the leaves of nested dicts, in order.
+
+    Example:
+        >>> dotted_keys({"train": {"steps": 5, "inversion": {"lr": 0.1}}, "pool": "p"})
+        ['train.steps', 'train.inversion.lr', 'pool']
+    """
+    out: list[str] = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out += dotted_keys(value, f"{prefix}{key}.")  # an empty section sets nothing
+        else:
+            out.append(f"{prefix}{key}")
+    return out
 
 
 def config_changes(saved: dict[str, Any], now: dict[str, Any], defaults: dict[str, Any] | None = None) -> list[str]:

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,14 +25,14 @@ import torch
 
 from . import __version__
 from . import distributed as dist
-from .config import to_dict
-from .data import EpisodeList, InputDomain, convert_task, get_dataset
+from .config import check_ranges, to_dict
+from .data import DATASETS, EpisodeList, InputDomain, convert_task, get_dataset
 from .eval import CalibrationConfig, EvalResult, evaluate_sharded
 from .meta.trainer import TrainConfig
 from .pool import ModelPool
 from .config import apply_mapping
 from .recipes import RECIPES, DataFreeConfig, RecipeContext, preset
-from .recipes.base import describe_architecture
+from .recipes.base import describe_architecture, recipe_spec
 from .locks import hold_directory
 from .pool.manifest import MANIFEST_NAME
 from .runs import RunDir, atomic_torch_save, sha256_file
@@ -71,6 +72,16 @@ class EvalConfig:
     episodes_dir: str | None = None
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.n_way, bool) or not isinstance(self.n_way, int) or self.n_way < 2:
+            raise ValueError(f"eval.n_way must be an integer >= 2 (a classification task), got {self.n_way!r}")
+        check_ranges(self, "eval.", counts=("n_query", "episodes"), naturals=("steps",), positive=("lr",))
+        object.__setattr__(self, "shots", tuple(self.shots))
+        if not self.shots:
+            raise ValueError("eval.shots must list at least one shot, e.g. eval.shots=[1, 5] (or --shots 1 5)")
+        if any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in self.shots):
+            raise ValueError(f"eval.shots must be integers >= 1, got {list(self.shots)}; e.g. eval.shots=[1, 5]")
+
 
 @dataclass(frozen=True)
 class ExperimentConfig:
@@ -92,6 +103,20 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     datafree: DataFreeConfig = field(default_factory=DataFreeConfig)
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe {self.recipe!r} is not a recipe; valid: {', '.join(RECIPES.names())}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset {self.dataset!r} is not a dataset; valid: {', '.join(DATASETS.names())}")
+        if not re.fullmatch(r"(cpu|cuda|mps)(:\d+)?", str(self.device)):
+            raise ValueError(f"device {self.device!r} is not a device; write cpu, cuda or cuda:K (K: the GPU's index)")
+        if self.train.n_way != self.eval.n_way:
+            raise ValueError(
+                f"train.n_way={self.train.n_way} but eval.n_way={self.eval.n_way}: the meta-model's head has train.n_way "
+                f"outputs and is fine-tuned as it is on eval.n_way-way episodes; set both, e.g. "
+                f"--set train.n_way={self.train.n_way} --set eval.n_way={self.train.n_way}"
+            )
 
 
 def experiment_config(recipe: str, *layers: dict[str, Any]) -> ExperimentConfig:
@@ -137,9 +162,43 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: Progress | 
     if not cfg.pool:
         raise ValueError("no pool given: pass --pool DIR (build one with `dfml pool build`)")
     pool = ModelPool(cfg.pool)
+    check_experiment(cfg, pool)  # before any data loads
     val_ds = get_dataset(cfg.dataset, cfg.data_root, "val")
+    finished = (Path(out) / "results.json").is_file()  # its saved results are returned: the test split is not read
+    check_experiment(cfg, pool, val_ds, None if finished else get_dataset(cfg.dataset, cfg.data_root, "test"))
     with hold_directory(out, "run directory", "use another --out"):
         return _run_locked(cfg, out, progress, recipe, pool, val_ds)
+
+
+def check_experiment(cfg: ExperimentConfig, pool: ModelPool, val_ds: Any = None, test_ds: Any = None) -> None:
+    """Refuse, before any work starts, what the configuration, the pool and the data tell will fail later.
+
+    The configuration's own values are checked when it resolves (each config's ``__post_init__``);
+    this checks them against the recipe's needs of the pool (:meth:`RecipeSpec.check_pool`), the
+    machine (a CUDA device torch cannot see) and, when given, the class counts and sizes of the
+    meta-validation and meta-test splits the episodes are drawn from.
+
+    Raises:
+        ValueError: names the settings, what the pool or data holds, and the fix.
+    """
+    recipe_spec(cfg.recipe).check_pool(cfg, pool)
+    if torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {cfg.device!r} but torch sees no CUDA GPU here; use --device cpu")
+    ev, tr = cfg.eval, cfg.train
+    splits = (("val", val_ds, tr.n_way, tr.n_shot, f"meta-validation episodes of train.n_shot={tr.n_shot}", "train.n_way"),
+              ("test", test_ds, ev.n_way, max(ev.shots), f"{max(ev.shots)}-shot episodes (eval.shots)", "eval.n_way"))
+    for split, ds, n_way, shot, episodes, way in splits:
+        if ds is None:
+            continue
+        if n_way > ds.num_classes:
+            raise ValueError(f"the {cfg.dataset} {split} split has {ds.num_classes} classes, fewer than {way}={n_way}; "
+                             f"lower train.n_way and eval.n_way to at most {ds.num_classes}")
+        smallest = min(len(idx) for idx in ds.indices_by_class())
+        if shot + ev.n_query > smallest:
+            raise ValueError(
+                f"the {cfg.dataset} {split} split's smallest class holds {smallest} examples, but {episodes} with "
+                f"eval.n_query={ev.n_query} need {shot + ev.n_query} per class; keep shots + eval.n_query <= {smallest}"
+            )
 
 
 def run_inputs(pool: ModelPool, dataset: str, val_ds: Any) -> dict[str, dict[str, str]]:

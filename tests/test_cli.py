@@ -232,6 +232,76 @@ def test_compare_tells_apart_runs_of_the_same_name(toy_pool, tmp_path, capsys):
     assert main(["compare", a, b]) == 2  # both are called 'random': the second one was dropped unseen
     assert f"{a!r} and {b!r} were scored on different meta-test episodes" in capsys.readouterr().err
 
+# --- issue 12: values checked when the configuration resolves, the rest before any work starts --------
+def _train_args(pool, out, *extra, recipe="maml"):
+    return ["train", "--recipe", recipe, "--pool", str(pool), "--dataset", "toy", "--episodes", "5", "--shots", "1",
+            "--out", str(out), *extra]
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--set", "train.steps=1.5"], "train.steps=1.5 is not an integer; write e.g. train.steps=300"),
+    (["--set", "train.steps=abc"], "train.steps='abc' is not an integer"),
+    (["--set", "train.first_order=maybe"], "train.first_order='maybe' is not true or false"),
+    (["--set", "eval.lr=abc"], "eval.lr='abc' is not a number; write e.g. eval.lr=0.01"),
+    (["--set", "eval.episodes=-5"], "eval.episodes must be an integer >= 1, got -5"),
+    (["--episodes", "-5"], "eval.episodes must be an integer >= 1, got -5"),
+    (["--set", "train.n_way=1"], "train.n_way must be an integer >= 2"),
+    (["--shots", "200"], "the toy test split's smallest class holds 100 examples, but 200-shot episodes \\(eval.shots\\) "
+                         "with eval.n_query=15 need 215 per class"),
+    (["--set", "train.n_shot=90", "--set", "train.bank_per_class=200"],
+     "the toy val split's smallest class holds 100 examples, but meta-validation episodes of train.n_shot=90 with "
+     "eval.n_query=15 need 105 per class"),
+    (["--set", "train.n_way=6", "--set", "eval.n_way=6"], r"pool model 0 has 5 classes"),
+    (["--set", "train.bank_per_class=10"], "train.bank_per_class=10 is smaller than n_shot \\+ n_query = 16"),
+    (["--set", "datafree.inverter=blackbox"], "recipe 'maml' does not read datafree.inverter"),
+])
+def test_a_bad_setting_is_refused_before_any_work_starts(toy_pool, tmp_path, capsys, extra, match):
+    import re
+
+    out = tmp_path / "run"
+    assert main(_train_args(toy_pool, out, *extra)) == 2
+    err = capsys.readouterr().err
+    assert re.search(match, err) and err.count("\n") == 1, err
+    assert not out.exists() or not any(out.iterdir())  # nothing written, nothing locked
+
+
+def test_the_data_must_hold_the_episodes_ways(toy_pool, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_eval_args(toy_pool, out, "--set", "train.n_way=17", "--set", "eval.n_way=17")) == 2
+    assert "the toy val split has 16 classes, fewer than train.n_way=17" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_the_outer_lr_of_a_yaml_file_is_a_number(toy_pool, tmp_path):
+    (tmp_path / "c.yaml").write_text("train: {outer_lr: 1e-3, steps: 2, val_every: 1, val_episodes: 3, "
+                                     "bank_per_class: 16, inversion: {steps: 3}}\neval: {lr: 1E-2}\n")
+    out = tmp_path / "run"
+    assert main(_train_args(toy_pool, out, "--config", str(tmp_path / "c.yaml"))) == 0
+    cfg = json.loads((out / "results.json").read_text())["config"]
+    assert cfg["train"]["outer_lr"] == 1e-3 and cfg["eval"]["lr"] == 0.01
+
+
+def test_a_setting_the_recipe_does_not_read_is_refused_whoever_sets_it(toy_pool, tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text("train: {steps: 5}\n")
+    assert main(_eval_args(toy_pool, tmp_path / "ev", "--config", str(tmp_path / "c.yaml"))) == 2
+    assert "train.steps in --config" in capsys.readouterr().err
+    assert main(_eval_args(toy_pool, tmp_path / "ev", "--set", "datafree.inverter=blackbox")) == 2
+    assert "recipe 'random' does not read datafree.inverter" in capsys.readouterr().err
+    # several recipes: a setting one of them reads is theirs
+    assert main(_eval_args(toy_pool, tmp_path / "ev2", "--set", "train.steps=5", recipe="random")) == 2
+    assert "choose a recipe that reads it (bidf_mkd, free, maml, purer, robust, tgr)" in capsys.readouterr().err
+    assert main(["eval", "--recipe", "random", "average", "--pool", str(toy_pool), "--dataset", "toy", "--episodes",
+                 "5", "--shots", "1", "--out", str(tmp_path / "ev3"), "--set", "train.steps=5"]) == 2
+    assert "none of the recipes 'random', 'average' read train.steps" in capsys.readouterr().err
+    # the recipe's own choices decide: free inverts with a meta-generator, not a generator
+    assert main(_train_args(toy_pool, tmp_path / "free", "--set", "datafree.generator.steps=3", recipe="free")) == 2
+    assert "(read only with datafree.inverter=generator; it is metagen)" in capsys.readouterr().err
+    assert main(_train_args(toy_pool, tmp_path / "bb", "--set", "train.inner_lr=0.5", recipe="bidf_mkd")) == 2
+    assert "(datafree.learner is distill: its settings are datafree.distill)" in capsys.readouterr().err
+    (tmp_path / "r.yaml").write_text("recipe: robust\n")
+    assert main(_train_args(toy_pool, tmp_path / "r", "--config", str(tmp_path / "r.yaml"))) == 2
+    assert "sets recipe: robust, but the command runs 'maml'" in capsys.readouterr().err
+
 
 def test_a_stopped_pool_build_is_reported_by_info_and_refused_by_verify_eval_and_train(tmp_path, capsys, monkeypatch):
     from dfml.pool import pretrain as pretrain_module

@@ -93,17 +93,21 @@ def test_a_field_added_since_a_config_was_saved_is_no_change_at_its_default():
 
 
 def test_fields_checked_against_each_other_change_together_in_any_order():
+    from dfml.experiment import ExperimentConfig
     from dfml.meta.trainer import TrainConfig
 
-    # bank_per_class >= n_shot + n_query is checked when TrainConfig is built: one field at a time
-    # would fail on the first of these, whichever order a YAML file or the command line gives
-    small = {"bank_per_class": 4, "n_query": 3}
-    assert apply_mapping(TrainConfig(), small) == TrainConfig(**small)
-    assert apply_mapping(TrainConfig(), dict(reversed(small.items()))) == TrainConfig(**small)
-    assert apply_overrides(TrainConfig(), ["bank_per_class=4", "n_query=3"]) == TrainConfig(**small)
-    assert apply_overrides(TrainConfig(), ["n_query=2", "bank_per_class=4", "n_query=3"]).n_query == 3
-    with pytest.raises(ValueError, match="smaller than n_shot"):
-        apply_overrides(TrainConfig(), ["bank_per_class=4"])
+    # meta_arch_kwargs needs meta_arch (checked when TrainConfig is built), and train.n_way must equal
+    # eval.n_way (checked when ExperimentConfig is built): one field at a time would fail on the
+    # first of these, whichever order a YAML file or the command line gives
+    arch = {"meta_arch_kwargs": {"hidden": [8]}, "meta_arch": "mlp"}
+    assert apply_mapping(TrainConfig(), arch) == TrainConfig(**arch)
+    assert apply_mapping(TrainConfig(), dict(reversed(arch.items()))) == TrainConfig(**arch)
+    assert apply_overrides(TrainConfig(), ["meta_arch_kwargs={hidden: [8]}", "meta_arch=mlp"]) == TrainConfig(**arch)
+    both = ["train.n_way=3", "eval.n_way=3"]
+    assert apply_overrides(ExperimentConfig(), both) == apply_overrides(ExperimentConfig(), both[::-1])
+    assert apply_overrides(ExperimentConfig(), ["eval.n_way=4", *both]).eval.n_way == 3
+    with pytest.raises(ValueError, match="meta_arch_kwargs is set but train.meta_arch is not"):
+        apply_overrides(TrainConfig(), ["meta_arch_kwargs={hidden: [8]}"])
 
 
 def test_a_dotted_override_must_walk_through_sections():
@@ -216,3 +220,69 @@ def test_a_check_of_a_nested_section_names_where_it_is():
 
     with pytest.raises(ValueError, match=r"^datafree\.pixel: .*steps must be"):
         apply_overrides(ExperimentConfig(), ["datafree.pixel.steps=0"])
+
+
+# --- every experiment setting is range-checked when the configuration is resolved (issue 12) ----------
+@pytest.mark.parametrize("override, match", [
+    ("eval.episodes=-5", r"eval\.episodes must be an integer >= 1, got -5"),
+    ("eval.episodes=0", r"eval\.episodes must be an integer >= 1, got 0"),
+    ("eval.n_query=0", r"eval\.n_query must be an integer >= 1"),
+    ("eval.shots=[]", r"eval\.shots must list at least one shot"),
+    ("eval.shots=[1, 0]", r"eval\.shots must be integers >= 1, got \[1, 0\]"),
+    ("eval.steps=-1", r"eval\.steps must be an integer >= 0"),
+    ("eval.lr=0", r"eval\.lr must be a finite number > 0, got 0"),
+    ("eval.lr=-0.1", r"eval\.lr must be a finite number > 0"),
+    ("eval.n_way=1", r"eval\.n_way must be an integer >= 2"),
+    ("train.n_way=1", r"train\.n_way must be an integer >= 2"),
+    ("train.inner_lr=0", r"train\.inner_lr must be a finite number > 0"),
+    ("train.outer_lr=-1e-3", r"train\.outer_lr must be a finite number > 0"),
+    ("train.test_inner_lr=0", r"train\.test_inner_lr must be a finite number > 0"),
+    ("train.inner_steps=-1", r"train\.inner_steps must be an integer >= 0"),
+    ("train.test_inner_steps=-1", r"train\.test_inner_steps must be an integer >= 0"),
+    ("train.val_episodes=0", r"train\.val_episodes must be an integer >= 1"),
+    ("train.checkpoint_every=0", r"train\.checkpoint_every must be an integer >= 1"),
+    ("datafree.pixel.bn_weight=-1", r"datafree\.pixel: .*bn_weight must be a finite number >= 0"),
+    ("datafree.pixel.init_std=0", r"datafree\.pixel: .*init_std must be a finite number > 0"),
+    ("train.inversion.l2_weight=-1", r"train\.inversion: .*l2_weight must be a finite number >= 0"),
+    ("datafree.generator.nz=0", r"datafree\.generator: .*nz must be an integer >= 1"),
+    ("datafree.generator.width=0", r"datafree\.generator: .*width must be an integer >= 1"),
+    ("datafree.generator.bn_weight=-1", r"datafree\.generator: .*bn_weight must be a finite number >= 0"),
+    ("datafree.blackbox.width=0", r"datafree\.blackbox: .*width must be an integer >= 1"),
+    ("datafree.distill.inner_lr=0", r"datafree\.distill: .*inner_lr must be a finite number > 0"),
+    ("datafree.distill.inner_steps=-1", r"datafree\.distill: .*inner_steps must be an integer >= 0"),
+    ("datafree.access.per_model=0", r"datafree\.access\.per_model must be an integer >= 1 or null"),
+    ("datafree.access.total=-1", r"datafree\.access\.total must be an integer >= 1 or null"),
+    ("datafree.reward=bogus", r"datafree\.reward must be one of \('heldout', 'agreement', 'none'\), got 'bogus'"),
+    ("datafree.bank.bn_weight=-1", r"datafree\.bank: .*bn_weight must be a finite number >= 0"),
+    ("datafree.bank.augment_pad=-1", r"datafree\.bank: .*augment_pad must be an integer >= 0"),
+    ("datafree.memory_config.capacity_per_class=0", r"datafree\.memory_config: .*capacity_per_class"),
+    ("recipe=bogus", r"recipe 'bogus' is not a recipe; valid: .*maml"),
+    ("dataset=bogus", r"dataset 'bogus' is not a dataset; valid: .*toy"),
+    ("device=gpu", r"device 'gpu' is not a device; write cpu, cuda or cuda:K"),
+    ("train.n_way=10", r"train\.n_way=10 but eval\.n_way=5"),
+])
+def test_a_setting_out_of_its_range_is_refused_when_the_configuration_is_resolved(override, match):
+    from dfml.experiment import ExperimentConfig
+
+    with pytest.raises(ValueError, match=match):
+        apply_overrides(ExperimentConfig(), [override])
+
+
+@pytest.mark.parametrize("section, values, match", [
+    ("eval", {"lr": float("inf")}, r"eval\.lr must be a finite number > 0, got inf"),
+    ("train", {"outer_lr": float("nan")}, r"train\.outer_lr must be a finite number > 0, got nan"),
+    ("datafree", {"metagen": {"meta_lr": float("inf")}}, r"meta_lr must be a finite number > 0"),
+    ("datafree", {"reliability": {"lr": float("inf")}}, r"reliability\.lr must be a positive"),
+])
+def test_yaml_infinities_and_nans_are_refused(section, values, match):
+    from dfml.experiment import ExperimentConfig
+
+    with pytest.raises(ValueError, match=match):
+        apply_mapping(ExperimentConfig(), {section: values})
+
+
+def test_n_way_changes_together_in_train_and_eval():
+    from dfml.experiment import ExperimentConfig
+
+    cfg = apply_overrides(ExperimentConfig(), ["train.n_way=3", "eval.n_way=3"])
+    assert (cfg.train.n_way, cfg.eval.n_way) == (3, 3)

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state
 
+from ..config import check_ranges
 from ..types import Task
 from .base import InversionCost, split_task
 from .losses import BNStatMatch, DiffAugment, class_loss, l2_prior, total_variation
@@ -109,6 +110,8 @@ class PixelBankConfig:
             raise ValueError(
                 f"PixelBankConfig.curriculum_threshold is a query accuracy in [0, 1], got {self.curriculum_threshold}"
             )
+        check_ranges(self, "PixelBankConfig.", naturals=("augment_pad",), positive=("lr", "hard_lr", "init_std"),
+                     nonnegative=("bn_weight", "tv_weight", "l2_weight", "hard_weight"))
         if not 0.0 <= self.curriculum_momentum < 1.0:
             raise ValueError(f"PixelBankConfig.curriculum_momentum must lie in [0, 1), got {self.curriculum_momentum}")
 

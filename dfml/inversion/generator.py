@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from ..config import check_ranges
 from ..models.generator import NORMS, build_generator
 from ..types import Task
 from .base import InversionCost, split_task
@@ -88,6 +89,8 @@ class GeneratorInversionConfig:
             raise ValueError(f"generator inversion optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.norm not in NORMS:
             raise ValueError(f"generator norm must be one of {list(NORMS)}, got {self.norm!r}")
+        check_ranges(self, "GeneratorInversionConfig.", counts=("nz", "width"), positive=("lr", "z_lr"),
+                     nonnegative=("bn_weight", "l2_weight", "tv_weight", "boundary_weight"))
 
 
 def seeded_generator(

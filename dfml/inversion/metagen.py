@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..config import check_ranges
 from ..types import Task
 from .base import InversionCost, split_task
 from .batched import (
@@ -90,6 +91,7 @@ class MetaGeneratorConfig:
             raise ValueError(f"meta-generator outer optimiser must be 'sgd' or 'adam', got {self.outer!r}")
         if self.meta_lr <= 0:
             raise ValueError(f"meta_lr must be > 0, got {self.meta_lr}")
+        check_ranges(self, "MetaGeneratorConfig.", positive=("meta_lr",))
 
 
 class MetaGeneratorInverter:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import check_ranges
 from ..types import Task
 from .base import InversionCost, split_task
 from .losses import BNStatMatch, class_loss, l2_prior
@@ -47,6 +48,7 @@ class PixelInversionConfig:
             raise ValueError(f"inversion steps must be >= 1, got {self.steps}")
         if self.lr <= 0:
             raise ValueError(f"inversion lr must be > 0, got {self.lr}")
+        check_ranges(self, "PixelInversionConfig.", positive=("lr", "init_std"), nonnegative=("bn_weight", "l2_weight"))
 
 
 class PixelInverter:

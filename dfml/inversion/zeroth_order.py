@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import check_ranges
 from ..models.generator import NORMS, build_generator
 from ..types import Task
 from .base import InversionCost, split_task
@@ -194,6 +195,8 @@ class BlackBoxInversionConfig:
             raise ValueError(f"need nz >= 1 and norm in {list(NORMS)}, got nz={self.nz}, norm={self.norm!r}")
         if self.boundary_weight < 0:
             raise ValueError(f"boundary_weight must be >= 0, got {self.boundary_weight}")
+        check_ranges(self, "BlackBoxInversionConfig.", counts=("width",), positive=("mu", "lr", "temperature"),
+                     nonnegative=("boundary_weight",))
 
 
 def per_sample_loss(

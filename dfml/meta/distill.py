@@ -26,6 +26,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ..config import check_ranges
 from ..inversion.losses import kd_loss
 from ..types import Params, Task, TaskSource
 from .inner import inner_update
@@ -64,6 +65,7 @@ class DistillationConfig:
         t = self.temperature
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not (math.isfinite(t) and t > 0):
             raise ValueError(f"distillation.temperature must be a positive finite number, got {t!r}")
+        check_ranges(self, "DistillationConfig.", naturals=("inner_steps",), positive=("inner_lr",))
 
 
 def teacher_logits(task: Task, split: Literal["support", "query"], like: Tensor | None = None) -> Tensor:

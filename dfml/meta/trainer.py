@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import distributed as dist
+from ..config import check_ranges
 from ..data.domain import InputDomain, convert_inputs
 from ..eval.protocol import evaluate_sharded
 from ..inversion.base import InversionCost
@@ -97,11 +98,10 @@ class TrainConfig:
         for name in ("n_way", "n_shot", "n_query", "meta_batch_size", "steps", "bank_per_class", "val_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        if self.n_shot + self.n_query > self.bank_per_class:
-            raise ValueError(
-                f"bank_per_class={self.bank_per_class} is smaller than n_shot + n_query = "
-                f"{self.n_shot + self.n_query}; raise train.bank_per_class"
-            )
+        if self.n_way < 2:
+            raise ValueError(f"train.n_way must be an integer >= 2 (a classification task), got {self.n_way}")
+        check_ranges(self, "train.", counts=("val_episodes", "checkpoint_every"),
+                     naturals=("inner_steps", "test_inner_steps"), positive=("inner_lr", "outer_lr", "test_inner_lr"))
         if self.meta_arch is not None and self.meta_arch not in MODELS:
             raise ValueError(
                 f"train.meta_arch={self.meta_arch!r} is not an architecture; valid: {', '.join(MODELS.names())}"
@@ -197,6 +197,7 @@ def build_bank(
             inverted in its own and its examples converted to the meta-model's.
         datasets: each teacher's dataset, recorded as task provenance.
     """
+    check_bank(config)
     target = input_shape if isinstance(input_shape, InputDomain) else InputDomain(tuple(input_shape))
     inverters: dict[tuple[int, ...], PixelInverter] = {}
 
@@ -220,6 +221,16 @@ def build_bank(
     sync_cost(local, InversionCost().as_dict())
     return SyntheticBank([x for x, _ in done], [ids for _, ids in done], local.as_dict(),
                          list(datasets) if datasets is not None else [])
+
+
+def check_bank(config: TrainConfig) -> None:
+    """Raise ``ValueError`` unless a bank of ``config.bank_per_class`` examples per class holds a task's
+    ``n_shot + n_query`` (only recipes that build a bank read ``bank_per_class``)."""
+    if config.n_shot + config.n_query > config.bank_per_class:
+        raise ValueError(
+            f"train.bank_per_class={config.bank_per_class} is smaller than n_shot + n_query = "
+            f"{config.n_shot + config.n_query}; raise train.bank_per_class"
+        )
 
 
 class MetaTrainer:

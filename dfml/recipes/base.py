@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,6 +125,136 @@ def describe_architecture(arch: str, kwargs: dict[str, Any]) -> str:
 
 
 RECIPES: Registry[Callable[[RecipeContext], nn.Module]] = Registry("recipe")
+
+EXPERIMENT_READS = ("recipe", "pool", "dataset", "data_root", "device", "eval")
+"""What the experiment driver reads for every recipe (:func:`dfml.experiment.run_experiment`)."""
+META_MODEL_READS = ("train.n_way", "train.seed", "train.meta_arch", "train.meta_arch_kwargs", "train.meta_image_size")
+"""What building the meta-model reads (:meth:`RecipeContext.meta_architecture`): every recipe reads it."""
+META_TRAINING_READS = META_MODEL_READS + (
+    "train.n_shot", "train.n_query", "train.meta_batch_size", "train.steps", "train.outer_lr", "train.val_every",
+    "train.val_episodes", "train.test_inner_steps", "train.test_inner_lr", "train.checkpoint_every",
+    "train.checkpoint_minutes",
+)
+"""What the :class:`~dfml.meta.trainer.MetaTrainer` loop reads (besides its learner's settings)."""
+MAML_LEARNER_READS = ("train.inner_steps", "train.inner_lr", "train.first_order")
+"""What a MAML learner built from ``train`` reads."""
+
+
+@dataclass(frozen=True)
+class RecipeSpec:
+    """What a recipe reads of the configuration and needs of the pool, declared where it is registered.
+
+    Attributes:
+        reads: the :class:`~dfml.experiment.ExperimentConfig` keys the recipe reads besides the
+            driver's own (:data:`EXPERIMENT_READS`): dotted sections (``"datafree"``) or fields
+            (``"train.n_way"``); or a function of the resolved configuration returning them, for a
+            recipe whose parts are chosen by the configuration.
+        pool_classes: what each pool model's number of classes must be against ``train.n_way``:
+            ``"any"`` (no task is drawn from a model), ``"at_least"`` (``n_way``-class tasks are drawn
+            from each model) or ``"equal"`` (the models' heads are used as the meta-model's).
+        check: more checks of the resolved configuration (``cfg -> None``, raising ``ValueError``),
+            run with the others before any work starts.
+        explain: ``(cfg, key) -> str``: why a key that ``reads`` leaves out under ``cfg`` is not
+            read (e.g. ``" (read only with datafree.inverter=generator; it is metagen)"``), for the error.
+    """
+
+    reads: tuple[str, ...] | Callable[[Any], tuple[str, ...]]
+    pool_classes: str = "any"
+    check: Callable[[Any], None] | None = None
+    explain: Callable[[Any, str], str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.pool_classes not in ("any", "at_least", "equal"):
+            raise ValueError(f"RecipeSpec.pool_classes must be 'any', 'at_least' or 'equal', got {self.pool_classes!r}")
+
+    def keys(self, cfg: Any) -> tuple[str, ...]:
+        """The keys the recipe reads under the resolved configuration ``cfg``, the driver's included."""
+        return EXPERIMENT_READS + (self.reads(cfg) if callable(self.reads) else self.reads)
+
+    def check_pool(self, cfg: Any, pool: ModelPool) -> None:
+        """Raise ``ValueError`` when ``pool`` cannot serve the recipe of ``cfg`` (see ``pool_classes``), or
+        ``check`` refuses ``cfg``."""
+        n_way = cfg.train.n_way
+        for e in pool.entries:
+            short = self.pool_classes == "at_least" and e.n_way < n_way
+            if short or (self.pool_classes == "equal" and e.n_way != n_way):
+                how = "at least" if short else "exactly"
+                raise ValueError(
+                    f"train.n_way={n_way} but pool model {e.index} has {e.n_way} classes: recipe {cfg.recipe!r} needs "
+                    f"pool models of {how} train.n_way classes; set train.n_way and eval.n_way to "
+                    f"{min(x.n_way for x in pool.entries)} or use another pool"
+                )
+        if self.check is not None:
+            self.check(cfg)
+
+    def unread(self, cfg: Any, key: str) -> bool:
+        """Whether dotted ``key`` (a field or a section) is nothing the recipe reads under ``cfg``."""
+        return not any(key == r or key.startswith(r + ".") or r.startswith(key + ".") for r in self.keys(cfg))
+
+
+_SPECS: dict[str, RecipeSpec] = {}
+_ANY = RecipeSpec(reads=("train", "datafree"))
+
+
+def register_recipe(name: str, spec: RecipeSpec) -> Callable[[Callable[[RecipeContext], nn.Module]], Callable[[RecipeContext], nn.Module]]:
+    """Register a recipe under ``name`` (in :data:`RECIPES`) with its :class:`RecipeSpec`.
+
+    Example:
+        >>> @register_recipe("random", RecipeSpec(reads=META_MODEL_READS))
+        ... def random_recipe(ctx): ...
+    """
+    register = RECIPES.register(name)
+
+    def deco(fn: Callable[[RecipeContext], nn.Module]) -> Callable[[RecipeContext], nn.Module]:
+        register(fn)
+        _SPECS[name.lower()] = spec
+        return fn
+
+    return deco
+
+
+def recipe_spec(name: str) -> RecipeSpec:
+    """The spec ``name`` was registered with (a recipe registered with ``RECIPES.register`` alone reads everything)."""
+    RECIPES.get(name)  # unknown names raise with the valid ones
+    return _SPECS.get(name.lower(), _ANY)
+
+
+def check_reads(cfgs: Sequence[Any], keys: dict[str, str]) -> None:
+    """Refuse a setting the user gave that no recipe of ``cfgs`` (resolved configurations) reads.
+
+    Only what the user set (``--set``, ``--config``) is checked: presets and benchmark scripts set
+    sections for every recipe at once. A key read by one of several recipes run by one command
+    (``dfml eval --recipe random maml``) is accepted.
+
+    Args:
+        cfgs: the resolved configuration of each recipe the command runs.
+        keys: each dotted key the user set, mapped to how (``"--set train.steps=5"``) for the message.
+
+    Raises:
+        ValueError: names the setting, the recipes, and those that would read it.
+    """
+    for key, given in keys.items():
+        if all(recipe_spec(c.recipe).unread(c, key) for c in cfgs):
+            names = ", ".join(repr(c.recipe) for c in cfgs)
+            which = f"recipe {names} does not" if len(cfgs) == 1 else f"none of the recipes {names}"
+            readers = [r for r in RECIPES.names() if not recipe_spec(r).unread(_as_recipe(cfgs[0], r), key)]
+            hint = f", or choose a recipe that reads it ({', '.join(readers)})" if readers else ""
+            why = _why_unread(cfgs[0], key)
+            raise ValueError(
+                f"{given}: {which} read {key}{why}, so the run would record a setting it never used; drop it{hint} "
+                "(only --set and --config values are checked: presets set sections for every recipe)"
+            )
+
+
+def _as_recipe(cfg: Any, name: str) -> Any:
+    from dataclasses import replace
+
+    return replace(cfg, recipe=name)
+
+
+def _why_unread(cfg: Any, key: str) -> str:
+    explain = recipe_spec(cfg.recipe).explain
+    return explain(cfg, key) if explain is not None else ""
 
 PRESET_DIR = Path(__file__).parent / "presets"
 

@@ -21,18 +21,19 @@ from torch import nn
 
 from ..meta.baselines import average_models
 from ..models.norm import use_batch_stats
-from .base import RECIPES, RecipeContext, describe_architecture
+from .base import META_MODEL_READS, RecipeContext, RecipeSpec, describe_architecture, register_recipe
 
 logger = logging.getLogger(__name__)
 
 
-@RECIPES.register("random")
+@register_recipe("random", RecipeSpec(reads=META_MODEL_READS))
 def random_recipe(ctx: RecipeContext) -> nn.Module:
     """Random initialisation (seeded by ``train.seed``)."""
     return use_batch_stats(ctx.build_meta_model(ctx.train.seed))
 
 
-@RECIPES.register("average")
+
+@register_recipe("average", RecipeSpec(reads=META_MODEL_READS, pool_classes="equal"))
 def average_recipe(ctx: RecipeContext) -> nn.Module:
     """Parameter average of the pool's models that share the meta-model's architecture.
 

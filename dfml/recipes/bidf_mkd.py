@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import RECIPES, RecipeContext
-from .datafree import train_datafree
+from .base import RecipeContext, register_recipe
+from .datafree import DATAFREE_RECIPE, train_datafree
 
 
-@RECIPES.register("bidf_mkd")
+@register_recipe("bidf_mkd", DATAFREE_RECIPE)
 def bidf_mkd_recipe(ctx: RecipeContext) -> nn.Module:
     """Replay + bi-level knowledge distillation (preset: ``presets/bidf_mkd.yaml``)."""
     return train_datafree(ctx, ctx.datafree)

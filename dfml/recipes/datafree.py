@@ -10,6 +10,7 @@ meta-validation.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -44,16 +45,16 @@ from ..meta import (
     GroupRegularization,
     GroupRegularizationConfig,
 )
-from ..meta.pipeline import DataFreeStream, StreamConfig
+from ..meta.pipeline import REWARDS, DataFreeStream, StreamConfig
 from ..meta.trainer import MetaTrainer
 from ..models.norm import use_batch_stats
 from ..selection import GroupSelector, ReliabilityConfig, ReliabilityWeigher, Selector, UniformSelector
 from ..selection.fisher import fisher_embeddings
-from .base import RecipeContext
+from .base import MAML_LEARNER_READS, META_TRAINING_READS, RecipeContext, RecipeSpec
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BlackBoxAccessConfig", "DataFreeConfig", "INVERTERS", "LEARNERS", "SELECTORS", "UPDATES", "train_datafree"]
+__all__ = ["DATAFREE_RECIPE", "BlackBoxAccessConfig", "DataFreeConfig", "INVERTERS", "LEARNERS", "SELECTORS", "UPDATES", "train_datafree"]
 
 INVERTERS = ("pixel", "bank", "blackbox", "generator", "metagen")
 BOUNDARY_INVERTERS = ("generator", "metagen", "blackbox")  # inverters whose objective takes a student
@@ -79,6 +80,10 @@ class BlackBoxAccessConfig:
     def __post_init__(self) -> None:
         if self.output not in ("logits", "probs"):
             raise ValueError(f"datafree.access.output must be 'logits' or 'probs', got {self.output!r}")
+        for name in ("per_model", "total"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"datafree.access.{name} must be an integer >= 1 or null (unlimited), got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,8 @@ class DataFreeConfig:
                               ("update", UPDATES)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"datafree.{name} must be one of {choices}, got {getattr(self, name)!r}")
+        if self.reward not in REWARDS:
+            raise ValueError(f"datafree.reward must be one of {REWARDS}, got {self.reward!r}")
         if (self.mix.memory > 0 or self.mix.interpolated > 0) and not self.memory:
             raise ValueError(
                 "datafree.mix asks for memory/interpolated tasks but datafree.memory is false; set datafree.memory=true"
@@ -162,6 +169,42 @@ class DataFreeConfig:
                 f"datafree.boundary hands the meta-model to a {'/'.join(BOUNDARY_INVERTERS)} inverter, not to "
                 f"{self.inverter!r}; the pixel bank has its own (bank.curriculum). Set datafree.boundary=false"
             )
+
+
+PART_SETTINGS = {
+    "pixel": ("inverter", "pixel"), "bank": ("inverter", "bank"), "generator": ("inverter", "generator"),
+    "metagen": ("inverter", "metagen"), "blackbox": ("inverter", "blackbox"), "access": ("inverter", "blackbox"),
+    "reliability": ("selector", "reliability"), "reward": ("selector", "reliability"),
+    "n_groups": ("selector", "group"), "distill": ("learner", "distill"), "alignment": ("update", "alignment"),
+    "grouping": ("update", "grouping"), "memory_config": ("memory", True),
+}
+"""The ``datafree`` settings of one part: read only when ``datafree.<choice>`` is ``value``."""
+
+
+def datafree_reads(cfg: Any) -> tuple[str, ...]:
+    """The keys a data-free recipe reads under the resolved ``cfg``: the loop's ``train`` fields, the
+    MAML learner's when ``datafree.learner`` is ``maml``, and the ``datafree`` settings of the chosen parts."""
+    df = cfg.datafree
+    parts = tuple(f"datafree.{f.name}" for f in dataclasses.fields(df)
+                  if f.name not in PART_SETTINGS or getattr(df, PART_SETTINGS[f.name][0]) == PART_SETTINGS[f.name][1])
+    return META_TRAINING_READS + (MAML_LEARNER_READS if df.learner == "maml" else ()) + parts
+
+
+def _explain_unread(cfg: Any, key: str) -> str:
+    df = cfg.datafree
+    if key in MAML_LEARNER_READS:
+        return f" (datafree.learner is {df.learner}: its settings are datafree.{df.learner})"
+    name = key.split(".")[1] if key.startswith("datafree.") else ""
+    if name in PART_SETTINGS:
+        choice, value = PART_SETTINGS[name]
+        shown = str(value).lower() if isinstance(value, bool) else value
+        return f" (read only with datafree.{choice}={shown}; it is {str(getattr(df, choice)).lower()})"
+    return ""
+
+
+DATAFREE_RECIPE = RecipeSpec(reads=datafree_reads, pool_classes="at_least", explain=_explain_unread)
+"""What every data-free recipe (``train_datafree``) reads and needs: ``train.bank_per_class`` and
+``train.inversion`` are maml's bank, never read here."""
 
 
 def build_inverter(cfg: DataFreeConfig, ctx: RecipeContext) -> Any:

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import RECIPES, RecipeContext
-from .datafree import train_datafree
+from .base import RecipeContext, register_recipe
+from .datafree import DATAFREE_RECIPE, train_datafree
 
 
-@RECIPES.register("free")
+@register_recipe("free", DATAFREE_RECIPE)
 def free_recipe(ctx: RecipeContext) -> nn.Module:
     """Fast recovery + replay + implicit gradient alignment (preset: ``presets/free.yaml``)."""
     return train_datafree(ctx, ctx.datafree)

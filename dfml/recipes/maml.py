@@ -13,13 +13,20 @@ import torch
 from torch import nn
 
 from .. import distributed as dist
-from ..meta.trainer import MetaTrainer, SyntheticBank, build_bank
+from ..meta.trainer import MetaTrainer, SyntheticBank, build_bank, check_bank
 from ..models.norm import use_batch_stats
 from ..runs import atomic_torch_save
-from .base import RECIPES, RecipeContext
+from .base import MAML_LEARNER_READS, META_TRAINING_READS, RecipeContext, RecipeSpec, register_recipe
+
+SPEC = RecipeSpec(
+    reads=META_TRAINING_READS + MAML_LEARNER_READS + ("train.bank_per_class", "train.inversion"),
+    pool_classes="at_least",
+    check=lambda cfg: check_bank(cfg.train),
+)
+"""maml reads the whole ``train`` section (its bank: ``bank_per_class``, ``inversion``) and no ``datafree`` part."""
 
 
-@RECIPES.register("maml")
+@register_recipe("maml", SPEC)
 def maml_recipe(ctx: RecipeContext) -> nn.Module:
     """Invert the pool into a synthetic bank, then meta-train with MAML."""
     cfg = ctx.train

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import RECIPES, RecipeContext
-from .datafree import train_datafree
+from .base import RecipeContext, register_recipe
+from .datafree import DATAFREE_RECIPE, train_datafree
 
 
-@RECIPES.register("purer")
+@register_recipe("purer", DATAFREE_RECIPE)
 def purer_recipe(ctx: RecipeContext) -> nn.Module:
     """Pixel inversion + MAML (preset: ``presets/purer.yaml``)."""
     return train_datafree(ctx, ctx.datafree)

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import RECIPES, RecipeContext
-from .datafree import train_datafree
+from .base import RecipeContext, register_recipe
+from .datafree import DATAFREE_RECIPE, train_datafree
 
 
-@RECIPES.register("robust")
+@register_recipe("robust", DATAFREE_RECIPE)
 def robust_recipe(ctx: RecipeContext) -> nn.Module:
     """Memory + interpolation + reliability weigher + MAML (preset: ``presets/robust.yaml``)."""
     return train_datafree(ctx, ctx.datafree)

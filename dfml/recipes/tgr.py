@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import RECIPES, RecipeContext
-from .datafree import train_datafree
+from .base import RecipeContext, register_recipe
+from .datafree import DATAFREE_RECIPE, train_datafree
 
 
-@RECIPES.register("tgr")
+@register_recipe("tgr", DATAFREE_RECIPE)
 def tgr_recipe(ctx: RecipeContext) -> nn.Module:
     """Group-aware selection + group gradient regularisation (preset: ``presets/tgr.yaml``)."""
     return train_datafree(ctx, ctx.datafree)

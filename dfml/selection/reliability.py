@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -40,7 +41,7 @@ class ReliabilityConfig:
     log_weights: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.lr, (int, float)) or not self.lr > 0:
+        if not isinstance(self.lr, (int, float)) or not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"reliability.lr must be a positive number, got {self.lr!r}; e.g. lr=0.05")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"reliability.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")

@@ -89,8 +89,9 @@ def test_best_model_is_selected_on_meta_validation(bank, world):
 
 
 def test_config_checks_name_the_field():
+    small = replace(CFG, bank_per_class=4, n_query=15)  # only recipes that build a bank read bank_per_class
     with pytest.raises(ValueError, match="bank_per_class=4 is smaller than n_shot \\+ n_query = 16"):
-        replace(CFG, bank_per_class=4, n_query=15)
+        build_bank([], (32,), small, torch.Generator())
     with pytest.raises(ValueError, match="train.steps must be >= 1"):
         replace(CFG, steps=0)
 
