@@ -67,7 +67,7 @@ def toy_train(pool: Path, out: Path, *extra: str, recipe: str = "maml") -> Argv:
     a recipe refuses ``--set`` values it does not read (the data-free recipes invert with their
     ``datafree.*`` parts, ``random``/``average`` do not meta-train).
     """
-    bank = ["--set", "train.bank_per_class=8", "--set", "train.inversion.steps=5"] if recipe == "maml" else []
+    bank = ["--set", "train.bank_per_class=16", "--set", "train.inversion.steps=5"] if recipe == "maml" else []
     meta = ["--set", "train.steps=2", "--set", "train.val_every=1", "--set", "train.val_episodes=3"]
     return ["train", "--recipe", recipe, "--pool", str(pool), "--dataset", "toy", "--episodes", "5",
             "--shots", "1", "--out", str(out), *(meta if recipe not in ("random", "average") else []), *bank, *extra]
@@ -78,11 +78,108 @@ POOL_CASES: list[Case] = [
 ]
 
 # --- data: missing or wrong datasets, class sizes, episodes -----------------------------------------
+def _yaml(tmp: Path, text: str, name: str = "c.yaml") -> str:
+    (tmp / name).write_text(text)
+    return str(tmp / name)
+
+
+def _eval_as(recipe: str, pool: Path, out: Path, *extra: str) -> Argv:
+    """:func:`toy_eval` with another recipe."""
+    argv = toy_eval(pool, out, *extra)
+    argv[argv.index("random")] = recipe
+    return argv
+
+
 DATA_CASES: list[Case] = [
+    # the toy world has 100 examples per class: 200 + 15 queries cannot be drawn
+    Case("data-shots-above-class-size", lambda tmp, pool: toy_eval(pool, tmp / "ev", "--shots", "200"),
+         r"toy test split's smallest class holds 100 examples, but 200-shot episodes .* need 215 per class",
+         fixed=lambda tmp, pool: toy_eval(pool, tmp / "ev", "--shots", "5")),
+    Case("data-queries-above-class-size", lambda tmp, pool: toy_eval(pool, tmp / "ev", "--set", "eval.n_query=100"),
+         r"toy val split's smallest class holds 100 examples, but meta-validation episodes of train\.n_shot=1 with "
+         r"eval\.n_query=100 need 101",
+         fixed=lambda tmp, pool: toy_eval(pool, tmp / "ev", "--set", "eval.n_query=10")),
+    Case("data-val-shots-above-class-size",
+         lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "train.n_shot=90", "--set", "train.bank_per_class=200"),
+         r"val split's smallest class holds 100 examples, but meta-validation episodes of train\.n_shot=90",
+         fixed=lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "train.n_shot=1")),
+    Case("data-more-ways-than-classes",
+         lambda tmp, pool: toy_eval(pool, tmp / "ev", "--set", "train.n_way=17", "--set", "eval.n_way=17"),
+         r"the toy val split has 16 classes, fewer than train\.n_way=17",
+         fixed=lambda tmp, pool: toy_eval(pool, tmp / "ev", "--set", "train.n_way=16", "--set", "eval.n_way=16")),
+    Case("data-pool-models-fewer-classes-than-n-way",
+         lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "train.n_way=6", "--set", "eval.n_way=6"),
+         r"train\.n_way=6 but pool model 0 has 5 classes: recipe 'maml' needs pool models of at least",
+         fixed=lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "train.n_way=4", "--set", "eval.n_way=4")),
+    Case("data-average-of-heads-of-other-n-way",
+         lambda tmp, pool: _eval_as("average", pool, tmp / "ev", "--set", "train.n_way=3", "--set", "eval.n_way=3"),
+         r"train\.n_way=3 but pool model 0 has 5 classes: recipe 'average' needs pool models of exactly",
+         fixed=lambda tmp, pool: _eval_as("average", pool, tmp / "ev")),
 ]
 
 # --- configuration: --set / YAML values, types, ranges, sections a recipe does not read ------------------
 CONFIG_CASES: list[Case] = [
+    Case("cfg-int-from-a-fraction", lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "train.steps=1.5"),
+         r"train\.steps=1\.5 is not an integer; write e\.g\. train\.steps=",
+         fixed=lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "train.steps=1")),
+    Case("cfg-int-from-text", lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "train.steps=abc"),
+         r"train\.steps='abc' is not an integer",
+         fixed=lambda tmp, pool: toy_train(pool, tmp / "tr")),
+    Case("cfg-bool-from-maybe", lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "train.first_order=maybe"),
+         r"train\.first_order='maybe' is not true or false",
+         fixed=lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "train.first_order=true")),
+    Case("cfg-float-from-text", lambda tmp, pool: toy_eval(pool, tmp / "ev", "--set", "eval.lr=abc"),
+         r"eval\.lr='abc' is not a number; write e\.g\. eval\.lr=0\.01",
+         fixed=lambda tmp, pool: toy_eval(pool, tmp / "ev", "--set", "eval.lr=1e-2")),
+    Case("cfg-yaml-int-from-a-fraction",
+         lambda tmp, pool: toy_eval(pool, tmp / "ev", "--config", _yaml(tmp, "eval: {steps: 2.5}\n")),
+         r"eval\.steps=2\.5 is not an integer",
+         fixed=lambda tmp, pool: toy_eval(pool, tmp / "ev", "--config", _yaml(tmp, "eval: {steps: 3, lr: 1E-2}\n", "ok.yaml"))),
+    Case("cfg-negative-episodes", lambda tmp, pool: toy_eval(pool, tmp / "ev", "--episodes", "-5"),
+         r"eval\.episodes must be an integer >= 1, got -5",
+         fixed=lambda tmp, pool: toy_eval(pool, tmp / "ev")),
+    Case("cfg-zero-lr", lambda tmp, pool: toy_eval(pool, tmp / "ev", "--set", "eval.lr=0"),
+         r"eval\.lr must be a finite number > 0, got 0",
+         fixed=lambda tmp, pool: toy_eval(pool, tmp / "ev", "--set", "eval.lr=0.05")),
+    Case("cfg-one-way", lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "train.n_way=1"),
+         r"train\.n_way must be an integer >= 2",
+         fixed=lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "train.n_way=5")),
+    Case("cfg-train-and-eval-n-way-differ", lambda tmp, pool: toy_eval(pool, tmp / "ev", "--set", "train.n_way=3"),
+         r"train\.n_way=3 but eval\.n_way=5: .* set both",
+         fixed=lambda tmp, pool: toy_eval(pool, tmp / "ev", "--set", "train.n_way=3", "--set", "eval.n_way=3")),
+    Case("cfg-bank-smaller-than-a-task", lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "train.bank_per_class=10"),
+         r"train\.bank_per_class=10 is smaller than n_shot \+ n_query = 16",
+         fixed=lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "train.bank_per_class=20")),
+    Case("cfg-section-given-a-value", lambda tmp, pool: toy_eval(pool, tmp / "ev", "--set", "eval=3"),
+         r"config key 'eval' is a section \(EvalConfig\); set its fields",
+         fixed=lambda tmp, pool: toy_eval(pool, tmp / "ev", "--set", "eval={steps: 5}")),
+    Case("cfg-unknown-device", lambda tmp, pool: toy_eval(pool, tmp / "ev", "--device", "gpu"),
+         r"device 'gpu' is not a device; write cpu, cuda or cuda:K",
+         fixed=lambda tmp, pool: toy_eval(pool, tmp / "ev", "--device", "cpu")),
+    Case("cfg-datafree-part-for-maml", lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "datafree.inverter=blackbox"),
+         r"--set datafree\.inverter=blackbox: recipe 'maml' does not read datafree\.inverter",
+         fixed=lambda tmp, pool: toy_train(pool, tmp / "tr")),
+    Case("cfg-meta-training-for-random", lambda tmp, pool: toy_eval(pool, tmp / "ev", "--set", "train.steps=50"),
+         r"recipe 'random' does not read train\.steps, .* choose a recipe that reads it \(bidf_mkd, free, maml",
+         fixed=lambda tmp, pool: toy_eval(pool, tmp / "ev")),
+    Case("cfg-config-file-section-for-random",
+         lambda tmp, pool: toy_eval(pool, tmp / "ev", "--config", _yaml(tmp, "datafree: {pixel: {steps: 3}}\n")),
+         r"datafree\.pixel\.steps in --config .*c\.yaml: recipe 'random' does not read",
+         fixed=lambda tmp, pool: toy_eval(pool, tmp / "ev", "--config", _yaml(tmp, "eval: {steps: 5}\n", "ok.yaml"))),
+    Case("cfg-bank-for-a-data-free-recipe",
+         lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "train.bank_per_class=40", recipe="purer"),
+         r"recipe 'purer' does not read train\.bank_per_class, .* choose a recipe that reads it \(maml\)",
+         fixed=lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "datafree.bank.per_class=20",
+                                           "--set", "datafree.bank.steps=1", recipe="purer")),
+    Case("cfg-part-the-recipe-did-not-choose",
+         lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "datafree.generator.steps=3", recipe="purer"),
+         r"recipe 'purer' does not read datafree\.generator\.steps \(read only with datafree\.inverter=generator; "
+         r"it is bank\)",
+         fixed=lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "datafree.bank.steps=1", recipe="purer")),
+    Case("cfg-config-file-names-another-recipe",
+         lambda tmp, pool: toy_eval(pool, tmp / "ev", "--config", _yaml(tmp, "recipe: maml\n")),
+         r"--config .*c\.yaml sets recipe: maml, but the command runs 'random'",
+         fixed=lambda tmp, pool: toy_eval(pool, tmp / "ev", "--config", _yaml(tmp, "recipe: random\n", "ok.yaml"))),
 ]
 
 # --- runs: run directories, resume on other inputs, locks, diverged fine-tunes ---------------------------
