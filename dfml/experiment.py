@@ -36,6 +36,7 @@ from .recipes.base import describe_architecture, recipe_spec
 from .locks import hold_directory
 from .pool.manifest import MANIFEST_NAME
 from .runs import RunDir, atomic_torch_save, sha256_file
+from .files import read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -361,7 +362,7 @@ def load_meta_model(run_dir: str | Path, pool: str | Path | None = None) -> torc
         )
     entry = ModelPool(where).entry(0)
     model = use_batch_stats(build_model(entry.arch, **{**entry.arch_kwargs, "num_classes": cfg.train.n_way}))
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    model.load_state_dict(read_state_dict(weights, fix="re-run the training to write it again"))
     return model.eval()
 
 

@@ -28,6 +28,7 @@ import yaml
 from torch import Tensor
 
 from .pool.manifest import MANIFEST_NAME, TRUST_LEVELS, PoolManifest
+from .files import load_tensors
 from .runs import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -406,8 +407,6 @@ def plot_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, overwrite:
         FileNotFoundError: a run directory without ``metrics.jsonl``.
         ValueError: none of the runs has anything to plot.
     """
-    import torch
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs = {Path(d).name: Path(d) for d in run_dirs}
@@ -426,7 +425,7 @@ def plot_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, overwrite:
                                             overwrite=overwrite, title=f"{name}: reliability weights"))
         ckpt = d / "checkpoints" / "last.pt"
         if ckpt.is_file():
-            state = torch.load(ckpt, map_location="cpu", weights_only=True)
+            state = load_tensors(ckpt, fix="plot without it, or move it away")
             selector = state.get("stream", {}).get("selector", {})
             if "dissimilarity" in selector:
                 written.append(plot_dissimilarity(selector["dissimilarity"], selector["labels"],

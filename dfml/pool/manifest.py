@@ -157,7 +157,7 @@ _FIELD_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (lambda v: v is None or _is_int(v), "an integer or null"),
     "heldout_acc": (lambda v: v is None or (_is_number(v) and 0.0 <= v <= 1.0), "a number in [0, 1] or null"),
     "best_epoch": (lambda v: v is None or _is_int(v), "an integer or null"),
-    "sha256": (lambda v: isinstance(v, str) and re.fullmatch("[0-9a-f]{64}", v) is not None, "64 hexadecimal digits"),
+    "sha256": (lambda v: isinstance(v, str) and re.fullmatch("[0-9a-f]+", v) is not None, "hexadecimal digits"),
     "dfml_version": (lambda v: isinstance(v, str), "a string"),
     "trust": (lambda v: isinstance(v, str), "a string"),
     "trust_detail": (lambda v: isinstance(v, dict), "a mapping"),

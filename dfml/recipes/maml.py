@@ -8,11 +8,13 @@ take other inputs than the meta-model are inverted at their own and the images c
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from .. import distributed as dist
+from ..files import load_tensors
 from ..meta.trainer import MetaTrainer, SyntheticBank, build_bank, check_bank
 from ..models.norm import use_batch_stats
 from ..runs import atomic_torch_save
@@ -63,10 +65,20 @@ class _Teachers(Sequence):
         return self.ctx.pool.load(i, device=self.ctx.device), tuple(self.ctx.pool.entry(i).class_ids)
 
 
+def _read_bank(path: Path) -> SyntheticBank:
+    """The bank a run saved (``bank.pt``); a file that is not one is refused in one line."""
+    fix = "delete it to invert the pool again"
+    state = load_tensors(path, fix=fix)
+    try:
+        return SyntheticBank.from_state_dict(state)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise ValueError(f"{path}: not a synthetic bank saved by dfml (no usable {err}); {fix}") from None
+
+
 def _load_or_build_bank(ctx: RecipeContext) -> SyntheticBank:
     path = None if ctx.run is None else ctx.run.path / "bank.pt"
     if path is not None and dist.broadcast_object(path.exists()):  # rank 0 decides: all ranks load or all build
-        return SyntheticBank.from_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return _read_bank(path)
     generator = torch.Generator().manual_seed(ctx.train.seed)
 
     def progress(i: int) -> None:

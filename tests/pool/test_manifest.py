@@ -147,7 +147,7 @@ def test_a_pool_s_files_get_the_permissions_a_plain_open_gives(tmp_path: Path, m
     ("heldout_acc", "abc", "a number in \\[0, 1\\] or null"),
     ("heldout_acc", 3.5, "a number in \\[0, 1\\] or null"),
     ("best_epoch", 1.5, "an integer or null"),
-    ("sha256", "abc", "64 hexadecimal digits"),
+    ("sha256", "not-a-digest", "hexadecimal digits"),
     ("trust_detail", [], "a mapping"),
     ("input_shape", "3x32x32", "a list of integers or null"),
     ("input_mean", ["a"], "a list of numbers or null"),
