@@ -301,10 +301,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if not f.is_file():
             raise FileNotFoundError(f"{str(f)!r} does not exist: is {path!r} a finished run directory?")
         results[name] = json.loads(f.read_text())
-    from .config import config_changes, to_dict
-    from .experiment import ExperimentConfig
+    from .config import config_changes
+    from .experiment import saved_defaults
 
-    defaults = to_dict(ExperimentConfig().eval)  # a run saved before a field existed had its default
+    # a run saved before a field existed had its default; before eval.protocol, the earlier protocol
+    defaults = saved_defaults()["eval"]
     (first, base), *others = list(results.items())
     for name, other in others:
         ev_a, ev_b = base["config"]["eval"], other["config"]["eval"]

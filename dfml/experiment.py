@@ -28,6 +28,7 @@ from . import distributed as dist
 from .config import check_ranges, to_dict
 from .data import DATASETS, EpisodeList, InputDomain, convert_task, get_dataset
 from .eval import CalibrationConfig, EvalResult, evaluate_sharded
+from .eval.protocols import DEFAULT_PROTOCOL, EARLIER_PROTOCOL, get_protocol
 from .meta.trainer import TrainConfig
 from .pool import ModelPool
 from .config import apply_mapping
@@ -61,6 +62,10 @@ class EvalConfig:
         calibration: inversion calibration after the inner loop (PURER's ICFIL; off by default,
             e.g. ``--set eval.calibration.enabled=true``); when on, each score also carries the
             uncalibrated score of the same episodes and the paired difference.
+        protocol: the named protocol (:mod:`dfml.eval.protocols`): ``standard`` (default, the DFML
+            papers' code: their Conv4 initialisation, the ``random`` baseline's head bias zeroed) or
+            ``dfml-2025`` (dfml's earlier one, PyTorch's default initialisation). A run saved
+            without this field was scored under ``dfml-2025``; ``dfml compare`` and a resume say so.
     """
 
     n_way: int = 5
@@ -72,8 +77,10 @@ class EvalConfig:
     seed: int = 0
     episodes_dir: str | None = None
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    protocol: str = DEFAULT_PROTOCOL
 
     def __post_init__(self) -> None:
+        get_protocol(self.protocol)  # an unknown name raises, naming the valid ones
         if isinstance(self.n_way, bool) or not isinstance(self.n_way, int) or self.n_way < 2:
             raise ValueError(f"eval.n_way must be an integer >= 2 (a classification task), got {self.n_way!r}")
         check_ranges(self, "eval.", counts=("n_query", "episodes"), naturals=("steps",), positive=("lr",))
@@ -130,6 +137,19 @@ def experiment_config(recipe: str, *layers: dict[str, Any]) -> ExperimentConfig:
     for layer in layers:
         cfg = apply_mapping(cfg, layer)
     return cfg
+
+
+def saved_defaults() -> dict[str, Any]:
+    """What a saved configuration that lacks a field ran with: the defaults, except ``eval.protocol``.
+
+    A field added to dfml after a run was saved had its default's behaviour in that run, with one
+    exception: runs saved before ``eval.protocol`` existed were scored under
+    :data:`~dfml.eval.protocols.EARLIER_PROTOCOL`, not today's default. Resuming such a run, or
+    comparing it with a run of the standard protocol, is therefore refused.
+    """
+    out = to_dict(ExperimentConfig())
+    out["eval"]["protocol"] = EARLIER_PROTOCOL
+    return out
 
 
 def episode_list(dataset: Any, path: Path, n: int, n_way: int, n_shot: int, n_query: int, seed: int) -> EpisodeList:
@@ -213,7 +233,7 @@ def run_inputs(pool: ModelPool, dataset: str, val_ds: Any) -> dict[str, dict[str
 def _run_locked(cfg: ExperimentConfig, out: str | Path, progress: Progress | None, recipe: Any, pool: ModelPool,
                 val_ds: Any) -> dict[str, Any]:
     with dist.main_first():  # rank 0 creates the run directory; the others open it
-        run = RunDir(out, to_dict(cfg), defaults=to_dict(ExperimentConfig()))
+        run = RunDir(out, to_dict(cfg), defaults=saved_defaults())
         run.check_inputs(run_inputs(pool, cfg.dataset, val_ds), record=dist.is_main())
     done = run.path / "results.json"
     if done.exists():
@@ -250,6 +270,7 @@ def _run_locked(cfg: ExperimentConfig, out: str | Path, progress: Progress | Non
         input_mean=meta_domain.mean,
         input_std=meta_domain.std,
         dataset_domain=data_domain,
+        protocol=cfg.eval.protocol,
     )
     ctx.info["meta_model"] = dict(zip(("arch", "arch_kwargs"), ctx.meta_architecture()))
     ctx.info["meta_inputs"] = meta_domain.to_dict()

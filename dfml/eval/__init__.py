@@ -8,18 +8,24 @@ from .protocol import METHODS as METHODS
 from .protocol import evaluate as evaluate
 from .protocol import evaluate_sharded as evaluate_sharded
 from .protocol import feature_extractor as feature_extractor
+from .protocols import PROTOCOLS as PROTOCOLS
+from .protocols import Protocol as Protocol
+from .protocols import get_protocol as get_protocol
 from .stats import EvalResult as EvalResult
 from .stats import mean_ci95 as mean_ci95
 from .stats import paired as paired
 
 __all__ = [
     "METHODS",
+    "PROTOCOLS",
     "CalibrationConfig",
     "EvalResult",
+    "Protocol",
     "calibrate",
     "evaluate",
     "evaluate_sharded",
     "feature_extractor",
+    "get_protocol",
     "mean_ci95",
     "paired",
 ]

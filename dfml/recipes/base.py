@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..data.domain import InputDomain
+from ..eval.protocols import DEFAULT_PROTOCOL, get_protocol
 from ..meta.trainer import TrainConfig
 from ..models.registry import build_model, model_arguments
 from ..pool import ModelPool
@@ -39,6 +40,8 @@ class RecipeContext:
             teachers were trained on); generators that output ``[0, 1]`` images use it.
         dataset_domain: the meta-test dataset's own inputs (before ``train.meta_image_size``), for
             pool models that record none (``None``: the meta-model's).
+        protocol: the named protocol (``eval.protocol``, :mod:`dfml.eval.protocols`): how a freshly
+            built meta-model is initialised (:meth:`build_meta_model`) and the ``random`` baseline's head.
 
     ``input_shape``, ``input_mean`` and ``input_std`` describe the meta-model's inputs
     (:attr:`meta_domain`). Pool models may take other inputs (:meth:`domain_of`): recipes invert
@@ -57,6 +60,7 @@ class RecipeContext:
     input_mean: tuple[float, ...] | None = None
     input_std: tuple[float, ...] | None = None
     dataset_domain: InputDomain | None = None
+    protocol: str = DEFAULT_PROTOCOL
 
     @property
     def meta_domain(self) -> InputDomain:
@@ -104,8 +108,15 @@ class RecipeContext:
         return arch, kwargs
 
     def build_meta_model(self, seed: int) -> nn.Module:
-        """A fresh meta-model (:meth:`meta_architecture`), seeded."""
+        """A fresh meta-model (:meth:`meta_architecture`), seeded, initialised as :attr:`protocol` says.
+
+        An architecture that takes an ``init`` argument (``Conv4``) gets the protocol's
+        ``meta_init`` unless ``train.meta_arch_kwargs`` sets ``init`` itself.
+        """
         arch, kwargs = self.meta_architecture()
+        explicit = self.train.meta_arch is not None and "init" in self.train.meta_arch_kwargs
+        if "init" in model_arguments(arch) and not explicit:
+            kwargs["init"] = get_protocol(self.protocol).meta_init
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return build_model(arch, **kwargs)

@@ -1,6 +1,7 @@
 """The two baselines every DFML paper reports.
 
-* ``random``: a randomly initialised meta-model, only fine-tuned at meta-test.
+* ``random``: a randomly initialised meta-model, only fine-tuned at meta-test (initialised as
+  ``eval.protocol`` says: under ``standard``, the papers' Conv4 initialisation and a zero head bias).
 * ``average``: the parameter average of the pool's models that share the meta-model's architecture
   (all of them in a same-architecture pool; ``results.json`` says how many), fine-tuned at
   meta-test. Teachers' heads disagree on what output ``k`` means, so the averaged head is a
@@ -19,6 +20,7 @@ import logging
 
 from torch import nn
 
+from ..eval.protocols import get_protocol, zero_head_bias
 from ..meta.baselines import average_models
 from ..models.norm import use_batch_stats
 from .base import META_MODEL_READS, RecipeContext, RecipeSpec, describe_architecture, register_recipe
@@ -28,9 +30,15 @@ logger = logging.getLogger(__name__)
 
 @register_recipe("random", RecipeSpec(reads=META_MODEL_READS))
 def random_recipe(ctx: RecipeContext) -> nn.Module:
-    """Random initialisation (seeded by ``train.seed``)."""
-    return use_batch_stats(ctx.build_meta_model(ctx.train.seed))
+    """Random initialisation (seeded by ``train.seed``), as ``eval.protocol`` says.
 
+    Under ``standard`` (the papers' code) the head's bias is zeroed after the protocol's
+    initialisation; under ``dfml-2025`` the model is left as built.
+    """
+    model = ctx.build_meta_model(ctx.train.seed)
+    if get_protocol(ctx.protocol).random_head_bias == "zero":
+        zero_head_bias(model)
+    return use_batch_stats(model)
 
 
 @register_recipe("average", RecipeSpec(reads=META_MODEL_READS, pool_classes="equal"))
