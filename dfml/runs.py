@@ -3,13 +3,18 @@
 Layout of a run directory::
 
     config.yaml        the resolved configuration (what was asked for, every default filled in)
-    run.json           dfml version, git revision, command line, start time
+    run.json           dfml version, git revision, command line, start time; ``inputs``: what
+                       identifies the pool and data the run was made on; ``episodes``: the SHA-256
+                       of each meta-test episode file it used
     metrics.jsonl      one JSON object per logged step
     checkpoints/       last.pt (+ last.prev.pt, the one before) and best.pt (best on meta-validation)
+    episodes/          meta-validation episode lists (and meta-test ones, unless eval.episodes_dir)
     results.json       final figures
+    .lock              while a process writes the run (see :mod:`dfml.locks`)
 
 Nothing is ever silently overwritten: starting a run in a directory that holds a run with a
-different configuration is refused; the same configuration resumes from the last checkpoint.
+different configuration is refused (unless that run stopped before saving any work); the same
+configuration resumes from the last checkpoint, on the inputs it was made on only.
 Every file is written to a temporary name, flushed and then renamed over the old one, so a
 kill at any moment leaves either the old or the new file, never half of one.
 """
