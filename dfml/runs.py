@@ -191,6 +191,9 @@ class RunDir:
                 (a run saved by an older dfml) counts as unknown and is recorded now.
             record: write ``run.json`` (``False`` on the ranks of a launch other than 0).
 
+        A run that saved no work (:meth:`has_work`) gives way to other inputs, as it does to another
+        configuration.
+
         Raises:
             ValueError: a recorded field differs (the message names it, both values and the fix).
         """
@@ -198,6 +201,12 @@ class RunDir:
         changed = [(f"{name}.{key}", saved[name][key], value) for name, fields in inputs.items()
                    for key, value in fields.items()
                    if isinstance(saved.get(name), dict) and key in saved[name] and saved[name][key] != value]
+        if changed and not self.has_work():
+            log.warning("%s held a run that stopped before saving any work, on other inputs (%s); starting again on "
+                        "these", self.path, ", ".join(key for key, _, _ in changed))
+            if record:
+                self._clear_failed_start()
+            saved, changed = {}, []
         if changed:
             details = "; ".join(f"{key}: {_short(was)} when it started, {_short(now)} now" for key, was, now in changed)
             names = " and ".join(sorted({key.split(".")[0] for key, _, _ in changed}))

@@ -175,3 +175,14 @@ def test_a_checkpoint_that_would_run_code_is_refused_in_one_line_without_advisin
     assert "\n" not in msg and "weights_only" not in msg and not (tmp_path / "code-ran").exists()
     assert "last.pt: not a plain tensor file; refusing to load it" in msg
     assert "last.prev.pt: not a plain tensor file; refusing to load it" in msg
+
+
+def test_a_run_that_saved_no_work_gives_way_to_other_inputs(tmp_path):
+    run = RunDir(tmp_path / "r", {"a": 1})
+    run.check_inputs({"pool": {"manifest_sha256": "a" * 64}})
+    run.log_metrics({"step": 1})
+    (tmp_path / "r" / "episodes").mkdir()
+    (tmp_path / "r" / "episodes" / "val_5w1s_100.json").write_text("{}")  # drawn from the old data
+    RunDir(tmp_path / "r", {"a": 1}).check_inputs({"pool": {"manifest_sha256": "c" * 64}})
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["inputs"] == {"pool": {"manifest_sha256": "c" * 64}}
+    assert run.read_metrics() == [] and not (tmp_path / "r" / "episodes" / "val_5w1s_100.json").exists()
