@@ -374,15 +374,45 @@ def _show(value: Any) -> str:
     return str(value) if not isinstance(value, str) else value
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing file or a non-mapping raises with the path."""
+def load_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """Read a YAML mapping (``safe_load``: plain values only, no Python objects).
+
+    Args:
+        path: the file.
+        what: what the file is, for the messages (``"config file"``, ``"preset"``...).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: one line naming the file: not UTF-8 text, a YAML syntax error (with its line and
+            column), or a top level that is not a mapping.
+    """
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"config file {str(p)!r} does not exist")
-    data = yaml.safe_load(p.read_text()) or {}
+        raise FileNotFoundError(f"{what} {str(p)!r} does not exist")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{what} {str(p)!r} is not UTF-8 text (byte {err.start}); give a YAML file") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{what} {str(p)!r}{_yaml_error(err)}; fix the file there") from None
     if not isinstance(data, dict):
-        raise ValueError(f"config file {str(p)!r} must hold a mapping at top level, got {type(data).__name__}")
+        raise ValueError(f"{what} {str(p)!r} must hold a mapping at top level, got {type(data).__name__}")
     return data
+
+
+def _yaml_error(err: yaml.YAMLError) -> str:
+    """``", line L, column C: not valid YAML: <problem> (<context> from line L')"``, on one line."""
+    mark = getattr(err, "problem_mark", None)
+    where = "" if mark is None else f", line {mark.line + 1}, column {mark.column + 1}"
+    problem = " ".join(str(getattr(err, "problem", None) or err).split())
+    context, context_mark = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context and context_mark is not None and (mark is None or context_mark.line != mark.line):
+        problem += f" ({' '.join(context.split())} from line {context_mark.line + 1})"
+    elif context:
+        problem += f" ({' '.join(context.split())})"
+    return f"{where}: not valid YAML: {problem}"
 
 
 def save_yaml(cfg: Any, path: str | Path) -> None:

@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
-import yaml
 from torch import Tensor
 
-from .pool.manifest import MANIFEST_NAME, TRUST_LEVELS, PoolManifest
+from .config import load_yaml
 from .files import load_tensors
+from .pool.manifest import MANIFEST_NAME, TRUST_LEVELS, PoolManifest
 from .runs import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -195,7 +195,7 @@ def run_trust(run_dir: str | Path) -> list[str]:
     cfg_file = Path(run_dir) / "config.yaml"
     if not cfg_file.is_file():
         raise FileNotFoundError(f"{str(cfg_file)!r} not found; pass a run directory written by `dfml train`")
-    pool = (yaml.safe_load(cfg_file.read_text()) or {}).get("pool")
+    pool = load_yaml(cfg_file, what="run configuration").get("pool")
     if not pool or not (Path(pool) / MANIFEST_NAME).is_file():
         raise FileNotFoundError(
             f"the pool of run {str(run_dir)!r} ({pool!r}, from its config.yaml) has no {MANIFEST_NAME}; "

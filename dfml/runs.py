@@ -35,7 +35,7 @@ import torch
 import yaml
 
 from . import __version__
-from .config import config_changes, lookup
+from .config import config_changes, load_yaml, lookup
 from .files import load_tensors, torch_bytes, write_atomic
 
 EPISODES_KEY = "eval.episodes_dir"
@@ -117,7 +117,7 @@ class RunDir:
         self.resumed = False
         cfg_file = self.path / "config.yaml"
         if cfg_file.exists():
-            old = yaml.safe_load(cfg_file.read_text()) or {}
+            old = load_yaml(cfg_file, what="run configuration")
             plain_new = yaml.safe_load(yaml.safe_dump(config))
             plain_defaults = None if defaults is None else yaml.safe_load(yaml.safe_dump(defaults))
             diff = config_changes(old, plain_new, plain_defaults)

@@ -286,3 +286,37 @@ def test_n_way_changes_together_in_train_and_eval():
 
     cfg = apply_overrides(ExperimentConfig(), ["train.n_way=3", "eval.n_way=3"])
     assert (cfg.train.n_way, cfg.eval.n_way) == (3, 3)
+
+
+@pytest.mark.parametrize(("text", "where", "problem"), [
+    ("a: 1\nb: c: d\n", "line 2, column 5", "mapping values are not allowed here"),
+    ("a: 1\nb: [1, 2\nc: 3\n", "line 3, column 2", r"expected ',' or '\]', but got ':' \(while parsing a flow sequence "
+                                                   r"from line 2\)"),
+    ("x: !!python/object/apply:os.system ['echo hi']\n", "line 1, column 4", "could not determine a constructor .*"),
+])
+def test_a_yaml_syntax_error_is_one_line_naming_the_file_line_and_column(tmp_path, text, where, problem):
+    import re
+
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError) as info:
+        load_yaml(path)
+    msg = str(info.value)
+    assert "\n" not in msg and info.value.__cause__ is None and info.value.__suppress_context__
+    assert re.fullmatch(rf"config file '{re.escape(str(path))}', {where}: not valid YAML: {problem}; fix the file "
+                        r"there", msg), msg
+
+
+def test_a_yaml_file_that_is_not_text_is_one_line_naming_it(tmp_path):
+    (tmp_path / "c.yaml").write_bytes(b"\xff\xfe\x00a: 1")
+    with pytest.raises(ValueError, match=r"^config file '.*c.yaml' is not UTF-8 text"):
+        load_yaml(tmp_path / "c.yaml")
+
+
+def test_a_preset_with_a_yaml_syntax_error_is_one_line_naming_it(tmp_path, monkeypatch):
+    from dfml.recipes import base
+
+    (tmp_path / "maml.yaml").write_text("train:\n  steps: [1\n")
+    monkeypatch.setattr(base, "PRESET_DIR", tmp_path)
+    with pytest.raises(ValueError, match=r"^preset '.*maml.yaml', line 3, column 1: not valid YAML"):
+        base.preset("maml")

@@ -177,6 +177,14 @@ def test_a_checkpoint_that_would_run_code_is_refused_in_one_line_without_advisin
     assert "last.prev.pt: not a plain tensor file; refusing to load it" in msg
 
 
+def test_a_run_whose_config_yaml_is_not_valid_yaml_is_one_line_naming_the_line(tmp_path):
+    RunDir(tmp_path / "r", {"a": 1})
+    (tmp_path / "r" / "config.yaml").write_text("a: 1\nb: [2\n")
+    with pytest.raises(ValueError, match=r"^run configuration '.*config.yaml', line 3, column 1: not valid YAML: "
+                                         r"expected ',' or '\]'.*; fix the file there$"):
+        RunDir(tmp_path / "r", {"a": 1})
+
+
 def test_a_run_that_saved_no_work_gives_way_to_other_inputs(tmp_path):
     run = RunDir(tmp_path / "r", {"a": 1})
     run.check_inputs({"pool": {"manifest_sha256": "a" * 64}})

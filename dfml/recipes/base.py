@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 import torch
 from torch import nn
 
+from ..config import load_yaml
 from ..data.domain import InputDomain
 from ..eval.protocols import DEFAULT_PROTOCOL, get_protocol
 from ..meta.trainer import TrainConfig
@@ -276,7 +276,4 @@ def preset(name: str) -> dict[str, Any]:
     path = PRESET_DIR / f"{name.lower()}.yaml"
     if not path.is_file():
         return {}
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"preset {str(path)!r} must hold a mapping, got {type(data).__name__}")
-    return data
+    return load_yaml(path, what="preset")
