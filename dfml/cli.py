@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from . import __version__, distributed
-from .config import apply_overrides, dotted_keys, load_yaml
+from .config import apply_overrides, dotted_keys, load_yaml, override_keys
 from .experiment import ExperimentConfig, experiment_config, run_experiment
 
 log = logging.getLogger("dfml")
@@ -244,7 +244,7 @@ def _experiment_configs(args: argparse.Namespace, recipes: list[str]) -> list[Ex
     given = {}
     if args.config:
         given = {key: f"{key} in --config {args.config}" for key in dotted_keys(load_yaml(args.config))}
-    given.update({item.split("=", 1)[0].strip(): f"--set {item}" for item in args.set or []})
+    given.update({key: f"--set {item}" for key, item in override_keys(args.set).items()})
     check_reads(cfgs, given)
     return cfgs
 

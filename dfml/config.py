@@ -449,6 +449,24 @@ def dotted_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
     return out
 
 
+def override_keys(overrides: list[str] | None) -> dict[str, str]:
+    """The dotted keys that ``["key=value", ...]`` set, each mapped to its override (for messages).
+
+    A mapping value (``datafree={pixel: {steps: 3}}``) sets each of its leaves.
+
+    Example:
+        >>> override_keys(["train.steps=5", "datafree={pixel: {steps: 3}}"])
+        {'train.steps': 'train.steps=5', 'datafree.pixel.steps': 'datafree={pixel: {steps: 3}}'}
+    """
+    out: dict[str, str] = {}
+    for item in overrides or []:
+        key, _, text = item.partition("=")
+        value = _load(_Text(text))
+        leaves = dotted_keys(value, f"{key.strip()}.") if isinstance(value, dict) and value else [key.strip()]
+        out.update({leaf: item for leaf in leaves})
+    return out
+
+
 def config_changes(saved: dict[str, Any], now: dict[str, Any], defaults: dict[str, Any] | None = None) -> list[str]:
     """The dotted keys at which ``now`` differs from ``saved`` (plain dicts), sorted.
 

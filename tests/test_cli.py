@@ -301,6 +301,10 @@ def test_a_setting_the_recipe_does_not_read_is_refused_whoever_sets_it(toy_pool,
     (tmp_path / "r.yaml").write_text("recipe: robust\n")
     assert main(_train_args(toy_pool, tmp_path / "r", "--config", str(tmp_path / "r.yaml"))) == 2
     assert "sets recipe: robust, but the command runs 'maml'" in capsys.readouterr().err
+    # a section given as a mapping: each of its settings is checked
+    assert main(_train_args(toy_pool, tmp_path / "rb", "--set", "datafree={pixel: {steps: 3}}", recipe="robust")) == 2
+    assert "--set datafree={pixel: {steps: 3}}: recipe 'robust' does not read datafree.pixel.steps" in \
+        capsys.readouterr().err
 
 
 def test_a_stopped_pool_build_is_reported_by_info_and_refused_by_verify_eval_and_train(tmp_path, capsys, monkeypatch):

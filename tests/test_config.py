@@ -320,3 +320,12 @@ def test_a_preset_with_a_yaml_syntax_error_is_one_line_naming_it(tmp_path, monke
     monkeypatch.setattr(base, "PRESET_DIR", tmp_path)
     with pytest.raises(ValueError, match=r"^preset '.*maml.yaml', line 3, column 1: not valid YAML"):
         base.preset("maml")
+
+
+def test_override_keys_name_every_leaf_an_override_sets():
+    from dfml.config import override_keys
+
+    got = override_keys(["train.steps=5", "datafree={pixel: {steps: 3}, memory: true}", "eval.shots=[1, 5]", "x=[1"])
+    assert got == {"train.steps": "train.steps=5", "datafree.pixel.steps": "datafree={pixel: {steps: 3}, memory: true}",
+                   "datafree.memory": "datafree={pixel: {steps: 3}, memory: true}", "eval.shots": "eval.shots=[1, 5]",
+                   "x": "x=[1"}
