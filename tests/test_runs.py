@@ -97,7 +97,9 @@ def test_a_run_that_saved_any_work_is_never_given_away(tmp_path, work):
 
 def test_inputs_are_recorded_and_a_resume_on_other_inputs_is_refused_naming_them(tmp_path):
     pool, data = {"manifest_sha256": "a" * 64}, {"dataset": "toy", "val_sha256": "b" * 64}
-    RunDir(tmp_path / "r", {"a": 1}).check_inputs({"pool": pool, "data": data})
+    run = RunDir(tmp_path / "r", {"a": 1})
+    run.check_inputs({"pool": pool, "data": data})
+    run.save_checkpoint({"step": 1})  # work a restart would lose
     recorded = json.loads((tmp_path / "r" / "run.json").read_text())["inputs"]
     assert recorded == {"pool": pool, "data": data}
     RunDir(tmp_path / "r", {"a": 1}).check_inputs({"pool": pool, "data": data})  # the same inputs resume
