@@ -55,7 +55,7 @@ class QueryBudgetExceeded(RuntimeError):
         self.budget, self.limit, self.spent, self.requested = budget, limit, spent, requested
         if fix is None:
             fix = ("Raise the budget, query smaller batches (fewer images or directions q), or let the inverter "
-                   "stop gracefully with on_budget='stop'")
+                   "stop gracefully with on_budget='stop' (datafree.blackbox.on_budget)")
         super().__init__(
             f"query budget {budget!r} exceeded: {spent} of {limit} queries spent, a batch of {requested} "
             f"needs {requested} but only {limit - spent} remain (nothing of this batch was classified). {fix}"
@@ -310,7 +310,7 @@ class BlackBoxPool:
         return min(left) if left else None
 
     def can_afford(self, model_id: int, n: int) -> bool:
-        """Whether model ``model_id`` may classify ``n`` more inputs (a model not loaded yet has its whole allowance)."""
+        """Whether model ``model_id`` may classify ``n`` more inputs (one not loaded yet has its whole allowance)."""
         left = self.remaining(model_id)
         return left is None or n <= left
 

@@ -24,6 +24,7 @@ from .protonet import prototype_logits as prototype_logits
 from .protonet import prototypes as prototypes
 from .stream import BankStream as BankStream
 from .stream import MetaUpdate as MetaUpdate
+from .stream import StreamExhausted as StreamExhausted
 from .stream import TaskStream as TaskStream
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "MAML",
     "MetaUpdate",
     "ProtoNet",
+    "StreamExhausted",
     "TaskStream",
     "attach_teacher_logits",
     "average_models",

@@ -19,6 +19,14 @@ Under ``torchrun`` every rank runs the stream with the same generator, so every 
 same meta-batch and holds the same memory: stateless inverters share the models of a step out
 among the ranks and gather the tasks, and rank 0's selections and rewards are broadcast.
 
+Query budgets. With budgeted black-box access (a :class:`~dfml.inversion.BlackBoxPool`) and an
+inverter that stops on its budget (``on_budget="stop"``), a model whose remaining allowance cannot
+fund one more task (a probe, one zeroth-order step and, when distilling, its teacher logits) is
+never drawn; a task that can no longer be funded when its turn comes in a step (the pool's total
+spent by the step's earlier tasks) is left out of the step; the inverter leaves the teacher logits'
+queries unspent, so distillation never asks a teacher for more than remains; and when no model can
+fund a task the stream raises :class:`~dfml.meta.stream.StreamExhausted`: meta-training ends early.
+
 References:
     Hu et al., "Task-Distributionally Robust Data-Free Meta-Learning", 2023 (memory, interpolation
     and a policy-gradient reliability weigher in one loop).
@@ -37,12 +45,14 @@ from torch import nn
 
 from .. import distributed as dist
 from ..data.domain import InputDomain, convert_inputs, convert_task
+from ..inversion.blackbox import BlackBoxPool
 from ..inversion.sharded import cost_parts, is_stateless, shard_map, sync_cost
 from ..meta.distill import attach_teacher_logits
 from ..memory import MetaBatchMix, TaskMemory, build_meta_batch, plan_meta_batch
 from ..pool import ModelPool
 from ..selection import Selector, UniformSelector, improvement_reward
 from ..types import Task, TaskSource
+from .stream import StreamExhausted
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +224,7 @@ class DataFreeStream:
         rank. Inverters with ``invert_many`` recover the models of one architecture and input
         domain in one batched call (stacked teachers) when no student is involved.
         """
-        return [self.to_target(t, i) for t, i in zip(self._recover(ids, step, generator), ids)]
+        return [self.to_target(t, i) for i, t in self._recover(ids, step, generator)]
 
     def domain(self, i: int) -> InputDomain | None:
         """The input domain of model ``i`` (``None`` when the stream has no domains)."""
@@ -226,8 +236,10 @@ class DataFreeStream:
             return task
         return convert_task(task, self.domains[i], self.target)
 
-    def _recover(self, ids: list[int], step: int, generator: torch.Generator) -> list[Task]:
-        """Tasks in each teacher's own domain (see :meth:`recover_many`)."""
+    def _recover(self, ids: list[int], step: int, generator: torch.Generator,
+                 skip_unfunded: bool = False) -> list[tuple[int, Task]]:
+        """``(model id, task)`` in each teacher's own domain (see :meth:`recover_many`); with
+        ``skip_unfunded``, models that cannot fund a task when their turn comes are left out."""
         entries = [self.pool.entry(i) for i in ids]
         student = self.student() if self.student is not None else None
         if is_stateless(self.inverter) and self.access is None:
@@ -238,21 +250,23 @@ class DataFreeStream:
             for cost, was in zip(costs, before):
                 sync_cost(cost, was)
         else:
-            tasks = self._invert(ids, entries, generator, student)
-        return [self._finish(t, i, e, step, generator) for t, i, e in zip(tasks, ids, entries)]
+            tasks = self._invert(ids, entries, generator, student, skip_unfunded)
+        return [(i, self._finish(t, i, e, step, generator)) for t, i, e in zip(tasks, ids, entries) if t is not None]
 
     def _invert(self, ids: list[int], entries: list[Any], rngs: list[torch.Generator] | torch.Generator,
-                student: Any) -> list[Task]:
+                student: Any, skip_unfunded: bool = False) -> list[Task | None]:
         """Invert ``ids`` by (architecture, input domain) group, each model with its generator from
-        ``rngs`` or all from one shared generator."""
+        ``rngs`` or all from one shared generator (``None``: skipped, it could not fund a task)."""
         cfg = self.config
         shared = isinstance(rngs, torch.Generator)
         gens = [rngs] * len(ids) if shared else list(rngs)
         groups: dict[tuple, list[int]] = {}  # positions in ids
         for pos, (i, e) in enumerate(zip(ids, entries)):
             groups.setdefault((e.architecture_key, self.domain(i)), []).append(pos)
-        batched = hasattr(self.inverter, "invert_many") and student is None
+        budgeted = isinstance(self.access, BlackBoxPool)  # one model at a time, each checked against its budget
+        batched = hasattr(self.inverter, "invert_many") and student is None and not budgeted
         tasks: list[Task | None] = [None] * len(ids)
+        owed = 0  # teacher-logit queries of this step's tasks so far, asked for after every inversion
         for members in groups.values():
             if batched and len(members) > 1:
                 per_model = {} if shared else {"generators": [gens[p] for p in members]}
@@ -262,13 +276,25 @@ class DataFreeStream:
                     **per_model,
                 )
             else:
-                made = [self.inverter.invert(self.teacher(ids[p]), cfg.n_shot, cfg.n_query, gens[p],
-                                             model_id=ids[p], classes=tuple(entries[p].class_ids),
-                                             student=self._student_for(ids[p], student))
-                        for p in members]
+                made = []
+                for p in members:
+                    if skip_unfunded and not self.fundable(ids[p], owed):
+                        made.append(None)
+                        continue
+                    made.append(self._invert_one(ids[p], entries[p], gens[p], student, owed))
+                    owed += self._logit_queries()
             for p, t in zip(members, made):
                 tasks[p] = t
-        return tasks  # type: ignore[return-value]  (every position is filled)
+        return tasks
+
+    def _invert_one(self, i: int, entry: Any, generator: torch.Generator, student: Any, owed: int = 0) -> Task:
+        """One task from model ``i``; an inverter that plans a budget leaves the queries of this task's teacher
+        logits and of the ``owed`` ones of earlier tasks of the step (conservatively from both budgets)."""
+        cfg = self.config
+        budget = {} if self._task_cost(i) is None else {"reserve": self._logit_queries() + owed}
+        return self._inverter_of(i).invert(self.teacher(i), cfg.n_shot, cfg.n_query, generator, model_id=i,
+                                           classes=tuple(entry.class_ids), student=self._student_for(i, student),
+                                           **budget)
 
     def _student_for(self, i: int, student: Any) -> Any:
         """``student`` as model ``i``'s inverter must call it: on inputs of model ``i``'s domain."""
@@ -298,6 +324,69 @@ class DataFreeStream:
         extra.setdefault("dataset", entry.dataset)
         return replace(task, source=replace(task.source, step=step, extra=extra))
 
+    # ------------------------------------------------------------------ budgets
+    def _inverter_of(self, i: int) -> Any:
+        """The inverter that inverts model ``i`` (its domain's, when the inverter routes by domain)."""
+        route = getattr(self.inverter, "for_model", None)
+        return route(i) if route is not None else self.inverter
+
+    def _logit_queries(self) -> int:
+        """Queries of one task's teacher logits (support and query sets of ``n_way`` classes), or 0."""
+        cfg = self.config
+        return cfg.n_way * (cfg.n_shot + cfg.n_query) if self.teacher_logits else 0
+
+    def _task_cost(self, i: int) -> int | None:
+        """The fewest queries a task from model ``i`` costs, when budgeted access and an inverter that stops
+        on its budget make that a plan (``None``: nothing is planned; a budget that binds raises)."""
+        if not isinstance(self.access, BlackBoxPool):
+            return None
+        plan = getattr(self._inverter_of(i), "task_queries", None)
+        cfg = self.config
+        return None if plan is None else plan(self.pool.entry(i).n_way, cfg.n_shot, cfg.n_query, self._logit_queries())
+
+    def fundable(self, i: int, owed: int = 0) -> bool:
+        """Whether model ``i``'s remaining query allowance funds one more task, beyond ``owed`` queries already
+        promised (always, without a plan)."""
+        cost = self._task_cost(i)
+        return cost is None or self.access.can_afford(i, cost + owed)
+
+    def _select(self, n: int, generator: torch.Generator) -> list[int]:
+        """``n`` model ids from the selector, redrawing past models that cannot fund a task.
+
+        Raises:
+            StreamExhausted: no model can fund a task (nothing is drawn or spent).
+        """
+        fundable = [self.fundable(i) for i in range(len(self.pool))]
+        if not any(fundable):
+            raise StreamExhausted(*self._exhausted_reason())
+        ids: list[int] = []
+        for _ in range(100 * n):  # more new tasks than one selection gives (pool, TGR group): draw again
+            if len(ids) >= n:
+                break
+            ids += [i for i in self.selector.select(min(n - len(ids), self.selector.max_select), generator)
+                    if fundable[i]]
+        if not ids:
+            raise StreamExhausted(f"the selector drew only models whose query budget cannot fund a task in {100 * n} "
+                                  "selections")
+        return ids
+
+    def _exhausted_reason(self) -> tuple[str, str]:
+        """Why no model can fund a task (the cheapest task's cost against the budget that binds), and the fix."""
+        cheapest = min(c for c in (self._task_cost(i) for i in range(len(self.pool))) if c is not None)
+        parts = "a probe, one zeroth-order step" + (" and the teacher logits" if self.teacher_logits else "")
+        total = self.access.total
+        cheaper = "or make a task cheaper (fewer directions datafree.blackbox.q, fewer train.n_query)"
+        if total.limit is not None and total.remaining < cheapest:
+            where = f"the pool's total budget (datafree.access.total) has {total.remaining} of {total.limit} left"
+            fix = f"raise datafree.access.total to at least {total.spent + cheapest} {cheaper}"
+        else:
+            most = max(self.access.remaining(i) or 0 for i in range(len(self.pool)))
+            where = (f"no model's own budget (datafree.access.per_model) has that many left (at most {most} of "
+                     f"{self.access.per_model})")
+            fix = f"raise datafree.access.per_model to at least {cheapest} {cheaper}"
+        reason = f"the query budgets cannot fund another task: one costs at least {cheapest} queries ({parts})"
+        return f"{reason} and {where}", fix
+
     # ------------------------------------------------------------------ stream
     def next_batch(self, step: int, generator: torch.Generator) -> list[Task]:
         cfg = self.config
@@ -305,11 +394,11 @@ class DataFreeStream:
             n_new = plan_meta_batch(self.mix, cfg.meta_batch_size, self.memory, cfg.n_way, cfg.n_shot, cfg.n_query)[0]
         else:
             n_new = cfg.meta_batch_size
-        ids: list[int] = []
-        while len(ids) < n_new:  # more new tasks than one selection gives (pool, TGR group): draw again
-            ids += self.selector.select(min(n_new - len(ids), self.selector.max_select), generator)
-        ids = dist.broadcast_object(ids)  # rank 0 decides (the ranks draw alike; this keeps them so)
-        raw = self._recover(ids, step, generator)  # in the teachers' domains: the agreement judges read them
+        recovered: list[tuple[int, Task]] = []
+        while n_new > 0 and not recovered:  # every task of the step lost its funding to the ones before: again
+            ids = dist.broadcast_object(self._select(n_new, generator))  # rank 0 decides (the ranks draw alike)
+            recovered = self._recover(ids, step, generator, skip_unfunded=True)  # the agreement judges read these
+        ids, raw = [i for i, _ in recovered], [t for _, t in recovered]  # in the teachers' domains
         self._agreement = dist.broadcast_object(
             [(i, r) for i, t in zip(ids, raw) if (r := self.agreement(i, t)) is not None]
             if cfg.reward == "agreement" else [])
@@ -368,7 +457,8 @@ class DataFreeStream:
         """Share of model ``i``'s recovered images of class ``c`` that other models advertising ``c`` call ``c``.
 
         ``task`` is in model ``i``'s input domain; a judge of another domain sees the images
-        converted to its own. Only models of model ``i``'s dataset judge (class ids are per dataset).
+        converted to its own. Only models of model ``i``'s dataset judge (class ids are per dataset),
+        and, on a query budget the inverter stops within, only those that can still pay for it.
         ``None`` when no other model advertises any of the task's classes.
         """
         if task.source is None or not task.source.classes:
@@ -384,6 +474,8 @@ class DataFreeStream:
             if not shared or self.pool.entry(k).dataset != self.pool.entry(i).dataset:
                 continue
             rows = torch.cat([torch.nonzero(y == label).view(-1) for label, _ in shared])
+            if self._task_cost(k) is not None and not self.access.can_afford(k, int(rows.numel())):
+                continue  # a judge whose query budget is spent (on_budget='stop') does not judge
             want = torch.cat([torch.full((int((y == label).sum()),), col) for label, col in shared]).to(y.device)
             seen = x[rows]
             if self.domains is not None and self.domains[k] != self.domains[i]:

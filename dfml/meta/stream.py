@@ -8,6 +8,9 @@ The :class:`~dfml.meta.trainer.MetaTrainer` loop is written once; recipes plug i
   selector); its ``state_dict`` is checkpointed with the trainer so runs resume exactly;
 * a :data:`MetaUpdate` turns the meta-batch into a parameter update (MAML's meta-step by default;
   gradient alignment, group regularisation or distillation learners plug in here).
+
+A stream that can make no more meta-batches (its teachers' query budgets are spent) raises
+:class:`StreamExhausted`; the trainer then ends meta-training early instead of failing.
 """
 
 from __future__ import annotations
@@ -19,7 +22,21 @@ import torch
 
 from ..types import Task
 
-__all__ = ["BankStream", "MetaUpdate", "TaskStream", "default_update"]
+__all__ = ["BankStream", "MetaUpdate", "StreamExhausted", "TaskStream", "default_update"]
+
+
+class StreamExhausted(Exception):
+    """A task stream can make no more meta-batches (e.g. no teacher's query budget funds another task).
+
+    Not an error: :meth:`~dfml.meta.trainer.MetaTrainer.fit` ends meta-training at this step,
+    selects on meta-validation as usual and records ``str(exc)`` as the reason. Raised before
+    anything of the refused step is spent. Before the first step it is an error (nothing was
+    trained), whose message ends with ``fix``.
+    """
+
+    def __init__(self, reason: str, fix: str = "") -> None:
+        super().__init__(reason)
+        self.fix = fix
 
 MetaUpdate = Callable[[Any, list[Task], torch.optim.Optimizer], dict[str, float]]
 """``update(learner, tasks, optimizer) -> named scalars`` (at least ``loss`` and ``acc``)."""
@@ -39,7 +56,7 @@ class TaskStream(Protocol):
     """
 
     def next_batch(self, step: int, generator: torch.Generator) -> list[Task]:
-        """The meta-batch of step ``step`` (0-based)."""
+        """The meta-batch of step ``step`` (0-based); :class:`StreamExhausted` when there is none to make."""
         ...
 
     def feedback(self, step: int, tasks: list[Task], metrics: dict[str, float], learner: Any) -> dict[str, float]:

@@ -37,7 +37,7 @@ from ..runs import RunDir
 from ..types import Task, TaskSource
 from .maml import MAML
 from .parallel import data_parallel_update, replicated
-from .stream import BankStream, MetaUpdate, TaskStream, default_update
+from .stream import BankStream, MetaUpdate, StreamExhausted, TaskStream, default_update
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +286,7 @@ class MetaTrainer:
         self.generator = torch.Generator().manual_seed(config.seed + 1)
         self.step = 0
         self.best: dict[str, Any] = {"acc": -1.0, "step": -1, "state": None}
+        self.stopped: dict[str, Any] | None = None  # {"step", "reason"} once the stream is exhausted
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -296,6 +297,7 @@ class MetaTrainer:
             "generator": self.generator.get_state(),
             "best": self.best,
             "stream": self.stream.state_dict(),
+            "stopped": self.stopped,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -305,6 +307,7 @@ class MetaTrainer:
         self.generator.set_state(state["generator"])
         self.best = state["best"]
         self.stream.load_state_dict(state.get("stream", {}))
+        self.stopped = state.get("stopped")
 
     def _checkpoint(self) -> None:
         if self.run is not None and dist.is_main():
@@ -331,8 +334,17 @@ class MetaTrainer:
     def fit(self, progress: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
         """Train to ``config.steps`` (resuming from the run's last checkpoint) and load the best weights.
 
+        A stream that raises :class:`~dfml.meta.stream.StreamExhausted` (e.g. every teacher's query
+        budget is spent) ends meta-training early: the model of the step reached is validated too,
+        the best validated one is selected as usual, and the checkpoint records the stop, so a
+        resume does nothing more.
+
         Returns:
-            ``{"best_val_acc", "best_step", "steps", "seconds"}``.
+            ``{"best_val_acc", "best_step", "steps", "seconds"}``, plus ``"stopped_early": {"step",
+            "reason"}`` when the stream ended first.
+
+        Raises:
+            RuntimeError: the stream was exhausted before the first step (nothing to select).
         """
         cfg = self.config
         if self.run is not None:
@@ -347,8 +359,16 @@ class MetaTrainer:
             dist.barrier()  # every rank has read the checkpoint before rank 0 may replace it
         start = time.perf_counter()
         last_checkpoint = time.monotonic()
-        while self.step < cfg.steps:
-            tasks = [t.to(self.device) for t in self.stream.next_batch(self.step, self.generator)]
+        while self.step < cfg.steps and self.stopped is None:
+            try:
+                batch = self.stream.next_batch(self.step, self.generator)
+            except StreamExhausted as end:
+                if self.step == 0:
+                    fix = f"; {end.fix}" if end.fix else ""
+                    raise RuntimeError(f"meta-training cannot take its first step: {end}{fix}") from None
+                self._stop_early(str(end), progress)
+                break
+            tasks = [t.to(self.device) for t in batch]
             metrics = self.update(self.learner, tasks, self.optimizer)
             if not all(torch.isfinite(torch.tensor(v)) for v in metrics.values()):
                 raise FloatingPointError(
@@ -360,14 +380,7 @@ class MetaTrainer:
             self.step += 1
             record: dict[str, Any] = {"step": self.step, **metrics, **feedback}
             if self.step % cfg.val_every == 0 or self.step == cfg.steps:
-                acc = self.validate()
-                record["val_acc"] = acc
-                if acc > self.best["acc"]:
-                    self.best = {
-                        "acc": acc,
-                        "step": self.step,
-                        "state": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
-                    }
+                record["val_acc"] = self._select()
             if self.run is not None and dist.is_main():
                 self.run.log_metrics(record)
                 now = time.monotonic()
@@ -381,12 +394,37 @@ class MetaTrainer:
             self.model.load_state_dict(self.best["state"])
         if self.run is not None and dist.is_main():
             self.run.save_checkpoint({"model": self.model.state_dict(), "step": self.best["step"]}, "best")
-        return {
+        out = {
             "best_val_acc": self.best["acc"],
             "best_step": self.best["step"],
             "steps": self.step,
             "seconds": time.perf_counter() - start,
         }
+        return out if self.stopped is None else {**out, "stopped_early": dict(self.stopped)}
+
+    def _select(self) -> float:
+        """Validate the meta-model as it is now and keep its weights if they are the best so far."""
+        acc = self.validate()
+        if acc > self.best["acc"]:
+            self.best = {
+                "acc": acc,
+                "step": self.step,
+                "state": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            }
+        return acc
+
+    def _stop_early(self, reason: str, progress: Callable[[int, dict[str, Any]], None] | None) -> None:
+        """The stream made no meta-batch for this step: validate the model reached, record why, checkpoint."""
+        log.warning("meta-training stopped early at step %d of %d: %s", self.step, self.config.steps, reason)
+        self.stopped = {"step": self.step, "reason": reason}
+        record: dict[str, Any] = {"step": self.step, "stopped_early": reason}
+        if self.step % self.config.val_every != 0:  # not validated when it was reached
+            record["val_acc"] = self._select()
+        if self.run is not None and dist.is_main():
+            self.run.log_metrics(record)
+            self._checkpoint()
+        if progress is not None:
+            progress(self.step, record)
 
 
 def _update_for_world(update: MetaUpdate | None, learner: Any) -> MetaUpdate:

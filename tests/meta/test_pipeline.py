@@ -231,3 +231,51 @@ def test_a_step_needing_more_new_tasks_than_a_group_has_draws_again(pool):
                             StreamConfig(n_way=5, n_shot=1, n_query=1, meta_batch_size=3), selector=selector)
     tasks = stream.next_batch(0, torch.Generator().manual_seed(0))  # raised "no group has n=3 models" before
     assert len(tasks) == 3
+
+
+def _budgeted(pool, *, total=None, per_model=None, meta_batch_size=2):
+    """A black-box stream that distils: a task costs at most 1 + 3 x 30 + 10 (probe, steps, scoring) + 10 (logits)."""
+    from dfml.inversion import BlackBoxInversionConfig, BlackBoxInverter, BlackBoxPool
+
+    inverter = BlackBoxInverter((32,), BlackBoxInversionConfig(steps=3, q=2, on_budget="stop", width=8, nz=8))
+    access = BlackBoxPool("logits", per_model=per_model, total=total)
+    stream = DataFreeStream(pool, inverter, StreamConfig(n_way=5, n_shot=1, n_query=1, meta_batch_size=meta_batch_size,
+                                                         reward="none"), teacher_logits=True, access=access)
+    return stream, access
+
+
+def test_a_model_whose_allowance_cannot_fund_another_task_leaves_selection(pool):
+    from dfml.meta import StreamExhausted
+
+    stream, access = _budgeted(pool, per_model=151)  # one full task (111) leaves 40, under the 41 a task needs
+    g = torch.Generator().manual_seed(0)
+    first, second = stream.next_batch(0, g), stream.next_batch(1, g)
+    ids = [t.source.model_id for t in first + second]
+    assert sorted(ids) == [0, 1, 2, 3]  # each model once: a spent model is not drawn again
+    assert all(t.source.extra["teacher_query_logits"].shape == (5, 5) for t in first + second)
+    assert all(b.spent == 111 for b in access.budgets.values())  # the logits were paid from what the inversion left
+    with pytest.raises(StreamExhausted, match=r"cannot fund another task: one costs at least 41 queries .*"
+                                              r"no model's own budget \(datafree\.access\.per_model\) has that many"):
+        stream.next_batch(2, g)
+
+
+def test_a_total_budget_that_runs_out_mid_step_shortens_the_step_then_ends_the_stream(pool):
+    from dfml.meta import StreamExhausted
+
+    stream, access = _budgeted(pool, total=150)
+    g = torch.Generator().manual_seed(0)
+    assert len(stream.next_batch(0, g)) == 1 and access.spent == 111  # the second task could not be funded
+    with pytest.raises(StreamExhausted, match=r"pool's total budget \(datafree\.access\.total\) has 39 of 150 left"):
+        stream.next_batch(1, g)
+    assert access.spent == 111
+
+
+def test_a_judge_whose_query_budget_cannot_pay_does_not_judge(pool):
+    stream, access = _budgeted(pool, per_model=1000)
+    task = stream.recover_many([2], 0, torch.Generator().manual_seed(0))[0]
+    assert stream.agreement(2, task) is not None and stream.judge_queries > 0  # model 3 also advertises class 54
+    judged, spent = stream.judge_queries, access.budgets[2].spent
+    stream.teacher(3)
+    access.budgets[3].spent = 1000 - 1  # one query left: not enough to judge a class
+    assert stream.agreement(2, task) is None and stream.judge_queries == judged
+    assert access.budgets[3].spent == 999 and access.budgets[2].spent == spent

@@ -8,6 +8,7 @@ import torch
 from dfml.data import EpisodeList
 from dfml.data.toy import make_toy_world
 from dfml.inversion import PixelInversionConfig
+from dfml.meta.stream import BankStream, StreamExhausted
 from dfml.meta.trainer import MetaTrainer, SyntheticBank, TrainConfig, build_bank
 from dfml.models import build_model, use_batch_stats
 from dfml.pool import build_toy_pool
@@ -214,3 +215,41 @@ def test_a_diverged_meta_validation_fine_tune_names_train_test_inner_lr(bank, wo
     t = _trainer(bank, world, cfg=replace(CFG, steps=1, val_every=1, test_inner_lr=1e30))
     with pytest.raises(FloatingPointError, match=r"fine-tuning diverged: .* lower train\.test_inner_lr \(now 1e\+30\)"):
         t.fit()  # every meta-validation score was chance (20.0), so selection picked an arbitrary step
+
+
+class _EndsAt(BankStream):
+    """A bank stream that can make no meta-batch from step ``end`` on (like a spent query budget)."""
+
+    def __init__(self, bank, end: int) -> None:
+        super().__init__(bank, 5, 1, 5, 2)
+        self.end, self.asked = end, []
+
+    def next_batch(self, step, generator):
+        self.asked.append(step)
+        if step >= self.end:
+            raise StreamExhausted("the query budgets cannot fund another task")
+        return super().next_batch(step, generator)
+
+
+def test_an_exhausted_stream_ends_training_early_selects_and_a_resume_does_nothing_more(bank, world, tmp_path):
+    cfg = replace(CFG, steps=6, val_every=3, checkpoint_every=100)
+    run = RunDir(tmp_path / "r", {"x": 1})
+    t = _trainer(bank, world, run=run, cfg=cfg)
+    t.stream = _EndsAt(bank, 4)
+    out = t.fit()
+    assert out["steps"] == 4
+    assert out["stopped_early"] == {"step": 4, "reason": "the query budgets cannot fund another task"}
+    records = run.read_metrics()
+    assert [r["step"] for r in records if "val_acc" in r] == [3, 4]  # the step it stopped at is validated too
+    assert out["best_step"] in (3, 4) and out["best_val_acc"] == max(r["val_acc"] for r in records if "val_acc" in r)
+    again = _trainer(bank, world, run=RunDir(tmp_path / "r", {"x": 1}), cfg=cfg)
+    again.stream = _EndsAt(bank, 4)
+    assert again.fit() | {"seconds": 0} == out | {"seconds": 0}
+    assert again.stream.asked == [] and run.read_metrics() == records
+
+
+def test_a_stream_exhausted_before_the_first_step_is_an_error(bank, world):
+    t = _trainer(bank, world)
+    t.stream = _EndsAt(bank, 0)
+    with pytest.raises(RuntimeError, match="meta-training cannot take its first step: the query budgets cannot fund"):
+        t.fit()

@@ -1,5 +1,7 @@
 """Every paper recipe trains a few steps on a toy MLP pool from its preset, and resumes exactly."""
 
+import json
+
 import pytest
 import torch
 
@@ -105,3 +107,29 @@ def test_access_budgets_without_a_black_box_inverter_are_refused(pool, tmp_path)
     cfg = experiment_config("robust", TINY, {"pool": str(pool.root), "datafree": {"access": {"total": 10}}})
     with pytest.raises(ValueError, match="only apply to datafree.inverter=blackbox"):
         run_experiment(cfg, tmp_path / "x")
+
+
+def test_a_spent_query_budget_ends_bidf_mkd_early_it_selects_meta_tests_and_a_rerun_does_nothing_more(pool, tmp_path):
+    # a task costs at most 341 queries (probe, 3 steps of 100, scoring 20, logits 20), at least 121: two steps of two
+    # tasks spend 1364 of 1500, the third funds one task, then nothing can be funded
+    cfg = experiment_config("bidf_mkd", TINY, {"pool": str(pool.root), "datafree": {"access": {"total": 1500}}})
+    res = run_experiment(cfg, tmp_path / "bb")
+    stop = res["info"]["stopped_early"]
+    assert stop["step"] == res["info"]["steps"] == 3
+    assert "pool's total budget (datafree.access.total) has" in stop["reason"]
+    assert res["info"]["teacher_queries_black_box"] <= 1500 and res["info"]["best_step"] in (2, 3)
+    assert 0 <= res["scores"]["5way_1shot"]["mean"] <= 100
+    files = {p: p.read_bytes() for p in (tmp_path / "bb").rglob("*") if p.is_file()}
+    assert run_experiment(cfg, tmp_path / "bb") == json.loads((tmp_path / "bb" / "results.json").read_text())
+    assert {p: p.read_bytes() for p in (tmp_path / "bb").rglob("*") if p.is_file()} == files
+    (tmp_path / "bb" / "results.json").unlink()  # killed during the meta-test: the resume trains no further
+    assert run_experiment(cfg, tmp_path / "bb")["info"]["stopped_early"] == stop
+    assert (tmp_path / "bb" / "metrics.jsonl").read_bytes() == files[tmp_path / "bb" / "metrics.jsonl"]
+
+
+def test_on_budget_raise_keeps_the_budget_error_and_names_the_stop_policy(pool, tmp_path):
+    cfg = experiment_config("bidf_mkd", TINY, {"pool": str(pool.root), "datafree": {
+        "access": {"total": 1500}, "blackbox": {"on_budget": "raise"}}})
+    with pytest.raises(RuntimeError, match=r"query budget 'pool total' exceeded: .*on_budget='stop' "
+                                           r"\(datafree\.blackbox\.on_budget\)"):
+        run_experiment(cfg, tmp_path / "raise")
