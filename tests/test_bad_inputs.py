@@ -327,8 +327,62 @@ RUN_CASES: list[Case] = [
          fixed=lambda tmp, pool: _run_train(pool, tmp / "run", "--set", "train.checkpoint_minutes=0.5")),
 ]
 
-# --- budgets and black-box access ------------------------------------------------------------------
+# --- budgets, black-box access and diverged fine-tunes -----------------------------------------------
+def _as(recipe: str, argv: Argv) -> Argv:
+    """``argv`` with another ``--recipe``."""
+    argv = list(argv)
+    argv[argv.index("--recipe") + 1] = recipe
+    return argv
+
+
+def _bidf(pool: Path, out: Path, *extra: str) -> Argv:
+    """``dfml train --recipe bidf_mkd`` with 2 zeroth-order steps of q=2 per task: one costs 321 to 641 queries
+    (a probe, 2 steps of 80 x 3, scoring 80, teacher logits 80), four a step."""
+    return toy_train(pool, out, "--set", "datafree.blackbox.steps=2", "--set", "datafree.blackbox.q=2", *extra,
+                     recipe="bidf_mkd")
+
+
+_CALIBRATE = ("--set", "eval.calibration.enabled=true", "--set", "eval.calibration.steps=3",
+              "--set", "eval.calibration.inversion.steps=2", "--set", "eval.calibration.inversion.per_class=2")
+
 BUDGET_CASES: list[Case] = [
+    Case("eval-lr-diverges", lambda tmp, pool: toy_eval(pool, tmp / "out", "--set", "eval.lr=1000000.0"),
+         r"fine-tuning diverged: .* not finite after 10 steps at lr 1e\+06; "
+         r"lower eval\.lr \(now 1e\+06\), e\.g\. to 100000",
+         lambda tmp, pool: toy_eval(pool, tmp / "fixed")),
+    Case("eval-lr-diverges-on-some-episodes", lambda tmp, pool: toy_eval(pool, tmp / "out", "--set", "eval.lr=10"),
+         r"fine-tuning diverged: .* lower eval\.lr \(now 10\)", lambda tmp, pool: toy_eval(pool, tmp / "fixed")),
+    Case("average-baseline-eval-lr-diverges",
+         lambda tmp, pool: _as("average", toy_eval(pool, tmp / "out", "--set", "eval.lr=1000000.0")),
+         r"fine-tuning diverged: .* lower eval\.lr", lambda tmp, pool: _as("average", toy_eval(pool, tmp / "fixed"))),
+    Case("calibration-lr-diverges",
+         lambda tmp, pool: toy_eval(pool, tmp / "out", *_CALIBRATE, "--set", "eval.calibration.lr=1e30"),
+         r"fine-tuning diverged: .* lower eval\.calibration\.lr \(now 1e\+30\)",
+         lambda tmp, pool: toy_eval(pool, tmp / "fixed", *_CALIBRATE, "--set", "eval.calibration.lr=0.01")),
+    Case("calibration-follows-a-diverging-eval-lr",
+         lambda tmp, pool: toy_eval(pool, tmp / "out", *_CALIBRATE, "--set", "eval.steps=0", "--set", "eval.lr=1e30"),
+         r"lower eval\.calibration\.lr \(unset: it follows eval\.lr\) \(now 1e\+30\)",
+         lambda tmp, pool: toy_eval(pool, tmp / "fixed", *_CALIBRATE, "--set", "eval.steps=0", "--set", "eval.lr=1e30",
+                                    "--set", "eval.calibration.lr=0.01")),
+    Case("meta-validation-lr-diverges",
+         lambda tmp, pool: toy_train(pool, tmp / "out", "--set", "train.test_inner_lr=1000000.0"),
+         r"fine-tuning diverged: .* lower train\.test_inner_lr \(now 1e\+06\)",
+         lambda tmp, pool: toy_train(pool, tmp / "fixed")),
+    Case("query-budget-cannot-fund-one-task",
+         lambda tmp, pool: _bidf(pool, tmp / "out", "--set", "datafree.access.total=300"),
+         r"meta-training cannot take its first step: the query budgets cannot fund another task: one costs at least "
+         r"321 queries .* raise datafree\.access\.total to at least 321",
+         lambda tmp, pool: _bidf(pool, tmp / "fixed", "--set", "datafree.access.total=1000")),
+    Case("per-model-budget-cannot-fund-one-task",
+         lambda tmp, pool: _bidf(pool, tmp / "out", "--set", "datafree.access.per_model=300"),
+         r"no model's own budget \(datafree\.access\.per_model\) .* raise datafree\.access\.per_model to at least 321",
+         lambda tmp, pool: _bidf(pool, tmp / "fixed", "--set", "datafree.access.per_model=700")),
+    Case("on-budget-raise-keeps-the-budget-error",
+         lambda tmp, pool: _bidf(pool, tmp / "out", "--set", "datafree.access.total=3000",
+                                 "--set", "datafree.blackbox.on_budget=raise"),
+         r"query budget 'pool total' exceeded: .* let the inverter stop gracefully with on_budget='stop' "
+         r"\(datafree\.blackbox\.on_budget\)$",
+         lambda tmp, pool: _bidf(pool, tmp / "fixed", "--set", "datafree.access.total=3000")),
 ]
 
 CASES = POOL_CASES + DATA_CASES + CONFIG_CASES + RUN_CASES + BUDGET_CASES

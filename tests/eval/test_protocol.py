@@ -220,6 +220,8 @@ def test_a_model_that_answers_one_class_on_every_episode_is_a_degenerate_result_
     mostly = OneClass()
     with torch.no_grad():
         mostly.head.weight[2, 0] = 100.0  # class 2 wherever the first input is above 0.05
-    tasks = [Task(t.support_x, t.support_y, t.query_x - 100.0 * (i > 0), t.query_y) for i, t in enumerate(blob_tasks(3))]
+    tasks = [Task(t.support_x, t.support_y, t.query_x - 100.0 * (i > 0), t.query_y)
+             for i, t in enumerate(blob_tasks(3))]
     result = evaluate(mostly, tasks, steps=0)  # one class in two episodes, not in the first: a score
-    assert result.per_episode[1:] == pytest.approx([100 / 3, 100 / 3]) and result.per_episode[0] != pytest.approx(100 / 3)
+    assert result.per_episode[1:] == pytest.approx([100 / 3, 100 / 3])
+    assert result.per_episode[0] != pytest.approx(100 / 3)
