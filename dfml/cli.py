@@ -55,7 +55,7 @@ class _Bars:
         elif "loss" in info:
             bar.set_postfix(loss=f"{info['loss']:.3f}", refresh=False)
         bar.refresh()
-        if i >= n:
+        if i >= n or "stopped_early" in info:  # a stage that ended early (e.g. a spent query budget) is done too
             bar.close()
             del self.bars[stage]
 

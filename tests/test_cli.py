@@ -86,6 +86,16 @@ def test_errors_are_one_clear_line_and_exit_2(toy_pool, tmp_path, capsys):
         main(["train", "--recipe", "nope", "--pool", str(toy_pool), "--out", str(tmp_path / "z")])
 
 
+def test_a_progress_bar_closes_when_its_stage_stops_early() -> None:
+    from dfml.cli import _Bars
+
+    bars = _Bars()
+    bars("train", 1, 4, {"loss": 1.0})
+    assert "train" in bars.bars
+    bars("train", 1, 4, {"stopped_early": "the query budgets cannot fund another task", "val_acc": 20.0})
+    assert bars.bars == {}  # the meta-test's bars do not print under a dangling training bar
+
+
 def test_an_interrupt_is_one_line_that_says_how_to_resume(monkeypatch, capsys):
     import dfml.cli as cli
 
