@@ -68,7 +68,12 @@ def _parse_kv(items: list[str] | None) -> dict[str, Any]:
         if "=" not in item:
             raise ValueError(f"{item!r} is not of the form key=value (e.g. hidden=64)")
         k, v = item.split("=", 1)
-        out[k] = yaml.safe_load(v)
+        try:
+            out[k] = yaml.safe_load(v)
+        except yaml.YAMLError as err:
+            problem = " ".join(str(getattr(err, "problem", None) or err).split())
+            raise ValueError(f"--arch-arg {item!r}: {v!r} is not a YAML value ({problem}); write e.g. "
+                             f"hidden=[64,64] or {k}=64") from None
     return out
 
 
@@ -470,6 +475,22 @@ def _quiet_unless_main() -> Iterator[None]:
         yield
 
 
+def _os_error_line(exc: BaseException) -> str:
+    """One line for an error; an error the OS raised on a file (``[Errno 13] Permission denied: '...'``)
+    names the file, the nearest folder that exists and what to do."""
+    if not isinstance(exc, OSError) or exc.filename is None or not exc.strerror:
+        return str(exc)  # dfml's own messages are already one line
+    path = Path(exc.filename)
+    folder = next((p for p in (path, *path.parents) if p.is_dir()), path.parent)
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if isinstance(exc, (NotADirectoryError, FileExistsError)) and blocker is not None:
+        return f"cannot write {str(path)!r}: {str(blocker)!r} is a file, not a folder; choose another --out folder"
+    if isinstance(exc, PermissionError):
+        return (f"cannot access {str(path)!r}: permission denied (in folder {str(folder)!r}); choose an --out folder "
+                f"you can write to, or fix the folder's permissions (chmod u+rwx {str(folder)!r})")
+    return f"cannot access {str(path)!r}: {exc.strerror}; check the folder {str(folder)!r} (or choose another --out)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -485,11 +506,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with distributed.launched(), _quiet_unless_main():
             return int(args.func(args) or 0)
-    except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, NotADirectoryError, RuntimeError,
-            FloatingPointError) as exc:
+    except (ValueError, TypeError, KeyError, OSError, RuntimeError, FloatingPointError) as exc:
         if args.verbose:
             raise
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else _os_error_line(exc)
         where = f" (rank {os.environ.get('RANK')})" if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else ""
         print(f"dfml: error{where}: {msg}", file=sys.stderr)
         return 2

@@ -16,6 +16,10 @@ budgets); add a case to its table.
 from __future__ import annotations
 
 import hashlib
+import io
+import json
+import os
+import pickle
 import re
 import shutil
 from collections.abc import Callable
@@ -23,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from dfml.cli import main
 
@@ -74,7 +79,178 @@ def toy_train(pool: Path, out: Path, *extra: str, recipe: str = "maml") -> Argv:
 
 
 # --- pools: missing, truncated, tampered, mismatched or unreadable pool files -------------------------
+def _verify(pool: Path) -> Argv:
+    return ["pool", "info", str(pool), "--verify"]
+
+
+def _toy_build(out: Path) -> Argv:
+    """The command the shared toy pool was built with, into ``out`` (it resumes a stopped copy)."""
+    return ["pool", "build", "--dataset", "toy", "--arch", "mlp", "--out", str(out), "--n-models", "3",
+            "--epochs", "5", "--lr", "0.01"]
+
+
+def _edit_manifest(tmp: Path, pool: Path, edit: Callable[[dict], object]) -> Path:
+    """A copy of the pool whose ``pool.json`` was edited by hand."""
+    dst = copy_pool(pool, tmp)
+    data = json.loads((dst / "pool.json").read_text())
+    edit(data)
+    (dst / "pool.json").write_text(json.dumps(data))
+    return dst
+
+
+def _swap_model(tmp: Path, pool: Path, data: bytes) -> Path:
+    """A copy of the pool whose model 1 is ``data``, its checksum updated to match (a crafted pool)."""
+    dst = copy_pool(pool, tmp)
+    (dst / "models" / "model_0001.pt").write_bytes(data)
+    return _edit_manifest(tmp / "_", dst, lambda m: m["entries"][1].update(sha256=hashlib.sha256(data).hexdigest()))
+
+
+class _RemovesCanary:
+    """A pickle that would delete ``canary`` when unpickled: the harness sees the file go if code ran."""
+
+    def __init__(self, canary: Path) -> None:
+        self.canary = canary
+
+    def __reduce__(self) -> tuple:
+        return (os.remove, (str(self.canary),))
+
+
+def _runs_code(tmp: Path) -> bytes:
+    (tmp / "canary").write_text("still here")
+    return pickle.dumps({"encoder.0.weight": _RemovesCanary(tmp / "canary")})
+
+
+def _torch_bytes(obj: object) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def _stopped_build(tmp: Path, pool: Path) -> Path:
+    """A copy of the pool as a build stopped after 1 of its 3 models leaves it."""
+    dst = _edit_manifest(tmp, pool, lambda m: m.update(entries=m["entries"][:1]))
+    for i in (1, 2):
+        (dst / "models" / f"model_{i:04d}.pt").unlink()
+    return dst
+
+
+def _without(path: Path) -> Path:
+    """``path`` deleted; returns the pool directory it was in."""
+    path.unlink()
+    return path.parents[1]
+
+
+def _official_files(tmp: Path, data: bytes) -> Path:
+    """A folder of the papers' pool files whose ``model_specific_0.pth`` is ``data``."""
+    (tmp / "src").mkdir()
+    (tmp / "src" / "model_specific_0.pth").write_bytes(data)
+    return tmp / "src"
+
+
+def _truncate(path: Path) -> Path:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+def _flip_a_byte(path: Path) -> Path:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _file(tmp: Path, name: str = "afile") -> Path:
+    (tmp / name).write_text("a file, not a folder\n")
+    return tmp / name
+
+
+def _stopped_run_with_bank(tmp: Path, pool: Path, data: bytes) -> Argv:
+    """A maml run stopped after its bank was saved (results removed), then ``bank.pt`` replaced by ``data``."""
+    argv = toy_train(pool, tmp / "tr")
+    assert main(argv) == 0
+    (tmp / "tr" / "results.json").unlink()
+    (tmp / "tr" / "bank.pt").write_bytes(data)
+    return argv
+
+
+_UNFINISHED = (r"pool '.*pool' is unfinished: 1 of 3 models built; run the same `dfml pool build` command again "
+               r"to finish it")
+
 POOL_CASES: list[Case] = [
+    Case("pool-model-missing", lambda tmp, pool: _verify(_without(copy_pool(pool, tmp) / "models" / "model_0001.pt")),
+         r"1 of 3 models in .* failed: model 1: weights file '.*model_0001.pt' listed in pool.json is missing",
+         fixed=lambda tmp, pool: _verify(pool)),
+    Case("pool-model-truncated",
+         lambda tmp, pool: _verify(_truncate(copy_pool(pool, tmp) / "models" / "model_0002.pt").parents[1]),
+         r"model 2: checksum mismatch for '.*model_0002.pt'.*modified or truncated", fixed=lambda tmp, pool: _verify(pool)),
+    Case("pool-model-tampered",
+         lambda tmp, pool: _verify(_flip_a_byte(copy_pool(pool, tmp) / "models" / "model_0000.pt").parents[1]),
+         r"model 0: checksum mismatch", fixed=lambda tmp, pool: _verify(pool)),
+    Case("pool-model-random-bytes-matching-checksum",
+         lambda tmp, pool: _verify(_swap_model(tmp, pool, os.urandom(4000))),
+         r"model 1: .*model_0001.pt: not a plain tensor file; refusing to load it \(rebuild or re-copy the pool\)$",
+         fixed=lambda tmp, pool: _verify(pool)),
+    Case("pool-model-pickle-that-runs-code",
+         lambda tmp, pool: _verify(_swap_model(tmp, pool, _runs_code(tmp))),
+         r"^(?!.*weights_only).*model 1: .*model_0001.pt: not a plain tensor file; refusing to load it",
+         fixed=lambda tmp, pool: _verify(pool)),
+    Case("pool-model-pickle-that-runs-code-in-train",
+         lambda tmp, pool: toy_train(_swap_model(tmp, pool, _runs_code(tmp)), tmp / "tr"),
+         r"model 1: .*model_0001.pt: not a plain tensor file; refusing to load it",
+         fixed=lambda tmp, pool: toy_train(pool, tmp / "tr2")),
+    Case("pool-model-not-a-state-dict",
+         lambda tmp, pool: _verify(_swap_model(tmp, pool, _torch_bytes([torch.ones(3)]))),
+         r"model 1: .*model_0001.pt: holds a list, not a state dict", fixed=lambda tmp, pool: _verify(pool)),
+    Case("pool-manifest-truncated",
+         lambda tmp, pool: toy_eval(_truncate(copy_pool(pool, tmp) / "pool.json").parent, tmp / "ev"),
+         r"pool.json is not valid JSON .* it may be truncated\. Rebuild the pool",
+         fixed=lambda tmp, pool: toy_eval(pool, tmp / "ev")),
+    Case("pool-manifest-field-of-the-wrong-type",
+         lambda tmp, pool: toy_eval(_edit_manifest(tmp, pool, lambda m: m["entries"][1].update(n_way="five")),
+                                    tmp / "ev"),
+         r"pool.json: entry 1: field 'n_way' must be an integer, got 'five'; rebuild or re-copy the pool",
+         fixed=lambda tmp, pool: toy_eval(pool, tmp / "ev")),
+    Case("pool-manifest-entries-not-a-list",
+         lambda tmp, pool: _verify(_edit_manifest(tmp, pool, lambda m: m.update(entries={"0": 1}))),
+         r"pool.json: 'entries' must be a list of model records, got a dict", fixed=lambda tmp, pool: _verify(pool)),
+    Case("pool-manifest-file-outside-the-pool",
+         lambda tmp, pool: _verify(_edit_manifest(tmp, pool, lambda m: m["entries"][0].update(file="../afile"))),
+         r"entry 0: field 'file' must be a path inside the pool directory", fixed=lambda tmp, pool: _verify(pool)),
+    Case("pool-manifest-lists-no-models",
+         lambda tmp, pool: toy_eval(_edit_manifest(tmp, pool, lambda m: m.update(entries=[], build={})), tmp / "ev"),
+         r"pool.json' lists no models; build one with `dfml pool build`", fixed=lambda tmp, pool: toy_eval(pool, tmp / "ev")),
+    Case("pool-verify-wrong-architecture",
+         lambda tmp, pool: _verify(_edit_manifest(tmp, pool, lambda m: m["entries"][2].update(arch="conv4"))),
+         r"1 of 3 models in .* failed: model 2 \(models/model_0002.pt\): architecture 'conv4' got unexpected "
+         r"argument\(s\) \['in_features'\]", fixed=lambda tmp, pool: _verify(pool)),
+    Case("pool-stopped-build-verify", lambda tmp, pool: _verify(_stopped_build(tmp, pool)),
+         _UNFINISHED + r" \(the 1 built so far are intact\)$", fixed=lambda tmp, pool: _toy_build(tmp / "pool")),
+    Case("pool-stopped-build-eval", lambda tmp, pool: toy_eval(_stopped_build(tmp, pool), tmp / "ev"),
+         _UNFINISHED + "$", fixed=lambda tmp, pool: _toy_build(tmp / "pool")),
+    Case("pool-stopped-build-train", lambda tmp, pool: toy_train(_stopped_build(tmp, pool), tmp / "tr"),
+         _UNFINISHED + "$", fixed=lambda tmp, pool: _toy_build(tmp / "pool")),
+    Case("pool-import-pickle-that-runs-code",
+         lambda tmp, pool: ["pool", "import", str(_official_files(tmp, _runs_code(tmp))), "--out", str(tmp / "imp"),
+                            "--dataset", "toy"],
+         r"model_specific_0.pth: not a plain tensor file; refusing to load it \(re-copy the papers' file\)$"),
+    Case("pool-bank-pickle-that-runs-code",
+         lambda tmp, pool: _stopped_run_with_bank(tmp, pool, _runs_code(tmp)),
+         r"tr/bank.pt: not a plain tensor file; refusing to load it \(delete it to invert the pool again\)$"),
+    Case("pool-config-yaml-syntax-error",
+         lambda tmp, pool: toy_eval(pool, tmp / "ev", "--config", _yaml(tmp, "eval:\n  episodes: 5\n  shots: [1\n")),
+         r"config file '.*c.yaml', line 4, column 1: not valid YAML: expected ',' or '\]', but got '<stream end>' "
+         r"\(while parsing a flow sequence from line 3\); fix the file there$",
+         fixed=lambda tmp, pool: toy_eval(pool, tmp / "ev", "--config", _yaml(tmp, "eval:\n  episodes: 5\n  shots: [1]\n"))),
+    Case("pool-out-under-a-file", lambda tmp, pool: toy_eval(pool, _file(tmp) / "ev"),
+         r"'.*afile' is a file\b.*--out",
+         fixed=lambda tmp, pool: toy_eval(pool, tmp / "ev")),
+    Case("pool-build-out-under-a-file", lambda tmp, pool: _toy_build(_file(tmp) / "pool"),
+         r"'.*afile' is a file\b.*--out",
+         fixed=lambda tmp, pool: _toy_build(tmp / "pool")),
+    Case("pool-build-arch-arg-yaml-syntax-error",
+         lambda tmp, pool: [*_toy_build(tmp / "pool"), "--arch-arg", "hidden=[64,"],
+         r"--arch-arg 'hidden=\[64,': '\[64,' is not a YAML value",
+         fixed=lambda tmp, pool: [*_toy_build(tmp / "pool2"), "--arch-arg", "hidden=[64]"]),
 ]
 
 # --- data: missing or wrong datasets, class sizes, episodes -----------------------------------------

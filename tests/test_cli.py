@@ -351,3 +351,59 @@ def test_a_stopped_pool_build_is_reported_by_info_and_refused_by_verify_eval_and
     assert main(build) == 0
     assert main(["pool", "info", str(tmp_path / "pool"), "--verify"]) == 0
     assert "verified 4 model files" in capsys.readouterr().out
+
+
+def _refuse_writes_under(root, monkeypatch):
+    """Make ``root`` unwritable as chmod 0555 would for a normal user (tests run as root, which ignores it)."""
+    import builtins
+    import os
+
+    def denied(path):
+        return PermissionError(13, "Permission denied", str(path))
+
+    def under(path):
+        return str(path).startswith(str(root) + os.sep)
+
+    real_mkdir, real_open, real_os_open = os.mkdir, builtins.open, os.open
+
+    def mkdir(path, *args, **kwargs):
+        if under(path):
+            raise denied(path)
+        return real_mkdir(path, *args, **kwargs)
+
+    def open_(file, mode="r", *args, **kwargs):
+        if under(file) and any(c in mode for c in "wax+"):
+            raise denied(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    def os_open(path, flags, *args, **kwargs):
+        if under(path) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise denied(path)
+        return real_os_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    monkeypatch.setattr(builtins, "open", open_)
+    monkeypatch.setattr(os, "open", os_open)
+
+
+@pytest.mark.parametrize("command", ["eval", "train", "pool build"])
+def test_an_unwritable_out_folder_is_one_line_naming_the_folder_and_the_fix(toy_pool, tmp_path, capsys, monkeypatch,
+                                                                            command):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    out = ro / "out"
+    argv = {
+        "eval": ["eval", "--recipe", "random", "--pool", str(toy_pool), "--dataset", "toy", "--episodes", "3",
+                 "--shots", "1", "--out", str(out)],
+        "train": ["train", "--recipe", "maml", "--pool", str(toy_pool), "--dataset", "toy", "--episodes", "3",
+                  "--shots", "1", "--out", str(out)],
+        "pool build": ["pool", "build", "--dataset", "toy", "--arch", "mlp", "--out", str(out), "--n-models", "2",
+                       "--epochs", "1"],
+    }[command]
+    _refuse_writes_under(ro, monkeypatch)
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("dfml: error: "), err
+    assert str(ro) in err[0] and "ermission denied" in err[0] and "--out" in err[0], err
+    assert list(ro.iterdir()) == []
