@@ -161,6 +161,10 @@ def notes(runs: dict[str, dict]) -> str:
             access = res["config"]["datafree"]["access"]
             lines.append(f"* `{name}` spent {res['info']['teacher_queries_black_box']} black-box queries (budget: "
                          f"{access['per_model']} per model, {access['total']} in all).")
+        stop = res["info"].get("stopped_early")
+        if stop:
+            lines.append(f"* `{name}` stopped meta-training early, at step {stop['step']} of "
+                         f"{res['config']['train']['steps']}: {stop['reason']}.")
     return "\n".join(lines)
 
 

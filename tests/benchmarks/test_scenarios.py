@@ -115,3 +115,10 @@ def test_without_matplotlib_the_plots_are_skipped_with_the_pip_command(tmp_path,
     assert protocol.write_plots(tmp_path, ["r"]) == []
     assert 'plots skipped: dfml plots need matplotlib' in capsys.readouterr().err
     assert not list((tmp_path / "plots").glob("*.png"))
+
+
+def test_the_notes_under_a_table_say_which_runs_stopped_meta_training_early():
+    stopped = {"info": {"stopped_early": {"step": 3, "reason": "the query budgets cannot fund another task"}},
+               "config": {"train": {"steps": 10}}}
+    assert protocol.notes({"bidf_mkd@budget": stopped, "average": {"info": {}, "config": {}}}) == (
+        "* `bidf_mkd@budget` stopped meta-training early, at step 3 of 10: the query budgets cannot fund another task.")
