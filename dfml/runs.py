@@ -291,13 +291,16 @@ class RunDir:
         existing = [p for p in candidates if p.exists()]
         if not existing:
             return None
-        errors = []
+        errors: list[str] = []
         for p in existing:
             try:
-                return load_tensors(p)
+                state = load_tensors(p)
             except ValueError as exc:  # damaged, truncated, or not plain tensors
-                log.warning("checkpoint %s; trying the previous one", exc)
                 errors.append(str(exc))
+                continue
+            if errors:  # only a fallback that works is a warning; a failure is the error's one line
+                log.warning("%s; resuming from %s, the checkpoint before it", errors[-1], p)
+            return state
         raise RuntimeError(
             "no readable checkpoint: " + "; ".join(errors) + ". Move the damaged files away to restart "
             "the run from scratch in a new --out directory."

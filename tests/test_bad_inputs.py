@@ -173,6 +173,23 @@ def _stopped_run_with_bank(tmp: Path, pool: Path, data: bytes) -> Argv:
     return argv
 
 
+def _stopped_run_with_checkpoints(tmp: Path, pool: Path, data: bytes) -> Argv:
+    """A maml run stopped after its checkpoints were saved (results removed), both replaced by ``data``."""
+    argv = toy_train(pool, tmp / "tr")
+    assert main(argv) == 0
+    (tmp / "tr" / "results.json").unlink()
+    for name in ("last.pt", "last.prev.pt"):
+        (tmp / "tr" / "checkpoints" / name).write_bytes(data)
+    return argv
+
+
+def _run_with_broken_config(tmp: Path, pool: Path) -> Argv:
+    argv = toy_eval(pool, tmp / "ev")
+    assert main(argv) == 0
+    (tmp / "ev" / "random" / "config.yaml").write_text("recipe: random\neval: {episodes: 5\n")
+    return argv
+
+
 _UNFINISHED = (r"pool '.*pool' is unfinished: 1 of 3 models built; run the same `dfml pool build` command again "
                r"to finish it")
 
@@ -236,6 +253,12 @@ POOL_CASES: list[Case] = [
     Case("pool-bank-pickle-that-runs-code",
          lambda tmp, pool: _stopped_run_with_bank(tmp, pool, _runs_code(tmp)),
          r"tr/bank.pt: not a plain tensor file; refusing to load it \(delete it to invert the pool again\)$"),
+    Case("pool-checkpoints-pickle-that-runs-code",
+         lambda tmp, pool: _stopped_run_with_checkpoints(tmp, pool, _runs_code(tmp)),
+         r"no readable checkpoint: .*last.pt: not a plain tensor file; refusing to load it; .*last.prev.pt: not a "
+         r"plain tensor file"),
+    Case("pool-run-config-yaml-syntax-error", _run_with_broken_config,
+         r"run configuration '.*ev/random/config.yaml', line 3, column 1: not valid YAML: .*; fix the file there$"),
     Case("pool-config-yaml-syntax-error",
          lambda tmp, pool: toy_eval(pool, tmp / "ev", "--config", _yaml(tmp, "eval:\n  episodes: 5\n  shots: [1\n")),
          r"config file '.*c.yaml', line 4, column 1: not valid YAML: expected ',' or '\]', but got '<stream end>' "

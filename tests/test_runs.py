@@ -196,3 +196,20 @@ def test_a_run_that_saved_no_work_gives_way_to_other_inputs(tmp_path):
     RunDir(tmp_path / "r", {"a": 1}).check_inputs({"pool": {"manifest_sha256": "c" * 64}})
     assert json.loads((tmp_path / "r" / "run.json").read_text())["inputs"] == {"pool": {"manifest_sha256": "c" * 64}}
     assert run.read_metrics() == [] and not (tmp_path / "r" / "episodes" / "val_5w1s_100.json").exists()
+
+
+def test_a_checkpoint_fallback_warns_once_and_a_failed_one_only_raises(tmp_path, caplog):
+    run = RunDir(tmp_path / "r", {})
+    run.save_checkpoint({"step": 1})
+    run.save_checkpoint({"step": 2})
+    (tmp_path / "r" / "checkpoints" / "last.pt").write_bytes(b"junk")
+    with caplog.at_level("WARNING", logger="dfml.runs"):
+        assert run.load_checkpoint()["step"] == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'r' / 'checkpoints' / 'last.pt'}: not a plain tensor file; refusing to load it; resuming from "
+        f"{tmp_path / 'r' / 'checkpoints' / 'last.prev.pt'}, the checkpoint before it"]
+    caplog.clear()
+    (tmp_path / "r" / "checkpoints" / "last.prev.pt").write_bytes(b"junk")
+    with caplog.at_level("WARNING", logger="dfml.runs"), pytest.raises(RuntimeError, match="no readable checkpoint"):
+        run.load_checkpoint()
+    assert caplog.records == [], "the error line says it all: warnings before it would be more lines on stderr"
