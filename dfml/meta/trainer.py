@@ -61,6 +61,11 @@ class TrainConfig:
             (or the start), so that slow steps (minutes each on 84x84 data) lose little to a kill.
             A checkpoint draws no random numbers: a resume reproduces the uninterrupted run wherever
             it was taken.
+        budget_minutes: stop meta-training once it has used this many minutes of CPU time (the
+            process's, ``time.process_time``: with one intra-op thread, minutes of one core), counted
+            over inversion and meta-updates and across resumes, meta-validation excluded; the model
+            reached is validated and selection proceeds as usual (``None``: no limit but ``steps``).
+            Every ``metrics.jsonl`` record carries ``cpu_s``, the CPU seconds used so far.
         seed: seeds task sampling, inversion and the meta-model's initialisation.
         inversion: the inverter's settings.
         meta_arch, meta_arch_kwargs: the meta-model's architecture, a choice of its own
@@ -88,6 +93,7 @@ class TrainConfig:
     test_inner_lr: float = 0.01
     checkpoint_every: int = 50
     checkpoint_minutes: float = 10.0
+    budget_minutes: float | None = None
     seed: int = 0
     inversion: PixelInversionConfig = field(default_factory=PixelInversionConfig)
     meta_arch: str | None = None
@@ -123,6 +129,13 @@ class TrainConfig:
             raise ValueError(
                 f"train.checkpoint_minutes must be a number of minutes > 0, got {minutes!r} (default 10.0; "
                 "checkpoints also come every train.checkpoint_every steps)"
+            )
+        budget = self.budget_minutes
+        if budget is not None and (
+            isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget < float("inf")
+        ):
+            raise ValueError(
+                f"train.budget_minutes must be a number of CPU minutes > 0 or null (no limit), got {budget!r}"
             )
 
 
@@ -287,6 +300,7 @@ class MetaTrainer:
         self.step = 0
         self.best: dict[str, Any] = {"acc": -1.0, "step": -1, "state": None}
         self.stopped: dict[str, Any] | None = None  # {"step", "reason"} once the stream is exhausted
+        self.cpu_seconds = 0.0  # CPU time of meta-training so far (train.budget_minutes), across resumes
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -298,6 +312,7 @@ class MetaTrainer:
             "best": self.best,
             "stream": self.stream.state_dict(),
             "stopped": self.stopped,
+            "cpu_seconds": self.cpu_seconds,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -308,6 +323,7 @@ class MetaTrainer:
         self.best = state["best"]
         self.stream.load_state_dict(state.get("stream", {}))
         self.stopped = state.get("stopped")
+        self.cpu_seconds = float(state.get("cpu_seconds", 0.0))
 
     def _checkpoint(self) -> None:
         if self.run is not None and dist.is_main():
@@ -360,6 +376,10 @@ class MetaTrainer:
         start = time.perf_counter()
         last_checkpoint = time.monotonic()
         while self.step < cfg.steps and self.stopped is None:
+            if cfg.budget_minutes is not None and self.cpu_seconds >= 60.0 * cfg.budget_minutes:
+                self._stop_early(f"CPU budget of {cfg.budget_minutes:g} minutes spent (train.budget_minutes)", progress)
+                break
+            cpu_start = time.process_time()
             try:
                 batch = self.stream.next_batch(self.step, self.generator)
             except StreamExhausted as end:
@@ -377,8 +397,9 @@ class MetaTrainer:
                     "checkpoint is kept; fix the config in a new run directory."
                 )
             feedback = self.stream.feedback(self.step, tasks, metrics, self.learner)
+            self.cpu_seconds += time.process_time() - cpu_start
             self.step += 1
-            record: dict[str, Any] = {"step": self.step, **metrics, **feedback}
+            record: dict[str, Any] = {"step": self.step, **metrics, **feedback, "cpu_s": self.cpu_seconds}
             if self.step % cfg.val_every == 0 or self.step == cfg.steps:
                 record["val_acc"] = self._select()
             if self.run is not None and dist.is_main():

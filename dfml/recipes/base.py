@@ -144,7 +144,7 @@ META_MODEL_READS = ("train.n_way", "train.seed", "train.meta_arch", "train.meta_
 META_TRAINING_READS = META_MODEL_READS + (
     "train.n_shot", "train.n_query", "train.meta_batch_size", "train.steps", "train.outer_lr", "train.val_every",
     "train.val_episodes", "train.test_inner_steps", "train.test_inner_lr", "train.checkpoint_every",
-    "train.checkpoint_minutes",
+    "train.checkpoint_minutes", "train.budget_minutes",
 )
 """What the :class:`~dfml.meta.trainer.MetaTrainer` loop reads (besides its learner's settings)."""
 MAML_LEARNER_READS = ("train.inner_steps", "train.inner_lr", "train.first_order")

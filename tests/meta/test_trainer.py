@@ -155,6 +155,9 @@ class _Clock:
     def perf_counter(self):
         return self.now
 
+    def process_time(self):
+        return self.now
+
 
 def test_a_checkpoint_also_comes_after_train_checkpoint_minutes_and_resume_stays_exact(bank, world, tmp_path,
                                                                                        monkeypatch):
@@ -253,3 +256,46 @@ def test_a_stream_exhausted_before_the_first_step_is_an_error(bank, world):
     t.stream = _EndsAt(bank, 0)
     with pytest.raises(RuntimeError, match="meta-training cannot take its first step: the query budgets cannot fund"):
         t.fit()
+
+
+class _CPUClock:
+    """A stand-in for the trainer's ``time`` module whose CPU time advances ``minutes`` per reading."""
+
+    def __init__(self, minutes):
+        self.cpu, self.minutes = 0.0, minutes
+
+    def process_time(self):
+        self.cpu += 60.0 * self.minutes
+        return self.cpu
+
+    def monotonic(self):
+        return 0.0
+
+    def perf_counter(self):
+        return 0.0
+
+
+def test_a_cpu_budget_ends_training_validates_the_step_reached_and_survives_a_resume(bank, world, tmp_path,
+                                                                                    monkeypatch):
+    import dfml.meta.trainer as trainer_module
+
+    # each step reads the CPU clock twice (start, end): 1 minute per reading -> 1 minute per step
+    monkeypatch.setattr(trainer_module, "time", _CPUClock(minutes=1.0))
+    cfg = replace(CFG, steps=100, val_every=50, budget_minutes=3.5)
+    run = RunDir(tmp_path / "budget", {"x": 1})
+    trainer = _trainer(bank, world, run, cfg)
+    out = trainer.fit()
+    assert out["steps"] == 4 and out["stopped_early"]["step"] == 4
+    assert "train.budget_minutes" in out["stopped_early"]["reason"]
+    records = run.read_metrics()
+    assert [r["cpu_s"] for r in records if "cpu_s" in r] == [60.0, 120.0, 180.0, 240.0]
+    assert out["best_step"] == 4 and records[-1]["val_acc"] == out["best_val_acc"]  # the step reached is validated
+    again = _trainer(bank, world, RunDir(tmp_path / "budget", {"x": 1}), cfg)
+    again_out = again.fit()  # the stop is checkpointed: nothing more is done
+    assert again_out["steps"] == 4 and RunDir(tmp_path / "budget", {"x": 1}).read_metrics() == records
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("inf"), True])
+def test_budget_minutes_must_be_a_positive_number_or_null(bad):
+    with pytest.raises(ValueError, match="train.budget_minutes must be a number of CPU minutes > 0"):
+        replace(CFG, budget_minutes=bad)
