@@ -51,7 +51,9 @@ def conv_pool(tmp_path_factory):
         x = (colours[:, None] + 0.3 * torch.randn(2, 8, 3, 16, 16, generator=g)).view(16, 3, 16, 16)
         y = torch.arange(2).repeat_interleave(8)
         torch.manual_seed(i)
-        models.append(_fit(Conv4(in_channels=3, num_classes=2, hidden=8, image_size=16), x, y))
+        # PyTorch's init, under which these fixture teachers were tuned: 15 inversion steps reach 90%
+        # teacher accuracy on them (the papers' init trains other teachers from the same seeds)
+        models.append(_fit(Conv4(in_channels=3, num_classes=2, hidden=8, image_size=16, init="pytorch"), x, y))
         classes.append([f"class_{2 * i}", f"class_{2 * i + 1}"])
     torch.set_num_threads(threads)
     kw = {"in_channels": 3, "num_classes": 2, "hidden": 8, "image_size": 16}
