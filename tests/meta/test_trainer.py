@@ -143,10 +143,12 @@ def test_a_task_stream_and_a_meta_update_plug_into_the_loop_and_resume(bank, wor
 
 
 class _Clock:
-    """A stand-in for the trainer's ``time`` module: every reading is ``minutes`` later than the last."""
+    """A stand-in for the trainer's ``time`` module: every wall-clock reading is ``minutes`` later than
+    the last, every CPU-time reading ``cpu_minutes`` later."""
 
-    def __init__(self, minutes):
+    def __init__(self, minutes=0.0, cpu_minutes=0.0):
         self.now, self.minutes = 0.0, minutes
+        self.cpu, self.cpu_minutes = 0.0, cpu_minutes
 
     def monotonic(self):
         self.now += 60.0 * self.minutes
@@ -156,7 +158,8 @@ class _Clock:
         return self.now
 
     def process_time(self):
-        return self.now
+        self.cpu += 60.0 * self.cpu_minutes
+        return self.cpu
 
 
 def test_a_checkpoint_also_comes_after_train_checkpoint_minutes_and_resume_stays_exact(bank, world, tmp_path,
@@ -258,29 +261,12 @@ def test_a_stream_exhausted_before_the_first_step_is_an_error(bank, world):
         t.fit()
 
 
-class _CPUClock:
-    """A stand-in for the trainer's ``time`` module whose CPU time advances ``minutes`` per reading."""
-
-    def __init__(self, minutes):
-        self.cpu, self.minutes = 0.0, minutes
-
-    def process_time(self):
-        self.cpu += 60.0 * self.minutes
-        return self.cpu
-
-    def monotonic(self):
-        return 0.0
-
-    def perf_counter(self):
-        return 0.0
-
-
 def test_a_cpu_budget_ends_training_validates_the_step_reached_and_survives_a_resume(bank, world, tmp_path,
                                                                                     monkeypatch):
     import dfml.meta.trainer as trainer_module
 
     # each step reads the CPU clock twice (start, end): 1 minute per reading -> 1 minute per step
-    monkeypatch.setattr(trainer_module, "time", _CPUClock(minutes=1.0))
+    monkeypatch.setattr(trainer_module, "time", _Clock(cpu_minutes=1.0))
     cfg = replace(CFG, steps=100, val_every=50, budget_minutes=3.5)
     run = RunDir(tmp_path / "budget", {"x": 1})
     trainer = _trainer(bank, world, run, cfg)
