@@ -271,6 +271,8 @@ def _run_locked(cfg: ExperimentConfig, out: str | Path, progress: Progress | Non
         input_std=meta_domain.std,
         dataset_domain=data_domain,
         protocol=cfg.eval.protocol,
+        train_data=(lambda: get_dataset(cfg.dataset, cfg.data_root, "train")) if recipe_spec(cfg.recipe).uses_data
+        else None,
     )
     ctx.info["meta_model"] = dict(zip(("arch", "arch_kwargs"), ctx.meta_architecture()))
     ctx.info["meta_inputs"] = meta_domain.to_dict()

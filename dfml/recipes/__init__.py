@@ -10,6 +10,7 @@ from .base import RECIPES as RECIPES
 from .base import RecipeContext as RecipeContext
 from . import baselines as _baselines  # noqa: F401  (registers random, average)
 from . import maml as _maml  # noqa: F401  (registers maml)
+from . import maml_data as _maml_data  # noqa: F401  (registers maml_data: real data, the ceiling)
 from . import bidf_mkd as _bidf_mkd  # noqa: F401
 from . import free as _free  # noqa: F401
 from . import purer as _purer  # noqa: F401

@@ -42,6 +42,8 @@ class RecipeContext:
             pool models that record none (``None``: the meta-model's).
         protocol: the named protocol (``eval.protocol``, :mod:`dfml.eval.protocols`): how a freshly
             built meta-model is initialised (:meth:`build_meta_model`) and the ``random`` baseline's head.
+        train_data: loads the dataset's real meta-train split; given only to recipes whose spec says
+            ``uses_data`` (references that are not data-free), ``None`` for every data-free recipe.
 
     ``input_shape``, ``input_mean`` and ``input_std`` describe the meta-model's inputs
     (:attr:`meta_domain`). Pool models may take other inputs (:meth:`domain_of`): recipes invert
@@ -61,6 +63,7 @@ class RecipeContext:
     input_std: tuple[float, ...] | None = None
     dataset_domain: InputDomain | None = None
     protocol: str = DEFAULT_PROTOCOL
+    train_data: Callable[[], Any] | None = None
 
     @property
     def meta_domain(self) -> InputDomain:
@@ -167,12 +170,15 @@ class RecipeSpec:
             run with the others before any work starts.
         explain: ``(cfg, key) -> str``: why a key that ``reads`` leaves out under ``cfg`` is not
             read (e.g. ``" (read only with datafree.inverter=generator; it is metagen)"``), for the error.
+        uses_data: the recipe trains on the dataset's real meta-train split (a reference that is
+            not data-free, e.g. ``maml_data``); only such recipes get :attr:`RecipeContext.train_data`.
     """
 
     reads: tuple[str, ...] | Callable[[Any], tuple[str, ...]]
     pool_classes: str = "any"
     check: Callable[[Any], None] | None = None
     explain: Callable[[Any, str], str] | None = None
+    uses_data: bool = False
 
     def __post_init__(self) -> None:
         if self.pool_classes not in ("any", "at_least", "equal"):
