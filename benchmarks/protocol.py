@@ -183,7 +183,8 @@ def table(runs: dict[str, dict], baseline: str = "average") -> str:
                 cells.append("-")
         cost = res["info"].get("inversion_cost", {})
         cells += [f"{res['seconds']['train']:.0f}", f"{int(cost.get('teacher_queries', 0))}"]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        label = f"{name} (uses real data)" if res["info"].get("uses_data") else name
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
