@@ -123,14 +123,18 @@ def plot_val_curves(
     title: str | None = None,
     size: tuple[float, float] = (6.0, 4.0),
     dpi: int = 100,
+    x: str = "step",
 ) -> Path:
-    """Meta-validation accuracy over meta-training steps, one line per run (its best point marked).
+    """Meta-validation accuracy over meta-training steps (or CPU minutes), one line per run (its best
+    point marked).
 
     Args:
         runs: legend label -> run (directory, ``metrics.jsonl`` or records); the records with a
             ``val_acc`` (percent) give the points, ``step`` the x position.
         out_png: the PNG to write (``size * dpi`` pixels).
         overwrite: replace ``out_png`` if it exists.
+        x: ``"step"`` or ``"cpu"``: the CPU minutes of meta-training at each point (``cpu_s`` of
+            the records, written since train.budget_minutes existed; a run without it is refused).
 
     Returns:
         The path written.
@@ -143,9 +147,15 @@ def plot_val_curves(
     path = _target(out_png, overwrite)
     if not runs:
         raise ValueError("runs is empty; pass {label: run directory} for at least one run")
+    if x not in ("step", "cpu"):
+        raise ValueError(f"x must be 'step' or 'cpu', got {x!r}")
     curves = {}
     for label, source in runs.items():
-        points = [(r.get("step", i + 1), r["val_acc"]) for i, r in enumerate(load_records(source)) if "val_acc" in r]
+        records = load_records(source)
+        if x == "cpu":
+            points = _cpu_points(label, records)
+        else:
+            points = [(r.get("step", i + 1), r["val_acc"]) for i, r in enumerate(records) if "val_acc" in r]
         if not points:
             raise ValueError(
                 f"run {label!r} has no val_acc record: it has not validated yet (meta-validation runs every "
@@ -159,12 +169,27 @@ def plot_val_curves(
         (line,) = ax.plot(steps, accs, marker="o", markersize=3, label=label)
         best = int(np.argmax(accs))
         ax.plot([steps[best]], [accs[best]], marker="*", markersize=10, color=line.get_color(), linestyle="none")
-    _step_axis(ax)
+    if x == "cpu":
+        ax.set_xlabel("CPU minutes of meta-training (inversion + meta-updates)")
+    else:
+        _step_axis(ax)
     ax.set_ylabel("meta-validation accuracy (%)")
     ax.set_title(title or "meta-validation accuracy (star: best)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     return _save(fig, path)
+
+
+def _cpu_points(label: str, records: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """``(CPU minutes, val_acc)`` of each validated record; the CPU time is the last ``cpu_s`` seen."""
+    points, cpu = [], None
+    for r in records:
+        cpu = r.get("cpu_s", cpu)
+        if "val_acc" in r:
+            if cpu is None:
+                raise ValueError(f"run {label!r} records no cpu_s (it predates CPU accounting); plot it against steps")
+            points.append((cpu / 60.0, r["val_acc"]))
+    return points
 
 
 # ------------------------------------------------------------- reliability
@@ -395,6 +420,7 @@ def plot_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, overwrite:
     """Every plot the given run directories support, written to ``out_dir``.
 
     * ``val_acc.png``: meta-validation accuracy of all runs that have validated;
+    * ``val_acc_cpu.png``: the same against CPU minutes, for the runs that record them (``cpu_s``);
     * ``<run>-reliability.png``: reliability weights over time (runs with a reliability weigher),
       coloured by the pool's trust marks when the pool can still be found;
     * ``<run>-groups.png``: the TGR dissimilarity matrix and its groups (runs with a group selector,
@@ -415,6 +441,10 @@ def plot_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, overwrite:
     validated = {n: r for n, r in records.items() if any("val_acc" in x for x in r)}
     if validated:
         written.append(plot_val_curves(validated, out / "val_acc.png", overwrite=overwrite))
+        timed = {n: r for n, r in validated.items() if any("cpu_s" in x for x in r)}
+        if timed:
+            written.append(plot_val_curves(timed, out / "val_acc_cpu.png", overwrite=overwrite, x="cpu",
+                                           title="meta-validation accuracy against CPU time (star: best)"))
     for name, d in runs.items():
         if any(k.startswith("selector/w/") for x in records[name] for k in x):
             try:

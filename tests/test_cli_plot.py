@@ -28,7 +28,7 @@ def test_plot_writes_val_curves_reliability_and_groups(runs, tmp_path, capsys):
     out = tmp_path / "plots"
     assert main(["plot", str(runs / "robust"), str(runs / "tgr"), "--out", str(out)]) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["robust-reliability.png", "tgr-groups.png", "val_acc.png"]
+    assert names == ["robust-reliability.png", "tgr-groups.png", "val_acc.png", "val_acc_cpu.png"]
     for p in out.iterdir():
         assert Image.open(p).format == "PNG"
     assert "val_acc.png" in capsys.readouterr().out

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from dfml.plots import (
+    _cpu_points,
     _group_order,
     _model_styles,
     load_records,
@@ -73,6 +74,17 @@ def test_val_curves_say_a_run_without_val_acc_has_not_validated_yet(tmp_path: Pa
     with pytest.raises(ValueError, match="runs is empty"):
         plot_val_curves({}, tmp_path / "v.png")
     assert not (tmp_path / "v.png").exists()
+
+
+def test_val_curves_against_cpu_minutes_take_the_cpu_time_of_each_validation(mpl, tmp_path: Path) -> None:
+    records = [{**r, "cpu_s": 30.0 * r["step"]} for r in val_records([40.0, 45.0])]
+    assert _cpu_points("a", records) == [(2.5, 40.0), (5.0, 45.0)]  # steps 5 and 10 at 30 s a step
+    out = plot_val_curves({"a": records}, tmp_path / "cpu.png", x="cpu", **SMALL)
+    assert png(out).size == (160, 120)
+    with pytest.raises(ValueError, match="'old' records no cpu_s .* plot it against steps"):
+        plot_val_curves({"old": val_records([40.0])}, tmp_path / "old.png", x="cpu")
+    with pytest.raises(ValueError, match="x must be 'step' or 'cpu'"):
+        plot_val_curves({"a": records}, tmp_path / "x.png", x="time")
 
 
 def test_a_missing_run_directory_or_metrics_file_is_named(tmp_path: Path) -> None:
