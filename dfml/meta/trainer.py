@@ -61,6 +61,9 @@ class TrainConfig:
             (or the start), so that slow steps (minutes each on 84x84 data) lose little to a kill.
             A checkpoint draws no random numbers: a resume reproduces the uninterrupted run wherever
             it was taken.
+        meta_init: where the meta-model starts: ``random`` (the protocol's initialisation) or
+            ``average`` (the parameter average of the pool's models of its architecture, the
+            ``average`` baseline), which needs pool models of ``n_way`` classes.
         budget_minutes: stop meta-training once it has used this many minutes of CPU time (the
             process's, ``time.process_time``: with one intra-op thread, minutes of one core), counted
             over inversion and meta-updates and across resumes, meta-validation excluded; the model
@@ -94,6 +97,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     checkpoint_minutes: float = 10.0
     budget_minutes: float | None = None
+    meta_init: str = "random"
     seed: int = 0
     inversion: PixelInversionConfig = field(default_factory=PixelInversionConfig)
     meta_arch: str | None = None
@@ -130,6 +134,8 @@ class TrainConfig:
                 f"train.checkpoint_minutes must be a number of minutes > 0, got {minutes!r} (default 10.0; "
                 "checkpoints also come every train.checkpoint_every steps)"
             )
+        if self.meta_init not in ("random", "average"):
+            raise ValueError(f"train.meta_init must be 'random' or 'average', got {self.meta_init!r}")
         budget = self.budget_minutes
         if budget is not None and (
             isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget < float("inf")

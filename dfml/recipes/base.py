@@ -147,7 +147,7 @@ META_MODEL_READS = ("train.n_way", "train.seed", "train.meta_arch", "train.meta_
 META_TRAINING_READS = META_MODEL_READS + (
     "train.n_shot", "train.n_query", "train.meta_batch_size", "train.steps", "train.outer_lr", "train.val_every",
     "train.val_episodes", "train.test_inner_steps", "train.test_inner_lr", "train.checkpoint_every",
-    "train.checkpoint_minutes", "train.budget_minutes",
+    "train.checkpoint_minutes", "train.budget_minutes", "train.meta_init",
 )
 """What the :class:`~dfml.meta.trainer.MetaTrainer` loop reads (besides its learner's settings)."""
 MAML_LEARNER_READS = ("train.inner_steps", "train.inner_lr", "train.first_order")
@@ -192,9 +192,11 @@ class RecipeSpec:
         """Raise ``ValueError`` when ``pool`` cannot serve the recipe of ``cfg`` (see ``pool_classes``), or
         ``check`` refuses ``cfg``."""
         n_way = cfg.train.n_way
+        averaged = "train.meta_init" in self.keys(cfg) and cfg.train.meta_init == "average"
+        need = "equal" if averaged else self.pool_classes  # the averaged heads become the meta-model's
         for e in pool.entries:
-            short = self.pool_classes == "at_least" and e.n_way < n_way
-            if short or (self.pool_classes == "equal" and e.n_way != n_way):
+            short = need == "at_least" and e.n_way < n_way
+            if short or (need == "equal" and e.n_way != n_way):
                 how = "at least" if short else "exactly"
                 raise ValueError(
                     f"train.n_way={n_way} but pool model {e.index} has {e.n_way} classes: recipe {cfg.recipe!r} needs "

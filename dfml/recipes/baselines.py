@@ -43,6 +43,11 @@ def random_recipe(ctx: RecipeContext) -> nn.Module:
 
 @register_recipe("average", RecipeSpec(reads=META_MODEL_READS, pool_classes="equal"))
 def average_recipe(ctx: RecipeContext) -> nn.Module:
+    """Parameter average of the pool's models that share the meta-model's architecture (see :func:`pool_average`)."""
+    return use_batch_stats(pool_average(ctx))
+
+
+def pool_average(ctx: RecipeContext) -> nn.Module:
     """Parameter average of the pool's models that share the meta-model's architecture.
 
     In a heterogeneous pool only models of the meta-model's architecture (same class, same
@@ -86,4 +91,13 @@ def average_recipe(ctx: RecipeContext) -> nn.Module:
     model = average_models(models)
     for p in model.parameters():
         p.requires_grad_(True)
-    return use_batch_stats(model)
+    return model
+
+
+def initial_meta_model(ctx: RecipeContext, seed: int) -> nn.Module:
+    """The meta-model a training recipe starts from, as ``train.meta_init`` says: ``random`` (built and
+    initialised as :meth:`RecipeContext.build_meta_model` does) or ``average`` (the parameter average
+    of the pool's models of the meta-model's architecture, :func:`pool_average`)."""
+    if ctx.train.meta_init == "average":
+        return pool_average(ctx)
+    return ctx.build_meta_model(seed)

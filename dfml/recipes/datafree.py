@@ -51,6 +51,7 @@ from ..models.norm import use_batch_stats
 from ..selection import GroupSelector, ReliabilityConfig, ReliabilityWeigher, Selector, UniformSelector
 from ..selection.fisher import fisher_embeddings
 from .base import MAML_LEARNER_READS, META_TRAINING_READS, RecipeContext, RecipeSpec
+from .baselines import initial_meta_model
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +293,7 @@ def train_datafree(ctx: RecipeContext, cfg: DataFreeConfig) -> nn.Module:
     """Assemble and run the data-free loop described by ``cfg``; returns the selected meta-model."""
     tr = ctx.train
     device = torch.device(ctx.device)
-    model = use_batch_stats(ctx.build_meta_model(tr.seed))
+    model = use_batch_stats(initial_meta_model(ctx, tr.seed))
     learner = build_learner(cfg, ctx, model)
     inverter = build_inverter(cfg, ctx)
     access = None

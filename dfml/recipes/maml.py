@@ -19,6 +19,7 @@ from ..meta.trainer import MetaTrainer, SyntheticBank, build_bank, check_bank
 from ..models.norm import use_batch_stats
 from ..runs import atomic_torch_save
 from .base import MAML_LEARNER_READS, META_TRAINING_READS, RecipeContext, RecipeSpec, register_recipe
+from .baselines import initial_meta_model
 
 SPEC = RecipeSpec(
     reads=META_TRAINING_READS + MAML_LEARNER_READS + ("train.bank_per_class", "train.inversion"),
@@ -32,7 +33,7 @@ SPEC = RecipeSpec(
 def maml_recipe(ctx: RecipeContext) -> nn.Module:
     """Invert the pool into a synthetic bank, then meta-train with MAML."""
     cfg = ctx.train
-    model = use_batch_stats(ctx.build_meta_model(cfg.seed))
+    model = use_batch_stats(initial_meta_model(ctx, cfg.seed))
     bank = _load_or_build_bank(ctx)
     ctx.info["inversion_cost"] = bank.cost
     trainer = MetaTrainer(

@@ -18,6 +18,7 @@ from ..meta.trainer import MetaTrainer
 from ..models.norm import use_batch_stats
 from ..types import Task, TaskSource
 from .base import MAML_LEARNER_READS, META_TRAINING_READS, RecipeContext, RecipeSpec, register_recipe
+from .baselines import initial_meta_model
 
 SPEC = RecipeSpec(reads=META_TRAINING_READS + MAML_LEARNER_READS, uses_data=True)
 """maml_data reads the training loop's and the MAML learner's settings, and the real meta-train split."""
@@ -67,7 +68,7 @@ def maml_data_recipe(ctx: RecipeContext) -> nn.Module:
         raise ValueError("recipe 'maml_data' needs the real meta-train split; run it through dfml.experiment")
     cfg = ctx.train
     data = ctx.train_data()
-    model = use_batch_stats(ctx.build_meta_model(cfg.seed))
+    model = use_batch_stats(initial_meta_model(ctx, cfg.seed))
     tasks = RealTasks(data, InputDomain.of_dataset(data), ctx.meta_domain)
     ctx.info["uses_data"] = True
     trainer = MetaTrainer(model, tasks, ctx.val_tasks, cfg, run=ctx.run, device=ctx.device)
