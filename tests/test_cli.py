@@ -299,7 +299,7 @@ def test_a_setting_the_recipe_does_not_read_is_refused_whoever_sets_it(toy_pool,
     assert "recipe 'random' does not read datafree.inverter" in capsys.readouterr().err
     # several recipes: a setting one of them reads is theirs
     assert main(_eval_args(toy_pool, tmp_path / "ev2", "--set", "train.steps=5", recipe="random")) == 2
-    assert "choose a recipe that reads it (bidf_mkd, free, maml, purer, robust, tgr)" in capsys.readouterr().err
+    assert "choose a recipe that reads it (bidf_mkd, free, maml, maml_data, purer, robust, tgr)" in capsys.readouterr().err
     assert main(["eval", "--recipe", "random", "average", "--pool", str(toy_pool), "--dataset", "toy", "--episodes",
                  "5", "--shots", "1", "--out", str(tmp_path / "ev3"), "--set", "train.steps=5"]) == 2
     assert "none of the recipes 'random', 'average' read train.steps" in capsys.readouterr().err
