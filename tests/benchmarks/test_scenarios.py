@@ -73,6 +73,18 @@ def test_the_cifar_fs_scenarios_resolve_to_valid_configs(scale, scenario):
         assert budgets and all(b["per_model"] and b["total"] for b in budgets)
 
 
+def test_the_cifar_fs_cpu_preset_resolves_and_gives_every_trained_recipe_the_same_cpu_budget():
+    p = protocol.load_preset("cifar_fs", "cpu")
+    PretrainConfig(**p["pool"])
+    layer = {"dataset": p["dataset"], "eval": p.get("eval", {}), "train": p.get("train", {}),
+             "datafree": p.get("datafree", {}), "pool": "unused"}
+    cfgs = {name: experiment_config(spec["recipe"], layer, spec.get("set", {})) for name, spec in p["runs"].items()}
+    trained = {n: c for n, c in cfgs.items() if c.recipe not in ("random", "average")}
+    assert {c.recipe for c in trained.values()} >= {"maml_data", "purer", "bidf_mkd", "robust", "free", "tgr"}
+    assert {c.train.budget_minutes for c in trained.values()} == {45.0}
+    assert cfgs["free@5shot"].train.n_shot == 5 and cfgs["free"].train.n_shot == 1
+
+
 def test_an_unknown_scenario_lists_the_preset_s():
     with pytest.raises(KeyError, match=r"unknown scenario 'nope'; this preset has \['blackbox', 'hetero'"):
         protocol.load_preset("toy", "tiny", "nope", TOY)
