@@ -129,11 +129,11 @@ def test_conv4_default_init_is_the_papers_fan_out_normal_and_pytorch_is_kept_as_
     papers = Conv4(hidden=64)
     std = math.sqrt(2.0 / (3 * 3 * 64))
     for block in papers.encoder[:4]:
-        assert abs(float(block.conv.weight.std()) - std) < 0.1 * std
+        assert abs(float(block.conv.weight.detach().std()) - std) < 0.1 * std
         assert torch.equal(block.bn.weight, torch.ones(64)) and torch.equal(block.bn.bias, torch.zeros(64))
     torch.manual_seed(0)
     default = Conv4(hidden=64, init="pytorch")
     # PyTorch's kaiming_uniform(a=sqrt(5)) gives std 1/sqrt(3 * fan_in), fan_in = 9 * in_channels
-    assert abs(float(default.encoder[1].conv.weight.std()) - 1 / math.sqrt(3 * 9 * 64)) < 0.01
+    assert abs(float(default.encoder[1].conv.weight.detach().std()) - 1 / math.sqrt(3 * 9 * 64)) < 0.01
     with pytest.raises(ValueError, match="init must be one of"):
         Conv4(init="xavier")
