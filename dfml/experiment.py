@@ -186,9 +186,10 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: Progress | 
     check_experiment(cfg, pool)  # before any data loads
     val_ds = get_dataset(cfg.dataset, cfg.data_root, "val")
     finished = (Path(out) / "results.json").is_file()  # its saved results are returned: the test split is not read
-    check_experiment(cfg, pool, val_ds, None if finished else get_dataset(cfg.dataset, cfg.data_root, "test"))
+    test_ds = None if finished else get_dataset(cfg.dataset, cfg.data_root, "test")
+    check_experiment(cfg, pool, val_ds, test_ds)
     with hold_directory(out, "run directory", "use another --out"):
-        return _run_locked(cfg, out, progress, recipe, pool, val_ds)
+        return _run_locked(cfg, out, progress, recipe, pool, val_ds, test_ds)
 
 
 def check_experiment(cfg: ExperimentConfig, pool: ModelPool, val_ds: Any = None, test_ds: Any = None) -> None:
@@ -231,7 +232,7 @@ def run_inputs(pool: ModelPool, dataset: str, val_ds: Any) -> dict[str, dict[str
 
 
 def _run_locked(cfg: ExperimentConfig, out: str | Path, progress: Progress | None, recipe: Any, pool: ModelPool,
-                val_ds: Any) -> dict[str, Any]:
+                val_ds: Any, test_ds: Any) -> dict[str, Any]:
     with dist.main_first():  # rank 0 creates the run directory; the others open it
         run = RunDir(out, to_dict(cfg), defaults=saved_defaults())
         run.check_inputs(run_inputs(pool, cfg.dataset, val_ds), record=dist.is_main())
@@ -283,7 +284,7 @@ def _run_locked(cfg: ExperimentConfig, out: str | Path, progress: Progress | Non
         atomic_torch_save(model.state_dict(), run.path / "model.pt")
     train_seconds = time.perf_counter() - start
 
-    scores = meta_test(model, cfg, episodes_dir, progress)
+    scores = meta_test(model, cfg, episodes_dir, progress, test_ds=test_ds)
     if dist.is_main():
         run.record_episodes(list(test_files.values()))
     results = {
@@ -321,16 +322,18 @@ def meta_test(
     episodes_dir: str | Path,
     progress: Progress | None = None,
     first_n: int | None = None,
+    test_ds: Any = None,
 ) -> dict[str, Any]:
     """Score ``model`` on ``cfg``'s fixed test episodes (loaded from, or drawn into, ``episodes_dir``).
 
     ``first_n`` scores only the first ``first_n`` episodes of each list (the same ones for every
-    method), for settings too slow for the whole list.
+    method), for settings too slow for the whole list. ``test_ds``: the meta-test split when the
+    caller has loaded it already (else it is loaded here).
 
     Returns:
         ``{"<n_way>way_<shot>shot": EvalResult.as_dict(), ...}``, one entry per ``cfg.eval.shots``.
     """
-    test_ds = get_dataset(cfg.dataset, cfg.data_root, "test")
+    test_ds = test_ds if test_ds is not None else get_dataset(cfg.dataset, cfg.data_root, "test")
     ev, scores = cfg.eval, {}
     data_domain = InputDomain.of_dataset(test_ds)
     meta_domain = _meta_domain(data_domain, cfg.train)
