@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from ..data.domain import InputDomain, convert_task
+from ..inversion.base import split_task
 from ..meta.trainer import MetaTrainer
 from ..models.norm import use_batch_stats
-from ..types import Task, TaskSource
+from ..types import Task
 from .base import MAML_LEARNER_READS, META_TRAINING_READS, RecipeContext, RecipeSpec, register_recipe
 from .baselines import initial_meta_model
 
@@ -49,15 +50,8 @@ class RealTasks:
             if len(ix) < per:
                 raise ValueError(f"meta-train class {c} holds {len(ix)} images, fewer than n_shot + n_query = {per}")
             picks.append(ix[torch.randperm(len(ix), generator=generator)[:per].numpy()])
-        x = self.dataset.get_batch(np.stack(picks).reshape(-1))
-        x = x.view(n_way, per, *x.shape[1:])
-        task = Task(
-            support_x=x[:, :n_shot].reshape(-1, *x.shape[2:]),
-            support_y=torch.arange(n_way).repeat_interleave(n_shot),
-            query_x=x[:, n_shot:].reshape(-1, *x.shape[2:]),
-            query_y=torch.arange(n_way).repeat_interleave(n_query),
-            source=TaskSource(classes=tuple(classes), step=step, kind="real"),
-        )
+        x = self.dataset.get_batch(np.stack(picks).reshape(-1))  # grouped by class
+        task = split_task(x, n_way, n_shot, n_query, classes=tuple(classes), step=step, kind="real")
         return convert_task(task, self.source, self.target)
 
 
