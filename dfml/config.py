@@ -78,10 +78,15 @@ def _checked(build: Callable[[], C], where: str) -> C:
         raise
 
 
+def positive_number(value: Any) -> bool:
+    """Whether ``value`` is a finite int or float > 0 (a bool is not a number here)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
 _RULES = {
     "counts": ("an integer >= 1", lambda v: v >= 1),
     "naturals": ("an integer >= 0", lambda v: v >= 0),
-    "positive": ("a finite number > 0", lambda v: math.isfinite(v) and v > 0),
+    "positive": ("a finite number > 0", positive_number),
     "nonnegative": ("a finite number >= 0", lambda v: math.isfinite(v) and v >= 0),
 }
 

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import distributed as dist
-from ..config import check_ranges
+from ..config import check_ranges, positive_number
 from ..data.domain import InputDomain, convert_inputs
 from ..eval.protocol import evaluate_sharded
 from ..inversion.base import InversionCost
@@ -129,7 +129,7 @@ class TrainConfig:
                 f"train.meta_image_size must be >= 1 (or null: the meta-test dataset's), got {self.meta_image_size}"
             )
         minutes = self.checkpoint_minutes
-        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 < minutes < float("inf"):
+        if not positive_number(minutes):
             raise ValueError(
                 f"train.checkpoint_minutes must be a number of minutes > 0, got {minutes!r} (default 10.0; "
                 "checkpoints also come every train.checkpoint_every steps)"
@@ -137,9 +137,7 @@ class TrainConfig:
         if self.meta_init not in ("random", "average"):
             raise ValueError(f"train.meta_init must be 'random' or 'average', got {self.meta_init!r}")
         budget = self.budget_minutes
-        if budget is not None and (
-            isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget < float("inf")
-        ):
+        if budget is not None and not positive_number(budget):
             raise ValueError(
                 f"train.budget_minutes must be a number of CPU minutes > 0 or null (no limit), got {budget!r}"
             )
