@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..files import write_atomic
 from ..types import Task, TaskSource
 
 logger = logging.getLogger(__name__)
@@ -245,16 +245,7 @@ class EpisodeList(Sequence[Episode]):
         path = Path(path)
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            with open(tmp, "x") as f:  # a fresh file with the usual permissions (mkstemp would give 0600)
-                json.dump(self.to_dict(), f, separators=(",", ":"))
-                f.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, (json.dumps(self.to_dict(), separators=(",", ":")) + "\n").encode())
         logger.info("saved %d episodes to %s", len(self), path)
         return path
 
