@@ -90,6 +90,7 @@ def _one_process(command: str) -> None:
 def cmd_pool_build(args: argparse.Namespace) -> int:
     from .data import get_dataset
     from .pool import PretrainConfig, pretrain_pool
+    from .pool.pretrain import PRETRAIN_TRAINING_FIELDS, pretrain_training_fields
 
     dataset = get_dataset(args.dataset, args.data_root, args.split)
     cfg = PretrainConfig(
@@ -98,9 +99,7 @@ def cmd_pool_build(args: argparse.Namespace) -> int:
         class_mode=args.class_mode,
         **_arch_fields(args.arch, args.arch_arg, dataset),
         arch_shares=tuple(args.arch_share or ()),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
+        **pretrain_training_fields(args.convention, {k: getattr(args, k) for k in PRETRAIN_TRAINING_FIELDS}),
         seed=args.seed,
     )
     quiet = None if distributed.is_main() else True
@@ -372,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .data import DATASETS
     from .models import MODELS
     from .recipes import RECIPES
+    from .pool.pretrain import PRETRAIN_CONVENTIONS
 
     parser = argparse.ArgumentParser(prog="dfml", description="Data-free meta-learning from a pool of pre-trained models.")
     parser.add_argument("--version", action="version", version=f"dfml {__version__}")
@@ -396,9 +396,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one weight per --arch: the share of models of each architecture (default: equal)")
     b.add_argument("--arch-arg", dest="arch_arg", action="append", metavar="[ARCH:]KEY=VALUE",
                    help="architecture argument, e.g. --arch-arg hidden=64 or --arch-arg resnet10:widths=[16,32,64,128]")
-    b.add_argument("--epochs", type=int, default=30)
-    b.add_argument("--batch-size", dest="batch_size", type=int, default=64)
-    b.add_argument("--lr", type=float, default=1e-3)
+    b.add_argument("--convention", default="dfml", choices=sorted(PRETRAIN_CONVENTIONS),
+                   help="training defaults: dfml (Adam 1e-3, 30 epochs, batch 64, L2 5e-4, crop+flip) or papers "
+                        "(the papers' code: Adam 0.01, 60 epochs, batch 128, no L2, no augmentation, gradient "
+                        "norm clipped at 50); the flags below override single values")
+    b.add_argument("--epochs", type=int)
+    b.add_argument("--batch-size", dest="batch_size", type=int)
+    b.add_argument("--lr", type=float)
+    b.add_argument("--weight-decay", dest="weight_decay", type=float, help="Adam's L2 term")
+    b.add_argument("--augment", dest="augment", action=argparse.BooleanOptionalAction,
+                   help="random crop + horizontal flip of training images")
+    b.add_argument("--clip-grad-norm", dest="clip_grad_norm", type=float, help="0: no clipping")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--device", default="cpu")
     b.set_defaults(func=cmd_pool_build)

@@ -24,6 +24,15 @@ def test_pool_build_is_resumable_and_info_verifies(toy_pool, capsys):
     assert "verified 3 model files" in out and "3 models" in out
 
 
+def test_pool_build_takes_the_papers_convention_and_single_flags_over_it(tmp_path):
+    out = tmp_path / "pool"
+    assert main(["pool", "build", "--dataset", "toy", "--arch", "mlp", "--out", str(out), "--n-models", "2",
+                 "--convention", "papers", "--epochs", "2", "--augment"]) == 0
+    config = json.loads((out / "pool.json").read_text())["build"]["config"]
+    assert {k: config[k] for k in ("epochs", "batch_size", "lr", "weight_decay", "augment", "clip_grad_norm")} == {
+        "epochs": 2, "batch_size": 128, "lr": 0.01, "weight_decay": 0.0, "augment": True, "clip_grad_norm": 50.0}
+
+
 def test_eval_scores_baselines_on_the_same_saved_episodes(toy_pool, tmp_path, capsys):
     out = tmp_path / "ev"
     assert main(["eval", "--recipe", "random", "average", "--pool", str(toy_pool), "--dataset", "toy",

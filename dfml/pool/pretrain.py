@@ -65,7 +65,9 @@ class PretrainConfig:
             of that architecture (empty: equal shares, i.e. round robin). Model ``i`` goes to the
             architecture furthest below its share among models ``0..i``, ties to the first listed,
             so the assignment is deterministic and a longer pool extends a shorter one.
-        epochs, batch_size, lr, weight_decay: Adam training of each model.
+        epochs, batch_size, lr, weight_decay: Adam training of each model (``weight_decay`` is
+            Adam's L2 term).
+        clip_grad_norm: clip each step's gradient to this total norm (0: no clipping).
         holdout_frac: part of each class held out to choose the best epoch.
         augment: random crop (zero padding ``H // 8``) + horizontal flip for image datasets.
         seed: the build seed; model ``i`` uses ``derive_seed(seed, i)``.
@@ -83,6 +85,7 @@ class PretrainConfig:
     weight_decay: float = 5e-4
     holdout_frac: float = 0.2
     augment: bool = True
+    clip_grad_norm: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -98,6 +101,11 @@ class PretrainConfig:
             raise ValueError(f"PretrainConfig.n_way must be >= 2 (a classifier), got {self.n_way}")
         if self.epochs < 0:
             raise ValueError(f"PretrainConfig.epochs must be >= 0, got {self.epochs}")
+        for name in ("lr", "weight_decay", "clip_grad_norm"):
+            value = getattr(self, name)
+            if not (value >= 0 and value < float("inf")) or (name == "lr" and value == 0):
+                rule = "> 0" if name == "lr" else ">= 0"
+                raise ValueError(f"PretrainConfig.{name} must be a finite number {rule}, got {value}")
         if not 0.0 < self.holdout_frac < 1.0:
             raise ValueError(f"PretrainConfig.holdout_frac must lie strictly between 0 and 1, got {self.holdout_frac}")
         specs = self.arch_specs()
@@ -145,6 +153,31 @@ class PretrainConfig:
                 raise ValueError(f"unknown arch {name!r}; valid names: {', '.join(MODELS.names())}")
             specs.append((name, kwargs))
         return specs
+
+
+PRETRAIN_TRAINING_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "augment", "clip_grad_norm")
+
+PRETRAIN_CONVENTIONS: dict[str, dict[str, Any]] = {
+    # dfml's defaults (PretrainConfig's): short, regularised training with augmentation.
+    "dfml": {"epochs": 30, "batch_size": 64, "lr": 1e-3, "weight_decay": 5e-4, "augment": True, "clip_grad_norm": 0.0},
+    # The papers' code (FREE / TGR ``tools.pretrain``): Adam at 0.01 for 60 epochs, batch 128, no L2,
+    # no augmentation, gradient norm clipped at 50, best held-out epoch.
+    "papers": {"epochs": 60, "batch_size": 128, "lr": 0.01, "weight_decay": 0.0, "augment": False,
+               "clip_grad_norm": 50.0},
+}
+
+
+def pretrain_training_fields(convention: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The training fields of a :class:`PretrainConfig` under ``convention``, with non-``None`` ``overrides``.
+
+    Raises:
+        ValueError: an unknown convention (names the known ones).
+    """
+    if convention not in PRETRAIN_CONVENTIONS:
+        raise ValueError(f"unknown pretraining convention {convention!r}; use one of {sorted(PRETRAIN_CONVENTIONS)}")
+    fields = dict(PRETRAIN_CONVENTIONS[convention])
+    fields.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return fields
 
 
 def assign_architectures(config: PretrainConfig) -> list[int]:
@@ -250,7 +283,8 @@ def fit_and_save(
     result = train_classifier(
         model, dataset, class_ids, epochs=config.epochs if epochs is None else epochs,
         batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
-        holdout_frac=config.holdout_frac, augment=config.augment, seed=seed, device=device,
+        holdout_frac=config.holdout_frac, augment=config.augment, clip_grad_norm=config.clip_grad_norm,
+        seed=seed, device=device,
     )
     return save_state_dict(result.state, path), result
 

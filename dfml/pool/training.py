@@ -135,6 +135,7 @@ def train_classifier(
     holdout_frac: float,
     augment: bool,
     seed: int,
+    clip_grad_norm: float = 0.0,
     device: torch.device | str = "cpu",
     on_epoch: Callable[[int, float, nn.Module], None] | None = None,
 ) -> TrainResult:
@@ -142,7 +143,8 @@ def train_classifier(
 
     The held-out split, shuffling and augmentation all draw from ``seed``; after every epoch the
     held-out accuracy is measured and the weights of the best epoch so far are copied (ties keep
-    the earlier epoch). ``on_epoch(epoch, acc, model)`` is called after each epoch.
+    the earlier epoch). ``clip_grad_norm > 0`` clips each step's gradient to that total norm.
+    ``on_epoch(epoch, acc, model)`` is called after each epoch.
     """
     model.to(device)
     train_idx, train_y, held_idx, held_y = split_holdout(dataset, class_ids, holdout_frac, seed)
@@ -166,6 +168,8 @@ def train_classifier(
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if clip_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
             opt.step()
         acc = evaluate_accuracy(model, dataset, held_idx, held_y, device=device)
         best.history.append(acc)

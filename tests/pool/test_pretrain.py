@@ -132,6 +132,9 @@ def test_disjoint_mode_needs_enough_classes(toy_world: dict[str, ArrayDataset], 
         ({"holdout_frac": 0.0}, "holdout_frac must lie strictly between 0 and 1, got 0.0"),
         ({"n_way": 1}, "n_way must be >= 2"),
         ({"arch_kwargs": {"num_classes": 4}}, "num_classes=4 contradicts n_way=3"),
+        ({"lr": 0.0}, r"PretrainConfig.lr must be a finite number > 0, got 0.0"),
+        ({"weight_decay": -1e-4}, r"PretrainConfig.weight_decay must be a finite number >= 0"),
+        ({"clip_grad_norm": float("nan")}, r"PretrainConfig.clip_grad_norm must be a finite number >= 0, got nan"),
     ],
 )
 def test_config_checks_its_fields(changes: dict, message: str) -> None:
@@ -305,3 +308,25 @@ def test_a_manifest_that_lists_no_models_is_refused(toy_world: dict[str, ArrayDa
     PoolManifest(entries=[], build={"kind": "import"}).save(tmp_path)
     with pytest.raises(ValueError, match=r"pool.json' lists no models"):
         ModelPool(tmp_path)
+
+
+def test_the_papers_convention_is_their_code_s_training_and_flags_override_it() -> None:
+    fields = pretrain_module.pretrain_training_fields("papers")
+    assert fields == {"epochs": 60, "batch_size": 128, "lr": 0.01, "weight_decay": 0.0, "augment": False,
+                      "clip_grad_norm": 50.0}
+    assert pretrain_module.pretrain_training_fields("papers", {"epochs": 3, "lr": None})["epochs"] == 3
+    assert pretrain_module.pretrain_training_fields("papers", {"lr": None})["lr"] == 0.01
+    dfml_defaults = pretrain_module.pretrain_training_fields("dfml")
+    assert PretrainConfig(**dfml_defaults) == PretrainConfig()  # "dfml" is PretrainConfig's own defaults
+    with pytest.raises(ValueError, match=r"unknown pretraining convention 'paper'; use one of \['dfml', 'papers'\]"):
+        pretrain_module.pretrain_training_fields("paper")
+
+
+def test_clipping_changes_training_only_when_the_gradient_is_larger(toy_world: dict[str, ArrayDataset],
+                                                                     tmp_path: Path) -> None:
+    plain = pretrain_pool(toy_world["train"], tmp_path / "plain", FAST)
+    loose = pretrain_pool(toy_world["train"], tmp_path / "loose", dataclasses.replace(FAST, clip_grad_norm=1e6))
+    tight = pretrain_pool(toy_world["train"], tmp_path / "tight", dataclasses.replace(FAST, clip_grad_norm=1e-3))
+    assert shas(loose) == shas(plain)
+    assert all(a != b for a, b in zip(shas(tight), shas(plain)))
+    assert json.loads((tmp_path / "tight" / "pool.json").read_text())["build"]["config"]["clip_grad_norm"] == 1e-3
