@@ -117,11 +117,18 @@ def _extra_pool(k: int, spec: dict[str, Any], data_root: str, out: Path, device:
     return pretrain_pool(train, out / f"pool-extra{k}-{name}", PretrainConfig(**spec["pool"]), device=device)
 
 
+def select_runs(runs: dict[str, dict], tokens: list[str] | None) -> dict[str, dict]:
+    """The preset's runs that ``--recipes`` asks for (all when none): a token names a run, or a recipe
+    that no run is named after (that recipe's runs on the clean pool). ``free`` selects the run
+    ``free`` only, not ``free@5shot``, which has the same recipe."""
+    by_recipe = {t for t in tokens or () if t not in runs}
+    return {n: s for n, s in runs.items()
+            if not tokens or n in tokens or (s["recipe"] in by_recipe and s.get("pool", "clean") == "clean")}
+
+
 def run_all(p: dict[str, Any], data_root: str, out: Path, device: str, recipes: list[str] | None,
             pool: str | None = None, extra_roots: dict[str, str] | None = None) -> dict:
-    # a token names a run, or a recipe (its runs on the clean pool)
-    selected = {n: s for n, s in p["runs"].items()
-                if not recipes or n in recipes or (s["recipe"] in recipes and s.get("pool", "clean") == "clean")}
+    selected = select_runs(p["runs"], recipes)
     pools = build_pools(p, data_root, out, device, pool, {s.get("pool", "clean") for s in selected.values()},
                         extra_roots)
     common = {"dataset": p["dataset"], "data_root": data_root, "device": device,

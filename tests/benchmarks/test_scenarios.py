@@ -134,3 +134,14 @@ def test_the_notes_under_a_table_say_which_runs_stopped_meta_training_early():
                "config": {"train": {"steps": 10}}}
     assert protocol.notes({"bidf_mkd@budget": stopped, "average": {"info": {}, "config": {}}}) == (
         "* `bidf_mkd@budget` stopped meta-training early, at step 3 of 10: the query budgets cannot fund another task.")
+
+
+def test_a_run_name_selects_that_run_and_a_recipe_name_its_clean_pool_runs() -> None:
+    runs = {"free": {"recipe": "free"}, "free@5shot": {"recipe": "free"}, "robust": {"recipe": "robust"},
+            "robust-tdc": {"recipe": "robust", "pool": "corrupted"}, "fast": {"recipe": "tgr"},
+            "slow": {"recipe": "tgr"}}
+    assert list(protocol.select_runs(runs, ["free"])) == ["free"]
+    assert list(protocol.select_runs(runs, ["free@5shot"])) == ["free@5shot"]
+    assert list(protocol.select_runs(runs, ["tgr"])) == ["fast", "slow"]
+    assert list(protocol.select_runs(runs, ["robust"])) == ["robust"]
+    assert list(protocol.select_runs(runs, None)) == list(runs)
