@@ -46,6 +46,7 @@ from torch import nn
 from .. import distributed as dist
 from ..data.domain import InputDomain, convert_inputs, convert_task
 from ..inversion.blackbox import BlackBoxPool
+from ..inversion.losses import DiffAugment
 from ..inversion.sharded import cost_parts, is_stateless, shard_map, sync_cost
 from ..meta.distill import attach_teacher_logits
 from ..memory import MetaBatchMix, TaskMemory, build_meta_batch, plan_meta_batch
@@ -59,6 +60,38 @@ log = logging.getLogger(__name__)
 __all__ = ["DataFreeStream", "StreamConfig", "restrict_task"]
 
 REWARDS = ("heldout", "agreement", "none")
+
+
+@dataclass(frozen=True)
+class TaskAugment:
+    """Random crop and flip of every task's images as the meta-learner sees them (new, replayed and
+    interpolated tasks alike; the memory keeps the images as recovered).
+
+    Each support and query image gets its own crop (zero padding of ``pad`` pixels in the meta-model's
+    input space, then a window of the original size) and, with ``flip``, a horizontal flip with
+    probability 1/2, drawn from the step's random generator. Vector inputs are left alone.
+
+    Attributes:
+        pad: padding of the random crop in pixels (``0``: no crop).
+        flip: random horizontal flips.
+    """
+
+    pad: int = 0
+    flip: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.pad, bool) or not isinstance(self.pad, int) or self.pad < 0:
+            raise ValueError(f"task_augment.pad must be an integer >= 0, got {self.pad!r}")
+
+    @property
+    def active(self) -> bool:
+        return self.pad > 0 or self.flip
+
+    def __call__(self, task: Task, generator: torch.Generator) -> Task:
+        if not self.active or task.support_x.dim() != 4:
+            return task
+        aug = DiffAugment(pad=self.pad, flip=self.flip)
+        return replace(task, support_x=aug(task.support_x, generator), query_x=aug(task.query_x, generator))
 
 
 @dataclass(frozen=True)
@@ -79,6 +112,7 @@ class StreamConfig:
         forget_below: models whose selector weight is below ``forget_below / n_models`` are
             distrusted: their tasks are not stored in the memory and, after each selector update,
             their stored examples are forgotten (``0``: keep everything).
+        augment: crop/flip of each meta-batch's images (see :class:`TaskAugment`; off by default).
     """
 
     n_way: int = 5
@@ -89,6 +123,7 @@ class StreamConfig:
     reward_tasks: int = 4
     teacher_cache: int = 32
     forget_below: float = 0.0
+    augment: TaskAugment = TaskAugment()
 
     def __post_init__(self) -> None:
         for name in ("n_way", "n_shot", "n_query", "meta_batch_size", "reward_tasks", "teacher_cache"):
@@ -426,6 +461,8 @@ class DataFreeStream:
                 self._pending = (ids, before, [held[k] for k in order])
         if cfg.reward == "heldout":
             self.recent.update(zip(ids, new))
+        if cfg.augment.active:  # after the memory took the new tasks as recovered
+            batch = [cfg.augment(t, generator) for t in batch]
         return batch
 
     def feedback(self, step: int, tasks: list[Task], metrics: dict[str, float], learner: Any) -> dict[str, float]:

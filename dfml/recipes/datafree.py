@@ -45,7 +45,7 @@ from ..meta import (
     GroupRegularization,
     GroupRegularizationConfig,
 )
-from ..meta.pipeline import REWARDS, DataFreeStream, StreamConfig
+from ..meta.pipeline import REWARDS, DataFreeStream, StreamConfig, TaskAugment
 from ..meta.trainer import MetaTrainer
 from ..models.norm import use_batch_stats
 from ..selection import GroupSelector, ReliabilityConfig, ReliabilityWeigher, Selector, UniformSelector
@@ -118,6 +118,9 @@ class DataFreeConfig:
         update: ``maml`` (the learner's meta-step), ``alignment`` (implicit gradient alignment) or
             ``grouping`` (task-group gradient regularisation).
         alignment, grouping: their settings.
+        task_augment: random crop (``pad``) and flip (``flip``) of every meta-batch's images before
+            the meta-learner sees them (off by default; not with ``learner: distill``, whose teacher
+            outputs belong to the images as recovered).
         boundary: hand the current meta-model to a ``generator``, ``metagen`` or ``blackbox``
             inverter as the student of its boundary term (``boundary_weight`` of that inverter's
             settings): samples on which the meta-model already agrees with the teacher are pushed
@@ -146,6 +149,7 @@ class DataFreeConfig:
     update: str = "maml"
     alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
     grouping: GroupRegularizationConfig = field(default_factory=GroupRegularizationConfig)
+    task_augment: TaskAugment = field(default_factory=TaskAugment)
     boundary: bool = False
 
     def __post_init__(self) -> None:
@@ -165,6 +169,11 @@ class DataFreeConfig:
             raise ValueError("datafree.forget_below forgets memory entries but datafree.memory is false; set datafree.memory=true")
         if self.n_groups < 1:
             raise ValueError(f"datafree.n_groups must be >= 1, got {self.n_groups}")
+        if self.task_augment.active and self.learner == "distill":
+            raise ValueError(
+                "datafree.task_augment crops/flips the images the learner sees, but learner=distill matches the "
+                "teacher outputs of the images as recovered; set datafree.task_augment.pad=0 and flip=false"
+            )
         if self.boundary and self.inverter not in BOUNDARY_INVERTERS:
             raise ValueError(
                 f"datafree.boundary hands the meta-model to a {'/'.join(BOUNDARY_INVERTERS)} inverter, not to "
@@ -312,7 +321,7 @@ def train_datafree(ctx: RecipeContext, cfg: DataFreeConfig) -> nn.Module:
         inverter,
         StreamConfig(n_way=tr.n_way, n_shot=tr.n_shot, n_query=tr.n_query, meta_batch_size=tr.meta_batch_size,
                      reward=cfg.reward if cfg.selector == "reliability" else "none",
-                     forget_below=cfg.forget_below),
+                     forget_below=cfg.forget_below, augment=cfg.task_augment),
         selector=selector,
         memory=TaskMemory(cfg.memory_config, device=device) if cfg.memory else None,
         mix=cfg.mix,

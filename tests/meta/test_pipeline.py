@@ -8,7 +8,7 @@ from dfml.data.toy import make_toy_world
 from dfml.inversion import PixelInversionConfig, PixelInverter
 from dfml.memory import MemoryConfig, MetaBatchMix, TaskMemory
 from dfml.meta import MAML
-from dfml.meta.pipeline import DataFreeStream, StreamConfig, restrict_task
+from dfml.meta.pipeline import DataFreeStream, StreamConfig, TaskAugment, restrict_task
 from dfml.meta.trainer import MetaTrainer, TrainConfig
 from dfml.models import build_model, use_batch_stats
 from dfml.pool import build_toy_pool
@@ -279,3 +279,72 @@ def test_a_judge_whose_query_budget_cannot_pay_does_not_judge(pool):
     access.budgets[3].spent = 1000 - 1  # one query left: not enough to judge a class
     assert stream.agreement(2, task) is None and stream.judge_queries == judged
     assert access.budgets[3].spent == 999 and access.budgets[2].spent == spent
+
+
+def _image_task(n: int = 6, size: int = 8) -> Task:
+    x = torch.arange(n * 3 * size * size, dtype=torch.float32).reshape(n, 3, size, size) + 1.0
+    y = torch.arange(n) % 3
+    return Task(x, y, x.clone() + 1000, y.clone())
+
+
+def test_task_augment_flips_some_images_and_keeps_labels_and_shapes():
+    task = _image_task(n=32)
+    out = TaskAugment(flip=True)(task, torch.Generator().manual_seed(0))
+    flipped = [torch.equal(a, b.flip(-1)) for a, b in zip(out.support_x, task.support_x)]
+    kept = [torch.equal(a, b) for a, b in zip(out.support_x, task.support_x)]
+    assert all(f or k for f, k in zip(flipped, kept)) and any(flipped) and any(kept)
+    assert torch.equal(out.support_y, task.support_y) and torch.equal(out.query_y, task.query_y)
+
+
+def test_task_augment_crops_a_window_of_the_zero_padded_image():
+    task = _image_task(n=16)
+    out = TaskAugment(pad=2)(task, torch.Generator().manual_seed(1))
+    padded = torch.nn.functional.pad(task.query_x, (2, 2, 2, 2))
+    for a, p in zip(out.query_x, padded):
+        windows = [p[:, i:i + 8, j:j + 8] for i in range(5) for j in range(5)]
+        assert any(torch.equal(a, w) for w in windows)
+    assert not torch.equal(out.query_x, task.query_x)  # 16 images all drawing the centre: ~1e-22
+    again = TaskAugment(pad=2)(task, torch.Generator().manual_seed(1))
+    assert torch.equal(again.query_x, out.query_x)  # the step's generator decides
+
+
+def test_task_augment_leaves_vectors_and_an_inactive_setting_alone():
+    task = Task(torch.randn(5, 32), torch.arange(5), torch.randn(5, 32), torch.arange(5))
+    assert TaskAugment(pad=4, flip=True)(task, torch.Generator()) is task
+    image = _image_task()
+    assert TaskAugment()(image, torch.Generator()) is image
+    with pytest.raises(ValueError, match="task_augment.pad must be an integer >= 0, got -1"):
+        TaskAugment(pad=-1)
+
+
+def test_an_augmenting_stream_stores_the_recovered_images_and_augments_what_it_hands_out(tmp_path):
+    from dfml.pool import PretrainConfig, pretrain_pool
+
+    from ..pool.conftest import fake_images
+
+    images = fake_images(n_classes=6, per_class=6, size=16)
+    pool = pretrain_pool(images, tmp_path / "pool", PretrainConfig(
+        n_models=2, n_way=3, arch="conv4", arch_kwargs={"hidden": 4}, epochs=1, batch_size=8))
+
+    def stream(augment):
+        return DataFreeStream(pool, PixelInverter((3, 16, 16), PixelInversionConfig(steps=2)),
+                              StreamConfig(n_way=3, n_shot=1, n_query=2, meta_batch_size=2, reward="none",
+                                           augment=augment),
+                              memory=TaskMemory(MemoryConfig(capacity_per_class=8)), mix=MetaBatchMix(new=1, memory=1))
+
+    plain, augmented = stream(TaskAugment()), stream(TaskAugment(pad=2, flip=True))
+    a = plain.next_batch(0, torch.Generator().manual_seed(0))
+    b = augmented.next_batch(0, torch.Generator().manual_seed(0))
+    assert all(torch.equal(x.support_y, y.support_y) for x, y in zip(a, b))
+    assert not all(torch.equal(x.query_x, y.query_x) for x, y in zip(a, b))
+    assert plain.memory.state_dict()["keys"] == augmented.memory.state_dict()["keys"]
+    for s, t in zip(plain.memory.state_dict()["slots"], augmented.memory.state_dict()["slots"]):
+        assert torch.equal(s["x"], t["x"])  # the memory keeps the images as recovered
+
+
+def test_task_augmentation_is_refused_with_the_distilling_learner():
+    from dfml.recipes.datafree import DataFreeConfig
+
+    with pytest.raises(ValueError, match=r"datafree.task_augment crops/flips .* learner=distill .*"
+                                         r"set datafree.task_augment.pad=0 and flip=false"):
+        DataFreeConfig(learner="distill", task_augment=TaskAugment(flip=True))
