@@ -9,6 +9,7 @@ import pytest
 
 from dfml.experiment import experiment_config
 from dfml.pool import ModelPool, PretrainConfig
+from dfml.pool.pretrain import pretrain_training_fields
 
 from .scripts import load_script
 
@@ -81,7 +82,8 @@ def test_the_cifar_fs_cpu_preset_resolves_and_gives_every_trained_recipe_the_sam
     cfgs = {name: experiment_config(spec["recipe"], layer, spec.get("set", {})) for name, spec in p["runs"].items()}
     trained = {n: c for n, c in cfgs.items() if c.recipe not in ("random", "average")}
     assert {c.recipe for c in trained.values()} >= {"maml_data", "purer", "bidf_mkd", "robust", "free", "tgr"}
-    assert {c.train.budget_minutes for c in trained.values()} == {45.0}
+    assert {c.train.budget_minutes for c in trained.values()} == {15.0}
+    assert PretrainConfig(**p["pool"]) == PretrainConfig(**{**p["pool"], **pretrain_training_fields("papers")})
     assert cfgs["free@5shot"].train.n_shot == 5 and cfgs["free"].train.n_shot == 1
 
 
