@@ -113,6 +113,9 @@ class StreamConfig:
             distrusted: their tasks are not stored in the memory and, after each selector update,
             their stored examples are forgotten (``0``: keep everything).
         augment: crop/flip of each meta-batch's images (see :class:`TaskAugment`; off by default).
+        replay: after each step that recovers new tasks, this many steps whose meta-batch is memory
+            (and interpolated) tasks only, so the memory is replayed without paying for inversion
+            (needs a memory; a step whose memory cannot serve a task yet recovers new ones instead).
     """
 
     n_way: int = 5
@@ -124,6 +127,7 @@ class StreamConfig:
     teacher_cache: int = 32
     forget_below: float = 0.0
     augment: TaskAugment = TaskAugment()
+    replay: int = 0
 
     def __post_init__(self) -> None:
         for name in ("n_way", "n_shot", "n_query", "meta_batch_size", "reward_tasks", "teacher_cache"):
@@ -131,6 +135,8 @@ class StreamConfig:
                 raise ValueError(f"stream.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.forget_below < 1.0:
             raise ValueError(f"stream.forget_below must be in [0, 1), got {self.forget_below}")
+        if isinstance(self.replay, bool) or not isinstance(self.replay, int) or self.replay < 0:
+            raise ValueError(f"stream.replay must be an integer >= 0, got {self.replay!r}")
         if self.reward not in REWARDS:
             raise ValueError(f"stream.reward must be one of {REWARDS}, got {self.reward!r}")
 
@@ -425,6 +431,9 @@ class DataFreeStream:
     # ------------------------------------------------------------------ stream
     def next_batch(self, step: int, generator: torch.Generator) -> list[Task]:
         cfg = self.config
+        if (cfg.replay > 0 and step % (cfg.replay + 1) != 0 and self.memory is not None
+                and self.memory.can_sample(cfg.n_way, cfg.n_shot, cfg.n_query)):
+            return self._replay_batch(generator)
         if self.memory is not None:
             n_new = plan_meta_batch(self.mix, cfg.meta_batch_size, self.memory, cfg.n_way, cfg.n_shot, cfg.n_query)[0]
         else:
@@ -464,6 +473,15 @@ class DataFreeStream:
         if cfg.augment.active:  # after the memory took the new tasks as recovered
             batch = [cfg.augment(t, generator) for t in batch]
         return batch
+
+    def _replay_batch(self, generator: torch.Generator) -> list[Task]:
+        """A meta-batch of memory (and interpolated) tasks only: nothing recovered, no selector reward."""
+        cfg = self.config
+        mix = replace(self.mix, new=0.0)
+        batch = build_meta_batch([], self.memory, mix, meta_batch_size=cfg.meta_batch_size, n_way=cfg.n_way,
+                                 n_shot=cfg.n_shot, n_query=cfg.n_query, generator=generator)
+        self._inversion_metrics, self._pending, self._agreement = {}, None, []
+        return [cfg.augment(t, generator) for t in batch] if cfg.augment.active else batch
 
     def feedback(self, step: int, tasks: list[Task], metrics: dict[str, float], learner: Any) -> dict[str, float]:
         out: dict[str, float] = dict(self._inversion_metrics)

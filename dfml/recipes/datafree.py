@@ -118,6 +118,9 @@ class DataFreeConfig:
         update: ``maml`` (the learner's meta-step), ``alignment`` (implicit gradient alignment) or
             ``grouping`` (task-group gradient regularisation).
         alignment, grouping: their settings.
+        replay: after each step that recovers new tasks, this many meta-steps on memory (and
+            interpolated) tasks only, so the memory is replayed without paying for inversion, as
+            FREE's code replays its memory between rounds of inversion (``0``: every step recovers).
         task_augment: random crop (``pad``) and flip (``flip``) of every meta-batch's images before
             the meta-learner sees them (off by default; not with ``learner: distill``, whose teacher
             outputs belong to the images as recovered).
@@ -149,6 +152,7 @@ class DataFreeConfig:
     update: str = "maml"
     alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
     grouping: GroupRegularizationConfig = field(default_factory=GroupRegularizationConfig)
+    replay: int = 0
     task_augment: TaskAugment = field(default_factory=TaskAugment)
     boundary: bool = False
 
@@ -169,6 +173,12 @@ class DataFreeConfig:
             raise ValueError("datafree.forget_below forgets memory entries but datafree.memory is false; set datafree.memory=true")
         if self.n_groups < 1:
             raise ValueError(f"datafree.n_groups must be >= 1, got {self.n_groups}")
+        if self.replay and not (self.memory and self.mix.memory + self.mix.interpolated > 0):
+            raise ValueError(
+                f"datafree.replay={self.replay} replays memory tasks, but the memory serves none (datafree.memory "
+                f"is {str(self.memory).lower()}, mix.memory + mix.interpolated = {self.mix.memory + self.mix.interpolated}); "
+                "set datafree.memory=true and datafree.mix.memory=1, or datafree.replay=0"
+            )
         if self.task_augment.active and self.learner == "distill":
             raise ValueError(
                 "datafree.task_augment crops/flips the images the learner sees, but learner=distill matches the "
@@ -321,7 +331,7 @@ def train_datafree(ctx: RecipeContext, cfg: DataFreeConfig) -> nn.Module:
         inverter,
         StreamConfig(n_way=tr.n_way, n_shot=tr.n_shot, n_query=tr.n_query, meta_batch_size=tr.meta_batch_size,
                      reward=cfg.reward if cfg.selector == "reliability" else "none",
-                     forget_below=cfg.forget_below, augment=cfg.task_augment),
+                     forget_below=cfg.forget_below, augment=cfg.task_augment, replay=cfg.replay),
         selector=selector,
         memory=TaskMemory(cfg.memory_config, device=device) if cfg.memory else None,
         mix=cfg.mix,

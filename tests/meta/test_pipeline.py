@@ -348,3 +348,33 @@ def test_task_augmentation_is_refused_with_the_distilling_learner():
     with pytest.raises(ValueError, match=r"datafree.task_augment crops/flips .* learner=distill .*"
                                          r"set datafree.task_augment.pad=0 and flip=false"):
         DataFreeConfig(learner="distill", task_augment=TaskAugment(flip=True))
+
+
+def test_replay_steps_serve_memory_tasks_only_and_recover_nothing(pool, world):
+    def stream(replay):
+        return DataFreeStream(pool, PixelInverter((32,), PixelInversionConfig(steps=2)),
+                              StreamConfig(n_way=5, n_shot=1, n_query=3, meta_batch_size=3, reward="none",
+                                           replay=replay),
+                              memory=TaskMemory(MemoryConfig(capacity_per_class=8)), mix=MetaBatchMix(new=1, memory=1))
+
+    s = stream(2)
+    g = torch.Generator().manual_seed(0)
+    kinds = [[t.source.kind for t in s.next_batch(step, g)] for step in range(6)]
+    assert kinds[0] == ["synthetic"] * 3  # the memory is empty: recover
+    assert kinds[1] == kinds[2] == kinds[4] == kinds[5] == ["memory"] * 3
+    assert "synthetic" in kinds[3]
+    plain = stream(0)
+    g = torch.Generator().manual_seed(0)
+    for step in range(2):
+        plain.next_batch(step, g)
+    assert s.cost["teacher_queries"] == plain.cost["teacher_queries"] > 0  # six steps recovered as often as two
+    with pytest.raises(ValueError, match="stream.replay must be an integer >= 0, got -1"):
+        StreamConfig(replay=-1)
+
+
+def test_replay_without_a_memory_to_replay_is_refused_with_the_fix():
+    from dfml.recipes.datafree import DataFreeConfig
+
+    with pytest.raises(ValueError, match=r"datafree.replay=2 replays memory tasks, but the memory serves none .*"
+                                         r"set datafree.memory=true and datafree.mix.memory=1, or datafree.replay=0"):
+        DataFreeConfig(replay=2)
