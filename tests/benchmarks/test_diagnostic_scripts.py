@@ -1,0 +1,46 @@
+"""benchmarks/learning_curves.py and benchmarks/pseudo_tasks.py on a toy benchmark folder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .scripts import load_script
+from .test_scenarios import TOY
+
+protocol = load_script("protocol")
+learning_curves = load_script("learning_curves")
+pseudo_tasks = load_script("pseudo_tasks")
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "ss"
+    assert protocol.main("toy", ["--preset", str(TOY), "--scenario", "ss", "--out", str(out)]) == 0
+    return out
+
+
+def test_learning_curves_read_every_trained_run_against_the_baselines_on_its_validation_episodes(bench, tmp_path):
+    assert learning_curves.main([str(bench), "--json", str(tmp_path / "c.json"), "--plot", str(tmp_path / "c.png")]) == 0
+    summary = json.loads((tmp_path / "c.json").read_text())
+    assert list(summary["runs"]) == ["robust"]
+    (fname, base), = summary["val_baselines"].items()
+    assert fname == "val_5w1s_2.json" and set(base) == {"random", "average"}
+    robust = summary["runs"]["robust"]
+    assert [v["step"] for v in robust["val"]] == [2] and robust["steps"] == 2
+    results = {n: json.loads((bench / "runs" / n / "results.json").read_text()) for n in ("robust", "random")}
+    assert robust["test_gain_over_random"] == pytest.approx(
+        results["robust"]["scores"]["5way_1shot"]["mean"] - results["random"]["scores"]["5way_1shot"]["mean"])
+    assert robust["val_gain_over_random"] == pytest.approx(robust["selected"]["val_acc"] - base["random"])
+    assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_pseudo_task_statistics_judge_each_example_by_the_teacher_that_recovered_it(bench, tmp_path):
+    res = pseudo_tasks.statistics(bench / "runs" / "robust", None)
+    s = res["summary"]
+    assert s["examples"] == sum(r["n"] for r in res["per_class_and_teacher"]) > 0
+    assert 0.0 <= s["teacher_acc"] <= 1.0 and 0.0 < s["confidence"] <= 1.0
+    assert s["diversity_real"] > 0 and s["relative_diversity"] == pytest.approx(s["diversity"] / s["diversity_real"])
+    with pytest.raises(SystemExit, match="no checkpoints/last.pt"):
+        pseudo_tasks.statistics(bench / "runs" / "random", None)
