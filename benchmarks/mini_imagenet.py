@@ -2,6 +2,7 @@
 
     python benchmarks/mini_imagenet.py --scale small --data-root ../shared/data/mini-imagenet-sample  # proves the path (the sample is too small to learn)
     python benchmarks/mini_imagenet.py --scale paper --device cuda                  # the papers' sizes, for a GPU
+    python benchmarks/mini_imagenet.py --scale cpu --threads 1 --data-root /data/mini-imagenet   # the CPU table (full miniImageNet)
 
 Resumable: re-run the same command after an interruption. Presets: presets/mini_imagenet_<scale>.yaml.
 """

@@ -147,3 +147,9 @@ def test_a_run_name_selects_that_run_and_a_recipe_name_its_clean_pool_runs() -> 
     assert list(protocol.select_runs(runs, ["tgr"])) == ["fast", "slow"]
     assert list(protocol.select_runs(runs, ["robust"])) == ["robust"]
     assert list(protocol.select_runs(runs, None)) == list(runs)
+
+
+def test_the_mini_imagenet_cpu_preset_is_the_cifar_fs_one_on_another_dataset():
+    cifar, mini = protocol.load_preset("cifar_fs", "cpu"), protocol.load_preset("mini_imagenet", "cpu")
+    assert (cifar.pop("dataset"), mini.pop("dataset")) == ("cifar_fs", "mini_imagenet")
+    assert mini == cifar
