@@ -60,21 +60,44 @@ class _Bars:
             del self.bars[stage]
 
 
-def _parse_kv(items: list[str] | None) -> dict[str, Any]:
+def _parse_kv(items: list[str] | None, flag: str = "--arch-arg", example: str = "hidden=[64,64]") -> dict[str, Any]:
     import yaml
 
     out = {}
     for item in items or []:
         if "=" not in item:
-            raise ValueError(f"{item!r} is not of the form key=value (e.g. hidden=64)")
+            raise ValueError(f"{flag} {item!r} is not of the form key=value (e.g. {example})")
         k, v = item.split("=", 1)
         try:
-            out[k] = yaml.safe_load(v)
+            out[k.strip()] = yaml.safe_load(v)
         except yaml.YAMLError as err:
             problem = " ".join(str(getattr(err, "problem", None) or err).split())
-            raise ValueError(f"--arch-arg {item!r}: {v!r} is not a YAML value ({problem}); write e.g. "
-                             f"hidden=[64,64] or {k}=64") from None
+            raise ValueError(f"{flag} {item!r}: {v!r} is not a YAML value ({problem}); write e.g. "
+                             f"{example} or {k}=64") from None
     return out
+
+
+def _data_options(args: argparse.Namespace, dataset: str | None, given: dict[str, Any] | None = None,
+                  image_size: bool = True) -> dict[str, Any]:
+    """The dataset options of a command: ``given`` (e.g. from a config), then ``--data-opt``, then ``--image-size``.
+
+    A dataset that draws its class split (``--data-opt ratio=...`` without ``splits``) writes its
+    class lists into ``<--out>/splits``, next to the pool or run they belong to.
+    """
+    from .data.registry import check_options, dataset_options
+
+    options = {**(given or {}), **_parse_kv(args.data_opt, "--data-opt", "ratio=[0.6,0.2,0.2]")}
+    if image_size and args.image_size is not None:
+        options["image_size"] = args.image_size
+    if not options:
+        return options
+    if dataset is None:
+        flags = "--data-opt/--image-size" if image_size else "--data-opt"
+        raise ValueError(f"{flags} set dataset options {sorted(options)} but no --dataset is given; add --dataset NAME")
+    check_options(dataset, options)
+    if "ratio" in options and "splits" not in options and "splits" in (dataset_options(dataset) or []):
+        options["splits"] = str(Path(args.out) / "splits")
+    return options
 
 
 def _one_process(command: str) -> None:
@@ -92,7 +115,7 @@ def cmd_pool_build(args: argparse.Namespace) -> int:
     from .pool import PretrainConfig, pretrain_pool
     from .pool.pretrain import PRETRAIN_TRAINING_FIELDS, pretrain_training_fields
 
-    dataset = get_dataset(args.dataset, args.data_root, args.split)
+    dataset = get_dataset(args.dataset, args.data_root, args.split, **_data_options(args, args.dataset))
     cfg = PretrainConfig(
         n_models=args.n_models,
         n_way=args.n_way,
@@ -151,7 +174,7 @@ def cmd_pool_import(args: argparse.Namespace) -> int:
     from .data import get_dataset
     from .pool import import_official_pool
 
-    dataset = get_dataset(args.dataset, args.data_root, args.split)
+    dataset = get_dataset(args.dataset, args.data_root, args.split, **_data_options(args, args.dataset))
     pool = import_official_pool(
         args.src,
         args.out,
@@ -210,10 +233,11 @@ def cmd_invert(args: argparse.Namespace) -> int:
     from .inversion.grid import invert_pool
 
     mean = std = None
+    options = _data_options(args, args.dataset, image_size=False)  # invert's --image-size is the models' input size
     if args.dataset is not None:
         from .data import get_dataset
 
-        ds = get_dataset(args.dataset, args.data_root, "train")
+        ds = get_dataset(args.dataset, args.data_root, "train", **options)
         if ds.mean is not None and ds.std is not None:
             mean, std = ds.mean.flatten().tolist(), ds.std.flatten().tolist()
     report = invert_pool(
@@ -265,6 +289,8 @@ def _experiment_config(args: argparse.Namespace, recipe: str) -> ExperimentConfi
         if value is not None:
             updates[name] = value
     cfg = replace(cfg, **updates)
+    if args.data_opt or args.image_size is not None:
+        cfg = replace(cfg, data_options=_data_options(args, cfg.dataset, cfg.data_options))
     if args.episodes is not None:
         cfg = replace(cfg, eval=replace(cfg.eval, episodes=args.episodes))
     if args.shots:
@@ -356,8 +382,10 @@ def _print_results(results: dict[str, Any]) -> None:
 # -------------------------------------------------------------------- parser
 def _add_experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pool", help="pool directory (from `dfml pool build`)")
-    p.add_argument("--dataset", help="target dataset for meta-val/test: cifar_fs, mini_imagenet, toy")
+    p.add_argument("--dataset", help="target dataset for meta-val/test: cifar_fs, mini_imagenet, omniglot, cub, "
+                                      "image_folder, toy")
     p.add_argument("--data-root", dest="data_root", help="folder holding the dataset (e.g. ../shared/data)")
+    _add_data_option_args(p)
     p.add_argument("--device", help="cpu (default) or cuda[:k]")
     p.add_argument("--config", help="YAML file of ExperimentConfig fields, applied over the recipe's preset")
     p.add_argument("--episodes", type=int, help="number of fixed meta-test episodes (default 600)")
@@ -365,6 +393,16 @@ def _add_experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config field, e.g. --set train.steps=500 (repeatable)")
     p.add_argument("--out", required=True, help="run directory (re-run the same command to resume)")
+
+
+def _add_data_option_args(p: argparse.ArgumentParser, image_size: bool = True) -> None:
+    if image_size:
+        p.add_argument("--image-size", dest="image_size", type=int,
+                       help="the dataset's image side length (default: omniglot 28, cub, mini_imagenet and "
+                            "image_folder 84)")
+    p.add_argument("--data-opt", dest="data_opt", action="append", metavar="KEY=VALUE",
+                   help="a dataset option, e.g. --data-opt rotations=true (omniglot) or --data-opt ratio=[0.6,0.2,0.2] "
+                        "(image_folder); repeatable; the options are in docs/datasets.md")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -385,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = psub.add_parser("build", help="pretrain a pool on a class split of a dataset")
     b.add_argument("--dataset", required=True, choices=DATASETS.names())
     b.add_argument("--data-root", dest="data_root", help="folder holding the dataset")
+    _add_data_option_args(b)
     b.add_argument("--split", default="train", help="class split the models are trained on (default train)")
     b.add_argument("--out", required=True, help="pool directory (re-run the same command to resume)")
     b.add_argument("--n-models", dest="n_models", type=int, default=20)
@@ -416,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--out", required=True)
     im.add_argument("--dataset", required=True, choices=DATASETS.names())
     im.add_argument("--data-root", dest="data_root")
+    _add_data_option_args(im)
     im.add_argument("--split", default="train")
     im.add_argument("--arch", default="conv4")
     im.add_argument("--arch-arg", dest="arch_arg", action="append", metavar="KEY=VALUE")
@@ -453,6 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--steps", type=int, default=200, help="optimisation steps (default 200)")
     inv.add_argument("--dataset", choices=DATASETS.names(), help="un-normalise with this dataset's mean/std")
     inv.add_argument("--data-root", dest="data_root", help="folder holding the dataset")
+    _add_data_option_args(inv, image_size=False)
     inv.add_argument("--image-size", dest="image_size", type=int,
                      help="image side length, for architectures whose pool entry records none (ResNets)")
     inv.add_argument("--seed", type=int, default=0)

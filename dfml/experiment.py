@@ -27,6 +27,7 @@ from . import __version__
 from . import distributed as dist
 from .config import check_ranges, to_dict
 from .data import DATASETS, EpisodeList, InputDomain, convert_task, get_dataset
+from .data.registry import check_options
 from .eval import CalibrationConfig, EvalResult, evaluate_sharded
 from .eval.protocols import DEFAULT_PROTOCOL, EARLIER_PROTOCOL, get_protocol
 from .meta.trainer import TrainConfig
@@ -98,8 +99,11 @@ class ExperimentConfig:
     Attributes:
         recipe: a name from ``dfml.recipes.RECIPES`` (``dfml train --help`` lists them).
         pool: the pool directory.
-        dataset: the target domain for meta-validation/test (``cifar_fs``, ``mini_imagenet``, ``toy``).
+        dataset: the target domain for meta-validation/test (a name of ``dfml.data.DATASETS``: ``cifar_fs``,
+            ``mini_imagenet``, ``omniglot``, ``cub``, ``image_folder``, ``toy``).
         data_root: where the dataset lives (not needed for ``toy``).
+        data_options: the dataset's options (``dfml.data.dataset_options``), e.g. ``{image_size: 32}``;
+            ``--image-size`` / ``--data-opt KEY=VALUE`` on the command line.
         device: ``cpu`` or ``cuda[:k]``.
     """
 
@@ -107,6 +111,7 @@ class ExperimentConfig:
     pool: str = ""
     dataset: str = "toy"
     data_root: str | None = None
+    data_options: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -117,6 +122,7 @@ class ExperimentConfig:
             raise ValueError(f"recipe {self.recipe!r} is not a recipe; valid: {', '.join(RECIPES.names())}")
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset {self.dataset!r} is not a dataset; valid: {', '.join(DATASETS.names())}")
+        check_options(self.dataset, self.data_options)
         if not re.fullmatch(r"(cpu|cuda|mps)(:\d+)?", str(self.device)):
             raise ValueError(f"device {self.device!r} is not a device; write cpu, cuda or cuda:K (K: the GPU's index)")
         if self.train.n_way != self.eval.n_way:
@@ -184,12 +190,17 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: Progress | 
         raise ValueError("no pool given: pass --pool DIR (build one with `dfml pool build`)")
     pool = ModelPool(cfg.pool)
     check_experiment(cfg, pool)  # before any data loads
-    val_ds = get_dataset(cfg.dataset, cfg.data_root, "val")
+    val_ds = load_split(cfg, "val")
     finished = (Path(out) / "results.json").is_file()  # its saved results are returned: the test split is not read
-    test_ds = None if finished else get_dataset(cfg.dataset, cfg.data_root, "test")
+    test_ds = None if finished else load_split(cfg, "test")
     check_experiment(cfg, pool, val_ds, test_ds)
     with hold_directory(out, "run directory", "use another --out"):
         return _run_locked(cfg, out, progress, recipe, pool, val_ds, test_ds)
+
+
+def load_split(cfg: ExperimentConfig, split: str) -> Any:
+    """The ``split`` of ``cfg``'s dataset, loaded with its ``data_options``."""
+    return get_dataset(cfg.dataset, cfg.data_root, split, **cfg.data_options)
 
 
 def check_experiment(cfg: ExperimentConfig, pool: ModelPool, val_ds: Any = None, test_ds: Any = None) -> None:
@@ -272,7 +283,7 @@ def _run_locked(cfg: ExperimentConfig, out: str | Path, progress: Progress | Non
         input_std=meta_domain.std,
         dataset_domain=data_domain,
         protocol=cfg.eval.protocol,
-        train_data=(lambda: get_dataset(cfg.dataset, cfg.data_root, "train")) if recipe_spec(cfg.recipe).uses_data
+        train_data=(lambda: load_split(cfg, "train")) if recipe_spec(cfg.recipe).uses_data
         else None,
     )
     ctx.info["meta_model"] = dict(zip(("arch", "arch_kwargs"), ctx.meta_architecture()))
@@ -333,7 +344,7 @@ def meta_test(
     Returns:
         ``{"<n_way>way_<shot>shot": EvalResult.as_dict(), ...}``, one entry per ``cfg.eval.shots``.
     """
-    test_ds = test_ds if test_ds is not None else get_dataset(cfg.dataset, cfg.data_root, "test")
+    test_ds = test_ds if test_ds is not None else load_split(cfg, "test")
     ev, scores = cfg.eval, {}
     data_domain = InputDomain.of_dataset(test_ds)
     meta_domain = _meta_domain(data_domain, cfg.train)

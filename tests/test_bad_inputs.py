@@ -31,6 +31,8 @@ import torch
 
 from dfml.cli import main
 
+from .data.layouts import write_cub, write_image_folder, write_omniglot_folders, write_omniglot_npz
+
 Argv = list[str]
 
 
@@ -289,6 +291,46 @@ def _eval_as(recipe: str, pool: Path, out: Path, *extra: str) -> Argv:
     return argv
 
 
+def _tiny_build(dataset: str, root: Path, out: Path, *extra: str) -> Argv:
+    """One 2-way Conv4 of width 4 trained for an epoch on ``dataset`` (the cheapest build of an image dataset)."""
+    return ["pool", "build", "--dataset", dataset, "--data-root", str(root), *extra, "--out", str(out), "--n-models",
+            "1", "--n-way", "2", "--epochs", "1", "--arch", "conv4", "--arch-arg", "hidden=4"]
+
+
+def _made(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _npz_without_labels(tmp: Path) -> Path:
+    import numpy as np
+
+    np.savez(_made(tmp / "om") / "images_background.npz", images=np.ones((7, 4, 20, 20), bool))
+    return tmp / "om"
+
+
+def _cub_without(tmp: Path, name: str) -> Path:
+    write_cub(tmp / "cub")
+    (tmp / "cub" / "CUB_200_2011" / name).unlink()
+    return tmp / "cub"
+
+
+def _omniglot_invert(tmp: Path) -> Argv:
+    """``dfml invert`` of a one-model Omniglot pool (built on first use) in ``tmp/p``."""
+    if not (tmp / "p").exists():
+        write_omniglot_folders(tmp / "om")
+        assert main(_tiny_build("omniglot", tmp / "om", tmp / "p")) == 0
+    return ["invert", "--pool", str(tmp / "p"), "--out", str(tmp / "inv"), "--steps", "2", "--per-class", "1"]
+
+
+def _split_files(tmp: Path) -> Path:
+    """A tree of 9 class folders and hand-written class lists (2 / 1 / 1 classes) in ``tmp/s``."""
+    write_image_folder(tmp / "if")
+    for split, names in (("train", "class_a\nclass_b\n"), ("val", "class_c\n"), ("test", "class_d\n")):
+        (_made(tmp / "s") / f"{split}.txt").write_text(names)
+    return tmp / "s"
+
+
 DATA_CASES: list[Case] = [
     # the toy world has 100 examples per class: 200 + 15 queries cannot be drawn
     Case("data-shots-above-class-size", lambda tmp, pool: toy_eval(pool, tmp / "ev", "--shots", "200"),
@@ -310,6 +352,38 @@ DATA_CASES: list[Case] = [
          lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "train.n_way=6", "--set", "eval.n_way=6"),
          r"train\.n_way=6 but pool model 0 has 5 classes: recipe 'maml' needs pool models of at least",
          fixed=lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "train.n_way=4", "--set", "eval.n_way=4")),
+    Case("data-omniglot-wrong-layout",
+         lambda tmp, pool: _tiny_build("omniglot", _made(tmp / "om" / "images").parent, tmp / "p"),
+         r"omniglot: found no images_background/ or images_background\.npz for the train split under .*om' or "
+         r".*omniglot-py' \(.*om' holds images/\)\. Omniglot accepts two layouts",
+         fixed=lambda tmp, pool: _tiny_build("omniglot", write_omniglot_folders(tmp / "om") and tmp / "om", tmp / "p")),
+    Case("data-omniglot-npz-without-labels", lambda tmp, pool: _tiny_build("omniglot", _npz_without_labels(tmp), tmp / "p"),
+         r"omniglot: '.*images_background\.npz' holds the arrays \['images'\], not 'images' and 'labels'",
+         fixed=lambda tmp, pool: _tiny_build("omniglot", write_omniglot_npz(tmp / "om") and tmp / "om", tmp / "p")),
+    Case("data-cub-list-missing",
+         lambda tmp, pool: _tiny_build("cub", _cub_without(tmp, "image_class_labels.txt"), tmp / "p", "--image-size", "32"),
+         r"cub: '.*CUB_200_2011' lacks image_class_labels\.txt \('.*CUB_200_2011' holds classes\.txt, images\.txt, "
+         r"images/\)\. CUB expects root",
+         fixed=lambda tmp, pool: _tiny_build("cub", write_cub(tmp / "cub2") and tmp / "cub2", tmp / "p", "--image-size", "32")),
+    Case("data-image-folder-without-a-class-split",
+         lambda tmp, pool: _tiny_build("image_folder", write_image_folder(tmp / "if") and tmp / "if", tmp / "p"),
+         r"image_folder: no class split given\. image_folder expects root/<class>/<image> files .* --data-opt splits=DIR",
+         fixed=lambda tmp, pool: _tiny_build("image_folder", tmp / "if", tmp / "p", "--data-opt", "ratio=[1,1,1]",
+                                             "--image-size", "16")),
+    Case("data-image-folder-class-list-differs-from-the-ratio",
+         lambda tmp, pool: _tiny_build("image_folder", tmp / "if", tmp / "p", "--data-opt", "ratio=[1,1,1]",
+                                       "--data-opt", f"splits={_split_files(tmp)}", "--image-size", "16"),
+         r"'.*s/train\.txt' exists and lists other classes than ratio=\[1, 1, 1\] seed=0 give; delete it to write "
+         r"the split again, or drop ratio to use the file as it is$",
+         fixed=lambda tmp, pool: _tiny_build("image_folder", tmp / "if", tmp / "p", "--data-opt", f"splits={tmp / 's'}",
+                                             "--image-size", "16")),
+    Case("data-option-the-dataset-does-not-take", lambda tmp, pool: toy_eval(pool, tmp / "ev", "--image-size", "32"),
+         r"dataset 'toy' has no option 'image_size' \(it takes n_classes, .*\); set options with --image-size or "
+         r"--data-opt KEY=VALUE", fixed=lambda tmp, pool: toy_eval(pool, tmp / "ev")),
+    Case("data-option-without-a-dataset", lambda tmp, pool: [*_omniglot_invert(tmp), "--data-opt", "rotations=true"],
+         r"--data-opt set dataset options \['rotations'\] but no --dataset is given; add --dataset NAME$",
+         fixed=lambda tmp, pool: [*_omniglot_invert(tmp), "--data-opt", "rotations=true", "--dataset", "omniglot",
+                                  "--data-root", str(tmp / "om")]),
     Case("data-average-of-heads-of-other-n-way",
          lambda tmp, pool: _eval_as("average", pool, tmp / "ev", "--set", "train.n_way=3", "--set", "eval.n_way=3"),
          r"train\.n_way=3 but pool model 0 has 5 classes: recipe 'average' needs pool models of exactly",

@@ -140,7 +140,7 @@ def describe_architecture(arch: str, kwargs: dict[str, Any]) -> str:
 
 RECIPES: Registry[Callable[[RecipeContext], nn.Module]] = Registry("recipe")
 
-EXPERIMENT_READS = ("recipe", "pool", "dataset", "data_root", "device", "eval")
+EXPERIMENT_READS = ("recipe", "pool", "dataset", "data_root", "data_options", "device", "eval")
 """What the experiment driver reads for every recipe (:func:`dfml.experiment.run_experiment`)."""
 META_MODEL_READS = ("train.n_way", "train.seed", "train.meta_arch", "train.meta_arch_kwargs", "train.meta_image_size")
 """What building the meta-model reads (:meth:`RecipeContext.meta_architecture`): every recipe reads it."""
