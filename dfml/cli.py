@@ -7,6 +7,7 @@
     dfml train        meta-train a recipe on a pool, select on meta-val, meta-test
     dfml eval         score recipes (e.g. random, average) on the same fixed meta-test episodes
     dfml compare      paired comparison of two finished runs
+    dfml export       a run's meta-model in one file to take elsewhere (state dict, architecture, inputs, protocol)
     dfml invert       recover images from pool models: one labelled PNG grid per model + invert.json
     dfml plot         plots of run directories (meta-val accuracy, reliability weights, model groups)
     dfml demo         the whole pipeline on the built-in toy world
@@ -264,8 +265,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------ train / eval
-def _experiment_configs(args: argparse.Namespace, recipes: list[str]) -> list[ExperimentConfig]:
-    """Each recipe's resolved configuration; what the user set that none of them reads is refused."""
+def _experiment_configs(args: argparse.Namespace, recipes: list[str], models: bool = False) -> list[ExperimentConfig]:
+    """Each recipe's resolved configuration; what the user set that none of them reads is refused.
+
+    ``models``: exported models are scored too (``dfml eval --model``), which read
+    :data:`dfml.export.score.READS`.
+    """
+    from .export.score import READS
     from .recipes.base import check_reads
 
     cfgs = [_experiment_config(args, recipe) for recipe in recipes]
@@ -273,6 +279,13 @@ def _experiment_configs(args: argparse.Namespace, recipes: list[str]) -> list[Ex
     if args.config:
         given = {key: f"{key} in --config {args.config}" for key in dotted_keys(load_yaml(args.config))}
     given.update({key: f"--set {item}" for key, item in override_keys(args.set).items()})
+    if models:
+        read = {k for k in given if any(k == r or k.startswith(r + ".") or r.startswith(k + ".") for r in READS)}
+        unread = sorted(set(given) - read)
+        if unread and not cfgs:
+            raise ValueError(f"{given[unread[0]]}: scoring an exported model (--model) does not read {unread[0]}, so "
+                             "the run would record a setting it never used; drop it")
+        given = {k: v for k, v in given.items() if k not in read}
     check_reads(cfgs, given)
     return cfgs
 
@@ -308,15 +321,44 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     out = Path(args.out)
+    recipes = args.recipe if args.recipe is not None else ([] if args.model else ["random", "average"])
+    models = _model_rows(args.model or [], recipes)
+    cfgs = _experiment_configs(args, recipes, models=bool(models))  # every configuration checked before the first runs
+    model_cfg = _shared_episodes(_experiment_config(args, _config_recipe(args)), out) if models else None
     all_results = {}
-    for cfg in _experiment_configs(args, args.recipe):  # every recipe's configuration checked before the first runs
-        recipe = cfg.recipe
-        if cfg.eval.episodes_dir is None:
-            cfg = replace(cfg, eval=replace(cfg.eval, episodes_dir=str(out / "episodes")))
-        all_results[recipe] = run_experiment(cfg, out / recipe, progress=_Bars())
+    for cfg in cfgs:
+        all_results[cfg.recipe] = run_experiment(_shared_episodes(cfg, out), out / cfg.recipe, progress=_Bars())
+    for name, path in models.items():
+        from .export import score_exported
+
+        all_results[name] = score_exported(path, model_cfg, out / name, progress=_Bars())
     _print_results(all_results)
-    print(f"results: {out}/<recipe>/results.json")
+    print(f"results: {out}/<{'recipe' if not models else 'recipe or model'}>/results.json")
     return 0
+
+
+def _shared_episodes(cfg: ExperimentConfig, out: Path) -> ExperimentConfig:
+    """``cfg`` scored on the episode lists of ``out/episodes`` (unless eval.episodes_dir names others)."""
+    if cfg.eval.episodes_dir is None:
+        cfg = replace(cfg, eval=replace(cfg.eval, episodes_dir=str(out / "episodes")))
+    return cfg
+
+
+def _model_rows(paths: list[str], recipes: list[str]) -> dict[str, str]:
+    """``{row name: file}`` of ``dfml eval --model``: each file's name without its suffix (its run directory's name)."""
+    rows: dict[str, str] = {}
+    for path in paths:
+        name = Path(path).stem
+        if name in rows or name in recipes:
+            raise ValueError(f"--model {path}: its name {name!r} is also the name of {rows.get(name) or 'a recipe'} "
+                             f"in this command, and each is scored into --out/<name>; rename the file")
+        rows[name] = path
+    return rows
+
+
+def _config_recipe(args: argparse.Namespace) -> str:
+    """The recipe whose preset exported models are scored under: the one ``--config`` names, else ``random`` (none)."""
+    return str(load_yaml(args.config).get("recipe", "random")) if args.config else "random"
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -353,6 +395,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
                              f"the episode files differ); a paired comparison needs the same episodes: score both "
                              f"with one eval.episodes_dir")
     print(results_table(results, baseline=names[0]))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    _one_process("export")
+    from .export import export_meta_model
+
+    export = export_meta_model(args.run, args.out, torchscript=args.torchscript, force=args.force, pool=args.pool)
+    params = sum(t.numel() for t in export["state_dict"].values())
+    inputs = export["inputs"]
+    scored = ", ".join(f"{k} {v['mean']:.2f} ± {v['ci95']:.2f}" for k, v in (export["scores"] or {}).items())
+    print(f"{args.out}: {export['arch']} meta-model, {params} parameters, inputs {'x'.join(map(str, inputs['shape']))}"
+          f"{' normalised' if inputs['mean'] is not None else ''}; scored {scored or 'not yet'} "
+          f"({export['eval']['protocol']} protocol)")
+    if args.torchscript:
+        print(f"{args.torchscript}: the same model as TorchScript (torch.jit.load)")
+    print("load it with dfml.load_exported(path), or torch.load(path, weights_only=True) and dfml.models "
+          "(docs/getting-started.md)")
     return 0
 
 
@@ -476,10 +536,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_experiment_args(t)
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="score recipes on the same fixed meta-test episodes")
-    e.add_argument("--recipe", nargs="+", default=["random", "average"], choices=RECIPES.names())
+    e = sub.add_parser("eval", help="score recipes and exported models on the same fixed meta-test episodes")
+    e.add_argument("--recipe", nargs="+", choices=RECIPES.names(),
+                   help="recipes to score (default: random average, none with --model)")
+    e.add_argument("--model", nargs="+", metavar="FILE",
+                   help="exported meta-models (`dfml export`) to score, each into --out/<file name>")
     _add_experiment_args(e)
     e.set_defaults(func=cmd_eval)
+
+    x = sub.add_parser("export", help="a run's meta-model in one file (weights, architecture, inputs, protocol)")
+    x.add_argument("run", help="a run directory (from `dfml train` or `dfml eval`)")
+    x.add_argument("--out", required=True, help="the file to write, e.g. model.pt (never overwritten without --force)")
+    x.add_argument("--torchscript", metavar="FILE", help="also write the model as TorchScript (torch.jit.load)")
+    x.add_argument("--force", action="store_true", help="replace existing --out / --torchscript files")
+    x.add_argument("--pool", help="the run's pool, only for runs made before dfml recorded the meta-model's "
+                                  "architecture, when its recorded path does not resolve from here")
+    x.set_defaults(func=cmd_export)
 
     c = sub.add_parser("compare", help="paired comparison of finished runs (first one is the baseline)")
     c.add_argument("runs", nargs="+")

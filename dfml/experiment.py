@@ -38,7 +38,6 @@ from .recipes.base import describe_architecture, recipe_spec
 from .locks import hold_directory
 from .pool.manifest import MANIFEST_NAME
 from .runs import RunDir, atomic_torch_save, sha256_file
-from .files import read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -207,14 +206,23 @@ def check_experiment(cfg: ExperimentConfig, pool: ModelPool, val_ds: Any = None,
     """Refuse, before any work starts, what the configuration, the pool and the data tell will fail later.
 
     The configuration's own values are checked when it resolves (each config's ``__post_init__``);
-    this checks them against the recipe's needs of the pool (:meth:`RecipeSpec.check_pool`), the
-    machine (a CUDA device torch cannot see) and, when given, the class counts and sizes of the
-    meta-validation and meta-test splits the episodes are drawn from.
+    this checks them against the recipe's needs of the pool (:meth:`RecipeSpec.check_pool`), and
+    the machine and data (:func:`check_machine_and_data`).
 
     Raises:
         ValueError: names the settings, what the pool or data holds, and the fix.
     """
     recipe_spec(cfg.recipe).check_pool(cfg, pool)
+    check_machine_and_data(cfg, val_ds, test_ds)
+
+
+def check_machine_and_data(cfg: ExperimentConfig, val_ds: Any = None, test_ds: Any = None) -> None:
+    """Refuse a CUDA device torch cannot see and, when given, meta-validation and meta-test splits
+    with too few classes or examples per class for ``cfg``'s episodes.
+
+    Raises:
+        ValueError: names the settings, what the data holds, and the fix.
+    """
     if torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {cfg.device!r} but torch sees no CUDA GPU here; use --device cpu")
     ev, tr = cfg.eval, cfg.train
@@ -288,6 +296,9 @@ def _run_locked(cfg: ExperimentConfig, out: str | Path, progress: Progress | Non
     )
     ctx.info["meta_model"] = dict(zip(("arch", "arch_kwargs"), ctx.meta_architecture()))
     ctx.info["meta_inputs"] = meta_domain.to_dict()
+    if dist.is_main():  # what rebuilds the meta-model from model.pt (dfml.export), before model.pt exists
+        run.update_info(meta_model={**ctx.info["meta_model"], "inputs": meta_domain.to_dict(),
+                                    "dataset_inputs": data_domain.to_dict()})
     ctx.info["pool"] = {"architectures": sorted({describe_architecture(e.arch, e.arch_kwargs) for e in pool.entries}),
                         "datasets": pool.datasets(), "n_models": len(pool)}
     model = recipe(ctx)
@@ -370,37 +381,30 @@ _EVAL_SETTINGS = {"lr": "eval.lr", "steps": "eval.steps", "calibration.lr": "eva
 
 
 def load_meta_model(run_dir: str | Path, pool: str | Path | None = None) -> torch.nn.Module:
-    """The meta-model a finished run saved (``model.pt``), rebuilt from its ``config.yaml`` and pool.
+    """The meta-model a run selected (``model.pt``), rebuilt with the architecture the run recorded.
+
+    The architecture is the meta-model's own (``train.meta_arch`` or the pool's single one, as
+    :meth:`~dfml.recipes.RecipeContext.meta_architecture` chose it when the run started), read from
+    ``run.json`` or ``results.json`` (see :func:`dfml.export.run_meta_model`); the pool is read only
+    for runs made before dfml recorded it. To take the model elsewhere, export it
+    (:func:`dfml.export.export_meta_model`, ``dfml export``).
 
     Args:
         run_dir: a run directory written by :func:`run_experiment` (only read).
-        pool: the pool directory, when the run's recorded ``pool`` path does not resolve from here
-            (it is recorded as given, often relative to where the run was started).
+        pool: the pool directory, for an old run, when its recorded ``pool`` path does not resolve
+            from here (it is recorded as given, often relative to where the run was started).
 
     Returns:
-        The network (the pool's architecture with a ``train.n_way`` head, batch-statistics BatchNorm).
+        The network with a ``train.n_way`` head, batch-statistics BatchNorm, in eval mode.
 
     Raises:
-        FileNotFoundError: no ``config.yaml``/``model.pt`` in ``run_dir``, or the pool is not found.
+        FileNotFoundError: no run directory or no ``model.pt`` in ``run_dir`` (the run has not
+            finished training), or the pool of an old run is not found.
+        ValueError: the weights do not fit the recorded architecture.
     """
-    from .config import from_dict, load_yaml
-    from .models import use_batch_stats
-    from .models.registry import build_model
+    from .export import load_run_model
 
-    run = Path(run_dir)
-    weights = run / "model.pt"
-    if not weights.is_file():
-        raise FileNotFoundError(f"{str(weights)!r} does not exist: is {str(run)!r} a finished run directory?")
-    cfg = from_dict(ExperimentConfig, load_yaml(run / "config.yaml"))
-    where = Path(pool) if pool is not None else Path(cfg.pool)
-    if not (where / "pool.json").is_file():
-        raise FileNotFoundError(
-            f"the run's pool {str(where)!r} has no pool.json; pass pool= (--pool) with the pool the run used"
-        )
-    entry = ModelPool(where).entry(0)
-    model = use_batch_stats(build_model(entry.arch, **{**entry.arch_kwargs, "num_classes": cfg.train.n_way}))
-    model.load_state_dict(read_state_dict(weights, fix="re-run the training to write it again"))
-    return model.eval()
+    return load_run_model(run_dir, pool)
 
 
 def _jsonable(obj: Any) -> Any:

@@ -553,6 +553,29 @@ def _copied_run(tmp: Path, pool: Path) -> Argv:
     return toy_eval(pool, tmp / "copy")
 
 
+def _export(run: Path, out: Path, *extra: str) -> Argv:
+    return ["export", str(run), "--out", str(out), *extra]
+
+
+def _exported(tmp: Path, pool: Path) -> Path:
+    """A finished toy ``random`` run exported to ``tmp/model.pt``."""
+    assert main(_export(_finished(pool, tmp / "ev") / "random", tmp / "model.pt")) == 0
+    return tmp / "model.pt"
+
+
+def _untrained(tmp: Path, pool: Path) -> Argv:
+    """A maml run killed before it selected a meta-model (no model.pt, no results.json), then exported."""
+    assert main(toy_train(pool, tmp / "tr")) == 0
+    for name in ("results.json", "model.pt"):
+        (tmp / "tr" / name).unlink()
+    return _export(tmp / "tr", tmp / "m.pt")
+
+
+def _eval_model(model: Path, out: Path, *extra: str) -> Argv:
+    return ["eval", "--model", str(model), "--dataset", "toy", "--episodes", "5", "--shots", "1", "--out", str(out),
+            *extra]
+
+
 RUN_CASES: list[Case] = [
     Case("run-failed-start-typo", _failed_start, r"cifar_f",
          fixed=lambda tmp, pool: toy_eval(pool, tmp / "ev")),
@@ -598,6 +621,38 @@ RUN_CASES: list[Case] = [
          lambda tmp, pool: _run_train(pool, tmp / "run", "--set", "train.checkpoint_minutes=0"),
          r"train.checkpoint_minutes must be a number of minutes > 0, got 0",
          fixed=lambda tmp, pool: _run_train(pool, tmp / "run", "--set", "train.checkpoint_minutes=0.5")),
+    Case("export-missing-run", lambda tmp, pool: _export(tmp / "nope", tmp / "m.pt"),
+         r"run directory '.*/nope' does not exist; give a directory written by `dfml train` or `dfml eval`",
+         fixed=lambda tmp, pool: _export(_finished(pool, tmp / "ev") / "random", tmp / "m.pt")),
+    Case("export-run-without-a-selected-model", _untrained,
+         r"'.*/tr' has no selected meta-model yet \(no model.pt\): the run has not finished training; run its "
+         r"command again to finish it", fixed=lambda tmp, pool: toy_train(pool, tmp / "tr")),
+    Case("export-out-exists",
+         lambda tmp, pool: _export(_finished(pool, tmp / "ev") / "random", _file(tmp, "m.pt")),
+         r"'.*/m.pt' already exists; nothing was written. Pass --force to replace it, or choose another file name$",
+         fixed=lambda tmp, pool: _export(tmp / "ev" / "random", tmp / "m.pt", "--force")),
+    Case("export-torchscript-exists",
+         lambda tmp, pool: _export(_finished(pool, tmp / "ev") / "random", tmp / "m.pt", "--torchscript",
+                                   str(_file(tmp, "m.ts"))),
+         r"'.*/m.ts' already exists; nothing was written",
+         fixed=lambda tmp, pool: _export(tmp / "ev" / "random", tmp / "m.pt", "--torchscript", str(tmp / "m2.ts"))),
+    Case("eval-model-not-an-export",
+         lambda tmp, pool: _exported(tmp, pool) and _eval_model(tmp / "ev" / "random" / "model.pt", tmp / "scored"),
+         r"'.*/model.pt' is not a dfml export \(a state dict without format 'dfml.meta_model', e.g. a run's bare "
+         r"model.pt\); write one with `dfml export RUN --out FILE`$",
+         fixed=lambda tmp, pool: _eval_model(tmp / "model.pt", tmp / "scored")),
+    Case("eval-model-pickle-that-runs-code",
+         lambda tmp, pool: (tmp / "m.pt").write_bytes(_runs_code(tmp)) and _eval_model(tmp / "m.pt", tmp / "scored"),
+         r"m.pt: not a plain tensor file; refusing to load it \(give a file written by `dfml export`\)$"),
+    Case("eval-model-other-n-way",
+         lambda tmp, pool: _eval_model(_exported(tmp, pool), tmp / "scored", "--set", "eval.n_way=3",
+                                       "--set", "train.n_way=3"),
+         r"holds a meta-model with 5 outputs, but eval.n_way=3; score it on 5-way episodes: --set train.n_way=5 "
+         r"--set eval.n_way=5$", fixed=lambda tmp, pool: _eval_model(tmp / "model.pt", tmp / "scored")),
+    Case("eval-model-setting-it-does-not-read",
+         lambda tmp, pool: _eval_model(_exported(tmp, pool), tmp / "scored", "--set", "train.steps=5"),
+         r"--set train.steps=5: scoring an exported model \(--model\) does not read train.steps",
+         fixed=lambda tmp, pool: _eval_model(tmp / "model.pt", tmp / "scored", "--set", "eval.steps=5")),
 ]
 
 # --- budgets, black-box access and diverged fine-tunes -----------------------------------------------
