@@ -627,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with distributed.launched(), _quiet_unless_main():
             return int(args.func(args) or 0)
-    except (ValueError, TypeError, KeyError, OSError, RuntimeError, FloatingPointError) as exc:
+    except (ValueError, TypeError, KeyError, OSError, RuntimeError, FloatingPointError, ImportError) as exc:
         if args.verbose:
             raise
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else _os_error_line(exc)

@@ -38,6 +38,7 @@ from .recipes.base import describe_architecture, recipe_spec
 from .locks import hold_directory
 from .pool.manifest import MANIFEST_NAME
 from .runs import RunDir, atomic_torch_save, sha256_file
+from .tensorboard import LogConfig, TensorBoardMirror, require_tensorboard
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ class ExperimentConfig:
         data_options: the dataset's options (``dfml.data.dataset_options``), e.g. ``{image_size: 32}``;
             ``--image-size`` / ``--data-opt KEY=VALUE`` on the command line.
         device: ``cpu`` or ``cuda[:k]``.
+        log: where metrics go besides ``metrics.jsonl`` (:class:`~dfml.tensorboard.LogConfig`, e.g.
+            ``--set log.tensorboard=true``); read by every recipe, never part of what a run computes.
     """
 
     recipe: str = "maml"
@@ -115,6 +118,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     datafree: DataFreeConfig = field(default_factory=DataFreeConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
@@ -211,8 +215,11 @@ def check_experiment(cfg: ExperimentConfig, pool: ModelPool, val_ds: Any = None,
 
     Raises:
         ValueError: names the settings, what the pool or data holds, and the fix.
+        ImportError: ``log.tensorboard`` is on and tensorboard is not installed (names the pip command).
     """
     recipe_spec(cfg.recipe).check_pool(cfg, pool)
+    if cfg.log.tensorboard:
+        require_tensorboard()
     check_machine_and_data(cfg, val_ds, test_ds)
 
 
@@ -255,9 +262,12 @@ def _run_locked(cfg: ExperimentConfig, out: str | Path, progress: Progress | Non
     with dist.main_first():  # rank 0 creates the run directory; the others open it
         run = RunDir(out, to_dict(cfg), defaults=saved_defaults())
         run.check_inputs(run_inputs(pool, cfg.dataset, val_ds), record=dist.is_main())
+    if cfg.log.tensorboard and dist.is_main():
+        run.mirror_metrics(TensorBoardMirror(run.path / "tb"))
     done = run.path / "results.json"
     if done.exists():
         log.info("%s already finished; returning its results", run.path)
+        run.close_mirrors()  # a finished run's tb/ is written from its metrics.jsonl
         return json.loads(done.read_text())
     start = time.perf_counter()
     tr = cfg.train
@@ -322,6 +332,7 @@ def _run_locked(cfg: ExperimentConfig, out: str | Path, progress: Progress | Non
     }
     if dist.is_main():
         run.write_results(results)
+        run.close_mirrors()
     dist.barrier()  # nobody returns (and may start the next run) before results.json is written
     return results
 

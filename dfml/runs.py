@@ -7,6 +7,8 @@ Layout of a run directory::
                        identifies the pool and data the run was made on; ``episodes``: the SHA-256
                        of each meta-test episode file it used
     metrics.jsonl      one JSON object per logged step
+    tb/                TensorBoard event files mirroring metrics.jsonl (``log.tensorboard``, see
+                       :mod:`dfml.tensorboard`)
     checkpoints/       last.pt (+ last.prev.pt, the one before) and best.pt (best on meta-validation)
     episodes/          meta-validation episode lists (and meta-test ones, unless eval.episodes_dir)
     results.json       final figures
@@ -14,7 +16,8 @@ Layout of a run directory::
 
 Nothing is ever silently overwritten: starting a run in a directory that holds a run with a
 different configuration is refused (unless that run stopped before saving any work); the same
-configuration resumes from the last checkpoint, on the inputs it was made on only.
+configuration resumes from the last checkpoint, on the inputs it was made on only. The ``log``
+section says where metrics are mirrored, nothing a run computes: a resume may change it.
 Every file is written to a temporary name, flushed and then renamed over the old one, so a
 kill at any moment leaves either the old or the new file, never half of one.
 """
@@ -37,9 +40,12 @@ import yaml
 from . import __version__
 from .config import config_changes, load_yaml, lookup
 from .files import load_tensors, torch_bytes, write_atomic
+from .tensorboard import EVENTS_GLOB
 
 EPISODES_KEY = "eval.episodes_dir"
-_SETUP_FILES = {"config.yaml", "run.json", "metrics.jsonl", "episodes", ".lock"}
+LOG_SECTION = "log"
+"""The configuration section a resume may change (where metrics are mirrored, see :mod:`dfml.tensorboard`)."""
+_SETUP_FILES = {"config.yaml", "run.json", "metrics.jsonl", "episodes", ".lock", "tb"}
 
 log = logging.getLogger(__name__)
 
@@ -115,17 +121,25 @@ class RunDir:
             raise NotADirectoryError(f"run directory {str(self.path)!r} exists and is not a directory")
         self.config = config
         self.resumed = False
+        self._mirrors: list[Any] = []
+        self._mirrors_stale = True
         cfg_file = self.path / "config.yaml"
         if cfg_file.exists():
             old = load_yaml(cfg_file, what="run configuration")
             plain_new = yaml.safe_load(yaml.safe_dump(config))
             plain_defaults = None if defaults is None else yaml.safe_load(yaml.safe_dump(defaults))
-            diff = config_changes(old, plain_new, plain_defaults)
+            changes = config_changes(old, plain_new, plain_defaults)
+            diff = [k for k in changes if k.split(".")[0] != LOG_SECTION]
             missing = self._missing_episodes(plain_new) if diff == [EPISODES_KEY] else None
             if not diff or missing == []:
                 if diff:
                     log.info("%s: the run's episode files are the same in eval.episodes_dir=%r; resuming", self.path,
                              lookup(plain_new, EPISODES_KEY))
+                if len(diff) < len(changes):  # config.yaml records the log settings the run goes on with
+                    updated = {k: v for k, v in old.items() if k != LOG_SECTION}
+                    if LOG_SECTION in plain_new:
+                        updated[LOG_SECTION] = plain_new[LOG_SECTION]
+                    atomic_write_text(cfg_file, yaml.safe_dump(updated, sort_keys=False))
                 self.resumed = True
                 return
             if self.has_work():
@@ -153,8 +167,9 @@ class RunDir:
     def has_work(self) -> bool:
         """Whether the run saved anything a restart would lose: a checkpoint, a bank, a model, results...
 
-        Anything but ``config.yaml``, ``run.json``, metrics (a run without a checkpoint restarts from
-        step 0 and drops them) and episode lists (drawn again from their seed) counts.
+        Anything but ``config.yaml``, ``run.json``, metrics and their TensorBoard copy in ``tb/`` (a run
+        without a checkpoint restarts from step 0 and drops them) and episode lists (drawn again from
+        their seed) counts.
         """
         for p in self.path.iterdir():
             if p.name in _SETUP_FILES or (p.name.startswith(".") and p.name.endswith(".tmp")):
@@ -166,6 +181,8 @@ class RunDir:
 
     def _clear_failed_start(self) -> None:
         self.metrics_file.unlink(missing_ok=True)
+        for f in sorted((self.path / "tb").glob(EVENTS_GLOB)):  # the metrics' copy
+            f.unlink()
         for f in sorted((self.path / "episodes").glob("*.json")):  # drawn for the configuration given up
             f.unlink()
 
@@ -243,10 +260,41 @@ class RunDir:
         return self.path / "metrics.jsonl"
 
     def log_metrics(self, record: dict[str, Any]) -> None:
-        """Append one JSON line to ``metrics.jsonl`` (flushed at once)."""
+        """Append one JSON line to ``metrics.jsonl`` (flushed at once), and pass it on to the mirrors."""
         with open(self.metrics_file, "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
+        if self._mirrors_stale:
+            self._rebuild_mirrors()
+        else:
+            for mirror in self._mirrors:
+                mirror.append(record)
+
+    def mirror_metrics(self, mirror: Any) -> None:
+        """Also write every metrics record to ``mirror`` (e.g. a :class:`~dfml.tensorboard.TensorBoardMirror`).
+
+        ``mirror.rebuild(records)`` is called with the whole of ``metrics.jsonl`` at the first record
+        logged after this call or after :meth:`truncate_metrics` (or at :meth:`close_mirrors`, when
+        nothing was logged), ``mirror.append(record)`` for each record after it; ``mirror.close()``
+        by :meth:`close_mirrors`.
+        """
+        self._mirrors.append(mirror)
+        self._mirrors_stale = True
+
+    def close_mirrors(self) -> None:
+        """Bring the mirrors up to ``metrics.jsonl`` and close them (they are then dropped)."""
+        if self._mirrors_stale:
+            self._rebuild_mirrors()
+        for mirror in self._mirrors:
+            mirror.close()
+        self._mirrors = []
+
+    def _rebuild_mirrors(self) -> None:
+        if self._mirrors:
+            records = self.read_metrics()
+            for mirror in self._mirrors:
+                mirror.rebuild(records)
+        self._mirrors_stale = False
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """All metrics records (a torn last line from a kill is skipped)."""
@@ -264,6 +312,7 @@ class RunDir:
         """Drop records with ``step > after_step`` (logged after the checkpoint a resume starts from)."""
         keep = [r for r in self.read_metrics() if r.get("step", -1) <= after_step]
         atomic_write_text(self.metrics_file, "".join(json.dumps(r) + "\n" for r in keep))
+        self._mirrors_stale = True  # the mirrors drop the records too at the next one logged
 
     # ------------------------------------------------------------- checkpoints
     @property

@@ -25,6 +25,41 @@ def test_same_config_resumes_and_other_config_is_refused_without_touching_files(
     assert RunDir(tmp_path / "r", {"a": 1, "b": {"c": 2}}).load_checkpoint()["step"] == 3
 
 
+def test_a_resume_may_change_the_log_section_and_config_yaml_records_it(tmp_path):
+    RunDir(tmp_path / "r", {"a": 1, "log": {"tensorboard": False}}).save_checkpoint({"step": 3})
+    assert RunDir(tmp_path / "r", {"a": 1, "log": {"tensorboard": True}}).resumed
+    assert yaml.safe_load((tmp_path / "r" / "config.yaml").read_text()) == {"a": 1, "log": {"tensorboard": True}}
+    with pytest.raises(ValueError, match=r"differs in: a\)"):  # the log section is not what tells runs apart
+        RunDir(tmp_path / "r", {"a": 2, "log": {"tensorboard": False}})
+
+
+class _Mirror:
+    def __init__(self) -> None:
+        self.calls: list = []
+
+    def rebuild(self, records):
+        self.calls.append(("rebuild", [r["step"] for r in records]))
+
+    def append(self, record):
+        self.calls.append(("append", record["step"]))
+
+    def close(self):
+        self.calls.append(("close",))
+
+
+def test_mirrors_get_metrics_jsonl_whole_at_the_first_record_and_after_a_truncation(tmp_path):
+    RunDir(tmp_path, {}).log_metrics({"step": 1, "loss": 1.0})  # logged before the mirror existed
+    run, mirror = RunDir(tmp_path, {}), _Mirror()
+    run.mirror_metrics(mirror)
+    run.log_metrics({"step": 2, "loss": 0.5})
+    run.log_metrics({"step": 3, "loss": 0.2})
+    run.truncate_metrics(2)
+    run.log_metrics({"step": 3, "loss": 0.3})
+    run.close_mirrors()
+    assert mirror.calls == [("rebuild", [1, 2]), ("append", 3), ("rebuild", [1, 2, 3]), ("close",)]
+    assert [r["loss"] for r in run.read_metrics()] == [1.0, 0.5, 0.3]
+
+
 def test_checkpoint_keeps_the_previous_one_and_falls_back_when_last_is_damaged(tmp_path):
     run = RunDir(tmp_path, {})
     run.save_checkpoint({"step": 1, "w": torch.ones(2)})

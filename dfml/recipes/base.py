@@ -142,6 +142,9 @@ RECIPES: Registry[Callable[[RecipeContext], nn.Module]] = Registry("recipe")
 
 EXPERIMENT_READS = ("recipe", "pool", "dataset", "data_root", "data_options", "device", "eval")
 """What the experiment driver reads for every recipe (:func:`dfml.experiment.run_experiment`)."""
+LOG_READS = ("log",)
+"""Where every recipe's metrics go besides ``metrics.jsonl`` (:class:`~dfml.tensorboard.LogConfig`): a
+recipe that logs nothing accepts it too, so that one setting serves every recipe of a command."""
 META_MODEL_READS = ("train.n_way", "train.seed", "train.meta_arch", "train.meta_arch_kwargs", "train.meta_image_size")
 """What building the meta-model reads (:meth:`RecipeContext.meta_architecture`): every recipe reads it."""
 META_TRAINING_READS = META_MODEL_READS + (
@@ -160,7 +163,7 @@ class RecipeSpec:
 
     Attributes:
         reads: the :class:`~dfml.experiment.ExperimentConfig` keys the recipe reads besides the
-            driver's own (:data:`EXPERIMENT_READS`): dotted sections (``"datafree"``) or fields
+            driver's own (:data:`EXPERIMENT_READS`, :data:`LOG_READS`): dotted sections (``"datafree"``) or fields
             (``"train.n_way"``); or a function of the resolved configuration returning them, for a
             recipe whose parts are chosen by the configuration.
         pool_classes: what each pool model's number of classes must be against ``train.n_way``:
@@ -186,7 +189,7 @@ class RecipeSpec:
 
     def keys(self, cfg: Any) -> tuple[str, ...]:
         """The keys the recipe reads under the resolved configuration ``cfg``, the driver's included."""
-        return EXPERIMENT_READS + (self.reads(cfg) if callable(self.reads) else self.reads)
+        return EXPERIMENT_READS + LOG_READS + (self.reads(cfg) if callable(self.reads) else self.reads)
 
     def check_pool(self, cfg: Any, pool: ModelPool) -> None:
         """Raise ``ValueError`` when ``pool`` cannot serve the recipe of ``cfg`` (see ``pool_classes``), or
