@@ -33,6 +33,7 @@ import torch
 from tqdm import tqdm
 
 from . import __version__, distributed
+from .allocator import keep_freed_memory
 from .config import apply_overrides, dotted_keys, load_yaml, override_keys
 from .experiment import ExperimentConfig, experiment_config, run_experiment
 
@@ -625,6 +626,8 @@ def main(argv: list[str] | None = None) -> int:
         # another busy process slowed the demo's meta-test more than tenfold on 2 cores.
         torch.set_num_threads(threads)
     try:
+        # large CPU tensors (84x84 activations) reuse freed heap memory instead of being mapped per batch
+        keep_freed_memory()
         with distributed.launched(), _quiet_unless_main():
             return int(args.func(args) or 0)
     except (ValueError, TypeError, KeyError, OSError, RuntimeError, FloatingPointError, ImportError) as exc:
