@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -44,8 +44,8 @@ def random_init_model(build: Callable[[], nn.Module], seed: int) -> nn.Module:
     return model
 
 
-def average_models(models: Sequence[nn.Module]) -> nn.Module:
-    """Parameter average of same-architecture models (the "Average" baseline).
+def average_models(models: Iterable[nn.Module]) -> nn.Module:
+    """Parameter average of same-architecture models (the "Average" baseline), one model at a time.
 
     Every floating-point entry of the state dict is averaged, BatchNorm running statistics
     included; integer buffers (``num_batches_tracked``) are taken from the first model. The
@@ -53,41 +53,51 @@ def average_models(models: Sequence[nn.Module]) -> nn.Module:
     scored with batch statistics (``use_batch_stats``, applied by ``dfml.eval.evaluate`` and the
     learners), which drops them.
 
+    The models are consumed as a running sum in float64 (complex128 for complex entries), then
+    divided by their number and cast back: memory holds the first model, the sum and the model
+    being added, whatever their number, so a generator that loads models lazily (e.g.
+    ``(pool.load(i) for i in ids)``) averages a pool of thousands in the memory of a few. The
+    result equals ``torch.stack(entries).mean(0)`` to float32 rounding (the float64 sum is the
+    more accurate of the two).
+
     Args:
         models: one or more models of the same class with identical state-dict keys, shapes and
-            dtypes (e.g. ``[pool.load(i) for i in ids]``); they are not modified.
+            dtypes, any iterable (e.g. ``[pool.load(i) for i in ids]`` or a generator); they are
+            not modified.
 
     Returns:
-        A new model (a deep copy of ``models[0]``) holding the averages.
+        A new model (a deep copy of the first) holding the averages.
 
     Raises:
-        ValueError: an empty sequence, or models whose class, keys, shapes or dtypes differ (the
-            message names the first difference).
+        ValueError: no model, or models whose class, keys, shapes or dtypes differ (the message
+            names the first difference).
     """
-    models = list(models)
-    if not models:
-        raise ValueError("average_models needs at least one model, got an empty sequence")
-    first = models[0]
-    ref = first.state_dict()
-    states = [ref]
-    for i, m in enumerate(models[1:], start=1):
-        if type(m) is not type(first):
-            raise ValueError(
-                f"cannot average models of different classes: models[0] is {type(first).__name__}, "
-                f"models[{i}] is {type(m).__name__}; average only models of one architecture"
-            )
+    first: nn.Module | None = None
+    ref: dict[str, torch.Tensor] = {}
+    sums: dict[str, torch.Tensor] = {}
+    n = 0
+    for i, m in enumerate(models):
         state = m.state_dict()
-        _check_same_layout(ref, state, i)
-        states.append(state)
-    averaged = {}
-    for key, value in ref.items():
-        if value.is_floating_point() or value.is_complex():
-            averaged[key] = torch.stack([s[key] for s in states]).mean(0)
+        if first is None:
+            first, ref = m, state
+            sums = {k: v.detach().to(torch.promote_types(v.dtype, torch.float64), copy=True)
+                    for k, v in state.items() if v.is_floating_point() or v.is_complex()}
         else:
-            averaged[key] = value.clone()
+            if type(m) is not type(first):
+                raise ValueError(
+                    f"cannot average models of different classes: models[0] is {type(first).__name__}, "
+                    f"models[{i}] is {type(m).__name__}; average only models of one architecture"
+                )
+            _check_same_layout(ref, state, i)
+            for key, total in sums.items():
+                total.add_(state[key].detach())
+        n += 1
+    if first is None:
+        raise ValueError("average_models needs at least one model, got an empty sequence")
+    averaged = {key: (sums[key] / n).to(value.dtype) if key in sums else value.clone() for key, value in ref.items()}
     out = copy.deepcopy(first)
     out.load_state_dict(averaged)
-    logger.debug("averaged %d models of class %s", len(models), type(first).__name__)
+    logger.debug("averaged %d models of class %s", n, type(first).__name__)
     return out
 
 

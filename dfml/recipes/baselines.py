@@ -16,7 +16,9 @@ of the whole pool.
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections.abc import Iterator
 
 from torch import nn
 
@@ -68,27 +70,32 @@ def pool_average(ctx: RecipeContext) -> nn.Module:
             "set train.n_way to the pool's n_way"
         )
     shapes = {k: v.shape for k, v in meta.state_dict().items()}
-    members, models = [], []
-    for i, e in enumerate(ctx.pool.entries):
-        if e.arch != arch:
-            continue
-        model = ctx.pool.load(i, device="cpu")
-        if type(model) is type(meta) and {k: v.shape for k, v in model.state_dict().items()} == shapes:
-            members.append(i)
-            models.append(model)
-    if not models:
+    members: list[int] = []
+
+    def same_architecture() -> Iterator[nn.Module]:  # loaded one at a time: memory stays flat in the pool's size
+        for i, e in enumerate(ctx.pool.entries):
+            if e.arch != arch:
+                continue
+            model = ctx.pool.load(i, device="cpu")
+            if type(model) is type(meta) and {k: v.shape for k, v in model.state_dict().items()} == shapes:
+                members.append(i)
+                yield model
+
+    models = same_architecture()
+    first = next(models, None)
+    if first is None:
         archs = sorted({describe_architecture(e.arch, e.arch_kwargs) for e in ctx.pool.entries})
         raise ValueError(
             f"no pool model has the meta-model's architecture {describe_architecture(arch, kwargs)}, so there is "
             f"nothing to average; the pool holds {'; '.join(archs)}. Set train.meta_arch (and "
             "train.meta_arch_kwargs) to one of them"
         )
+    model = average_models(itertools.chain([first], models))
     ctx.info["average"] = {"models": members, "averaged": len(members), "pool_size": len(ctx.pool),
                            "architecture": describe_architecture(arch, kwargs)}
     if len(members) < len(ctx.pool):
         logger.info("average: %d of %d pool models share the meta-model's architecture %s", len(members),
                     len(ctx.pool), describe_architecture(arch, kwargs))
-    model = average_models(models)
     for p in model.parameters():
         p.requires_grad_(True)
     return model

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import pytest
 import torch
 from torch import nn
@@ -41,12 +43,35 @@ def test_average_models_is_the_exact_mean_of_every_float_entry() -> None:
     assert all(p.data_ptr() != q.data_ptr() for p, q in zip(avg.parameters(), models[0].parameters()))
 
 
-def test_average_of_random_models_equals_the_stacked_mean() -> None:
-    models = [random_init_model(net, seed) for seed in range(4)]
+def test_average_of_random_models_equals_the_stacked_mean_to_float_rounding() -> None:
+    models = [random_init_model(net, seed) for seed in range(40)]
     avg = average_models(models)
     for key, value in avg.named_parameters():
-        expected = torch.stack([dict(m.named_parameters())[key] for m in models]).mean(0)
-        assert torch.equal(value, expected)
+        stacked = torch.stack([dict(m.named_parameters())[key] for m in models])
+        torch.testing.assert_close(value, stacked.mean(0))  # what average_models computed before it streamed
+        assert torch.equal(value, stacked.double().mean(0).float())  # the float64 mean, rounded once
+
+
+def test_average_models_consumes_a_generator_one_model_at_a_time() -> None:
+    alive, most = [0], [0]
+
+    def dropped() -> None:
+        alive[0] -= 1
+
+    def lazily(n: int):
+        for seed in range(n):
+            m = random_init_model(net, seed)
+            alive[0] += 1
+            most[0] = max(most[0], alive[0])
+            weakref.finalize(m, dropped)
+            yield m
+            del m
+
+    avg = average_models(lazily(30))
+    expected = average_models([random_init_model(net, seed) for seed in range(30)])
+    assert most[0] <= 3  # the first model (the result's template), the one being added, the next
+    for (k, a), b in zip(avg.state_dict().items(), expected.state_dict().values()):
+        assert torch.equal(a, b), k
 
 
 def test_averaging_different_classes_names_both() -> None:
