@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -50,6 +51,7 @@ from ..meta.trainer import MetaTrainer
 from ..models.norm import use_batch_stats
 from ..selection import GroupSelector, ReliabilityConfig, ReliabilityWeigher, Selector, UniformSelector
 from ..selection.fisher import fisher_embeddings
+from ..types import Task
 from .base import MAML_LEARNER_READS, META_TRAINING_READS, RecipeContext, RecipeSpec
 from .baselines import initial_meta_model
 
@@ -286,13 +288,15 @@ def _group_selector(cfg: DataFreeConfig, ctx: RecipeContext, inverter: Any, devi
     tr = ctx.train
     generator = torch.Generator().manual_seed(tr.seed + 7)
     probe = use_batch_stats(ctx.build_meta_model(tr.seed + 7)).to(device)
-    tasks = []
-    for i in range(len(ctx.pool)):
-        teacher = ctx.pool.load(i, device=device)
-        task = inverter.invert(teacher, tr.n_shot, tr.n_query, generator, model_id=i,
-                               classes=tuple(ctx.pool.entry(i).class_ids))
-        tasks.append(convert_task(task, ctx.domain_of(i), ctx.meta_domain))  # the probe takes the meta-model's
-    embeddings = fisher_embeddings(probe, tasks)
+
+    def recovered() -> Iterator[Task]:  # one model's task at a time: memory does not grow with the pool
+        for i in range(len(ctx.pool)):
+            teacher = ctx.pool.load(i, device=device)
+            task = inverter.invert(teacher, tr.n_shot, tr.n_query, generator, model_id=i,
+                                   classes=tuple(ctx.pool.entry(i).class_ids))
+            yield convert_task(task, ctx.domain_of(i), ctx.meta_domain)  # the probe takes the meta-model's inputs
+
+    embeddings = fisher_embeddings(probe, recovered())
     groups = min(cfg.n_groups, len(ctx.pool))
     selector = GroupSelector.from_embeddings(embeddings, groups, seed=tr.seed)
     ctx.info["groups"] = selector.groups

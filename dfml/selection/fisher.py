@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -100,11 +100,16 @@ def _squared_grads(
     return total
 
 
-def fisher_embeddings(probe: nn.Module, datas: Sequence[Data], **kwargs: object) -> Tensor:
-    """:func:`fisher_embedding` of every model's data with the same probe: ``[n_models, n_params]``."""
-    if not datas:
+def fisher_embeddings(probe: nn.Module, datas: Iterable[Data], **kwargs: object) -> Tensor:
+    """:func:`fisher_embedding` of every model's data with the same probe: ``[n_models, n_params]``.
+
+    ``datas`` is consumed one item at a time, so a generator that recovers each model's task only
+    when it is needed holds one task in memory, not one per pool model.
+    """
+    rows = [fisher_embedding(probe, d, **kwargs) for d in datas]
+    if not rows:
         raise ValueError("datas is empty; pass one Task (or (inputs, labels)) per pool model")
-    return torch.stack([fisher_embedding(probe, d, **kwargs) for d in datas])
+    return torch.stack(rows)
 
 
 def cosine_dissimilarity(embeddings: Tensor) -> Tensor:
@@ -122,7 +127,7 @@ def cosine_dissimilarity(embeddings: Tensor) -> Tensor:
     """
     if embeddings.dim() != 2:
         raise ValueError(f"embeddings must have shape [n_models, n_params], got {tuple(embeddings.shape)}")
-    e = embeddings.detach().double()
+    e = embeddings.detach().to(torch.float64, copy=True)  # normalised in place below: one [n, p] copy, not two
     norms = e.norm(dim=1)
     zero = (norms == 0).nonzero().flatten().tolist()
     if zero:
@@ -130,7 +135,7 @@ def cosine_dissimilarity(embeddings: Tensor) -> Tensor:
             f"embeddings of models {zero} are all zero, so their cosine similarity is undefined; "
             "check their recovered data (a probe that fits it perfectly has zero Fisher information)"
         )
-    unit = e / norms[:, None]
+    unit = e.div_(norms[:, None])
     d = (1.0 - unit @ unit.T).clamp(min=0.0)
     d = (d + d.T) / 2
     d.fill_diagonal_(0.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pytest
 import torch
@@ -75,6 +77,29 @@ def test_fisher_of_a_task_uses_support_and_query_and_leaves_the_probe_alone() ->
     assert fisher_embeddings(probe, [task, (X, Y)]).shape == (2, 6)
 
 
+def test_fisher_embeddings_take_one_model_s_data_at_a_time_from_a_generator() -> None:
+    probe, alive, most = linear_probe(), [0], [0]
+
+    def dropped() -> None:
+        alive[0] -= 1
+
+    def recovered():  # what TGR's selector does: recover a model's task only when it is embedded
+        for k in range(20):
+            task = Task(X[:1] * (k + 1), Y[:1], X[1:], Y[1:])
+            alive[0] += 1
+            most[0] = max(most[0], alive[0])
+            weakref.finalize(task, dropped)
+            yield task
+            del task
+
+    got = fisher_embeddings(probe, recovered())
+    assert most[0] <= 2
+    expected = fisher_embeddings(probe, [Task(X[:1] * (k + 1), Y[:1], X[1:], Y[1:]) for k in range(20)])
+    assert torch.equal(got, expected)
+    with pytest.raises(ValueError, match="datas is empty"):
+        fisher_embeddings(probe, iter([]))
+
+
 def test_fisher_errors_name_the_problem() -> None:
     with pytest.raises(ValueError, match=r"label 5 is out of range for a probe with 2 outputs"):
         fisher_embedding(linear_probe(), (X, torch.tensor([0, 5, 1])))
@@ -91,6 +116,13 @@ def test_cosine_dissimilarity_matches_hand_values() -> None:
     torch.testing.assert_close(cosine_dissimilarity(e), expected, rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match=r"embeddings of models \[1\] are all zero"):
         cosine_dissimilarity(torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
+
+
+def test_cosine_dissimilarity_leaves_float64_embeddings_unchanged() -> None:
+    e = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]], dtype=torch.float64)
+    before = e.clone()
+    cosine_dissimilarity(e)
+    assert torch.equal(e, before)  # it normalises a copy in place, never the caller's tensor
 
 
 def test_spectral_clustering_recovers_two_separated_blocks_deterministically() -> None:
