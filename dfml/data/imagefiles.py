@@ -10,7 +10,7 @@ other options are told apart).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -56,13 +56,28 @@ def decode_image(path: Path, size: int, channels: int = 3, resample: str = "bili
     return arr[..., None] if arr.ndim == 2 else arr
 
 
+def fill_images(items: Sequence[Any], shape: tuple[int, ...], image: Callable[[Any], np.ndarray],
+                workers: int | None = None) -> np.ndarray:
+    """uint8 ``[len(items), *shape]`` whose row ``i`` is ``image(items[i])``, computed in a thread pool.
+
+    Each image is written into its row as soon as it is made, so loading holds the array and the
+    images in flight, not a list of every image and then a stacked copy (twice the split's size).
+    """
+    out = np.empty((len(items), *shape), np.uint8)
+
+    def put(i: int) -> None:
+        out[i] = image(items[i])
+
+    with ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(put, range(len(items))):  # re-raises the first error
+            pass
+    return out
+
+
 def decode_all(paths: Sequence[Path], size: int, channels: int = 3, resample: str = "bilinear",
                workers: int | None = None) -> np.ndarray:
     """All ``paths`` decoded by :func:`decode_image` in a thread pool: uint8 ``[N, size, size, channels]``."""
-    if not paths:
-        return np.zeros((0, size, size, channels), np.uint8)
-    with ThreadPoolExecutor(workers) as pool:
-        return np.stack(list(pool.map(lambda p: decode_image(p, size, channels, resample), paths)))
+    return fill_images(paths, (size, size, channels), lambda p: decode_image(p, size, channels, resample), workers)
 
 
 def resize_all(x: np.ndarray, size: int, resample: str = "bilinear", workers: int | None = None) -> np.ndarray:
@@ -76,10 +91,7 @@ def resize_all(x: np.ndarray, size: int, resample: str = "bilinear", workers: in
         out = np.asarray(img.resize((size, size), RESAMPLING[resample]), dtype=np.uint8)
         return out[..., None] if out.ndim == 2 else out
 
-    if len(x) == 0:
-        return np.zeros((0, size, size, channels), np.uint8)
-    with ThreadPoolExecutor(workers) as pool:
-        return np.stack(list(pool.map(resize, x)))
+    return fill_images(x, (size, size, channels), resize, workers)
 
 
 def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -11,7 +11,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from torch import Tensor
 
 from ._pickle import load_data_pickle
 from .base import ArrayDataset, check_split
+from .imagefiles import fill_images
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +65,7 @@ def _resize_all(x: np.ndarray, size: int, workers: int | None) -> np.ndarray:
     def resize(a: np.ndarray) -> np.ndarray:
         return np.asarray(Image.fromarray(a).resize((size, size), Image.Resampling.BILINEAR))
 
-    with ThreadPoolExecutor(workers) as pool:
-        return np.stack(list(pool.map(resize, x)))
+    return fill_images(x, (size, size, 3), resize, workers)
 
 
 def _from_csv(root: Path, split: str, size: int, workers: int | None) -> tuple[np.ndarray, list[int], list[str]]:
@@ -82,9 +81,8 @@ def _from_csv(root: Path, split: str, size: int, workers: int | None) -> tuple[n
             f"{len(missing)} of the {len(paths)} images listed in {root / f'{split}.csv'} are missing, "
             f"e.g. {missing[0]}. {_HELP}"
         )
-    with ThreadPoolExecutor(workers) as pool:
-        images = list(pool.map(lambda p: _decode(p, size), paths))
-    return np.stack(images), [index[w] for w in wnids], classes
+    images = fill_images(paths, (size, size, 3), lambda p: _decode(p, size), workers)  # no list + stacked copy
+    return images, [index[w] for w in wnids], classes
 
 
 def _from_cache(path: Path, size: int, workers: int | None) -> tuple[np.ndarray, list[int], list[str]]:
@@ -100,7 +98,8 @@ def _from_cache(path: Path, size: int, workers: int | None) -> tuple[np.ndarray,
     if flat.size and (flat.min() < 0 or flat.max() >= len(x)):
         raise ValueError(f"{path}: 'class_dict' indexes images outside 0..{len(x) - 1}")
     labels = np.repeat(np.arange(len(classes)), [len(i) for i in idx]).tolist()
-    return _resize_all(np.ascontiguousarray(x[flat]), size, workers), labels, classes
+    in_order = len(flat) == len(x) and np.array_equal(flat, np.arange(len(x)))  # the usual cache: no copy needed
+    return _resize_all(np.ascontiguousarray(x if in_order else x[flat]), size, workers), labels, classes
 
 
 class MiniImageNet(ArrayDataset):

@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dfml.data.miniimagenet import IMAGENET_MEAN, IMAGENET_STD, MiniImageNet, read_split_csv
+from dfml.data.imagefiles import decode_all, decode_image, fill_images
+from dfml.data.miniimagenet import IMAGENET_MEAN, IMAGENET_STD, MiniImageNet, _decode, read_split_csv
 
 SIZES = {"train": 64, "val": 16, "test": 20}
 
@@ -88,6 +89,27 @@ def test_pickle_cache_is_detected_and_follows_class_dict(tmp_path: Path) -> None
     assert torch.equal(ds.data, torch.from_numpy(images[[3, 4, 0, 1, 2]]))
     small = MiniImageNet(tmp_path, "test", image_size=42)
     assert tuple(small.data.shape) == (5, 42, 42, 3)
+
+
+def test_a_cache_in_class_order_loads_as_stored(tmp_path: Path) -> None:
+    images = np.arange(5 * 84 * 84 * 3, dtype=np.int64).reshape(5, 84, 84, 3).astype(np.uint8)
+    with open(tmp_path / "mini-imagenet-cache-val.pkl", "wb") as f:
+        pickle.dump({"image_data": images, "class_dict": {"n01": [0, 1, 2], "n09": [3, 4]}}, f, protocol=4)
+    ds = MiniImageNet(tmp_path, "val")  # kept without a reordering copy
+    assert ds.labels.tolist() == [0, 0, 0, 1, 1] and torch.equal(ds.data, torch.from_numpy(images))
+
+
+def test_decoding_into_one_array_equals_stacking_the_decoded_images(shared_data: Path) -> None:
+    root = shared_data / "mini-imagenet-sample"
+    files, _ = read_split_csv(root / "val.csv")
+    paths = [root / "images" / f for f in files[:12]]
+    stacked = np.stack([_decode(p, 84) for p in paths])
+    got = fill_images(paths, (84, 84, 3), lambda p: _decode(p, 84), workers=3)
+    assert got.dtype == np.uint8 and np.array_equal(got, stacked)
+    assert np.array_equal(decode_all(paths, 40), np.stack([decode_image(p, 40) for p in paths]))
+    assert fill_images([], (4, 4, 3), lambda p: _decode(p, 4)).shape == (0, 4, 4, 3)
+    with pytest.raises(ValueError, match="cannot read image"):
+        decode_all([root / "val.csv"], 40)
 
 
 def test_malformed_cache_raises(tmp_path: Path) -> None:
