@@ -44,3 +44,16 @@ def test_pseudo_task_statistics_judge_each_example_by_the_teacher_that_recovered
     assert s["diversity_real"] > 0 and s["relative_diversity"] == pytest.approx(s["diversity"] / s["diversity_real"])
     with pytest.raises(SystemExit, match="no checkpoints/last.pt"):
         pseudo_tasks.statistics(bench / "runs" / "random", None)
+
+
+def test_pool_displacement_is_zero_for_untrained_models_and_grows_with_training(tmp_path):
+    from dfml.data.toy import make_toy_world
+    from dfml.pool import PretrainConfig, pretrain_pool
+
+    displacement = load_script("pool_displacement")
+    train = make_toy_world()["train"]
+    cfg = PretrainConfig(n_models=2, n_way=3, arch="mlp", arch_kwargs={"hidden": [16]}, epochs=0, augment=False)
+    pretrain_pool(train, tmp_path / "untrained", cfg)
+    pretrain_pool(train, tmp_path / "trained", PretrainConfig(**{**cfg.__dict__, "epochs": 3, "lr": 0.01}))
+    assert displacement.displacements(str(tmp_path / "untrained")) == [0.0, 0.0]
+    assert all(d > 0.01 for d in displacement.displacements(str(tmp_path / "trained")))
