@@ -85,6 +85,7 @@ def test_the_cifar_fs_cpu_preset_resolves_and_gives_every_trained_recipe_the_sam
     assert {c.train.budget_minutes for c in trained.values()} == {15.0}
     assert PretrainConfig(**p["pool"]) == PretrainConfig(**{**p["pool"], **pretrain_training_fields("papers")})
     assert cfgs["free@5shot"].train.n_shot == 5 and cfgs["free"].train.n_shot == 1
+    assert cfgs["free"].datafree.task_augment.active and not cfgs["free_noaug"].datafree.task_augment.active
 
 
 def test_an_unknown_scenario_lists_the_preset_s():
