@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ..config import check_ranges
-from ..models.generator import NORMS, build_generator
+from ..models.generator import NORMS, UPSAMPLES, build_generator
 from ..types import Task
 from .base import InversionCost, split_task
 from .losses import BNStatMatch, DiffAugment, boundary_loss, class_loss, l2_prior, total_variation
@@ -57,6 +57,10 @@ class GeneratorInversionConfig:
         z_lr: Adam learning rate of the noise (when ``learn_z``).
         learn_z: optimise ``z`` together with the generator (else it stays fixed).
         nz, width, norm: generator shape (see :func:`dfml.models.build_generator`).
+        upsample: ``"nearest"`` (upsample, then convolve) or ``"phases"``: the same generator computed
+            without the upsampled copies (:class:`~dfml.models.generator.UpsampledConv2d`), 1.5x faster
+            forward and backward at 84x84 on a CPU; results equal to float rounding, not bit for bit,
+            so a run's numbers move slightly (off by default).
         conditional: feed the label to the generator (an embedding concatenated to ``z``).
         bn_weight: weight of the BN-statistics match (teachers without BN ignore it).
         l2_weight: weight of the mean square of the teacher's input.
@@ -73,6 +77,7 @@ class GeneratorInversionConfig:
     nz: int = 64
     width: int = 64
     norm: str = "batch"
+    upsample: str = "nearest"
     conditional: bool = False
     bn_weight: float = 1.0
     l2_weight: float = 0.0
@@ -89,6 +94,8 @@ class GeneratorInversionConfig:
             raise ValueError(f"generator inversion optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.norm not in NORMS:
             raise ValueError(f"generator norm must be one of {list(NORMS)}, got {self.norm!r}")
+        if self.upsample not in UPSAMPLES:
+            raise ValueError(f"generator upsample must be one of {list(UPSAMPLES)}, got {self.upsample!r}")
         check_ranges(self, "GeneratorInversionConfig.", counts=("nz", "width"), positive=("lr", "z_lr"),
                      nonnegative=("bn_weight", "l2_weight", "tv_weight", "boundary_weight"))
 
@@ -104,7 +111,7 @@ def seeded_generator(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build_generator(
-            input_shape, nz=config.nz, width=config.width, norm=config.norm,
+            input_shape, nz=config.nz, width=config.width, norm=config.norm, upsample=config.upsample,
             n_classes=n_classes if config.conditional else 0,
         )
 

@@ -25,12 +25,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["NORMS", "OUTPUTS", "ImageGenerator", "VectorGenerator", "build_generator"]
+__all__ = ["NORMS", "OUTPUTS", "UPSAMPLES", "ImageGenerator", "UpsampledConv2d", "VectorGenerator", "build_generator"]
 
 NORMS = ("batch", "instance", "none")
 OUTPUTS = ("sigmoid", "tanh", "none")
+UPSAMPLES = ("nearest", "phases")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -48,6 +50,48 @@ def _norm(kind: str, channels: int, dims: int) -> nn.Module:
             return nn.InstanceNorm2d(channels, affine=True, track_running_stats=False)
         return nn.LayerNorm(channels)  # per-sample normalisation of a vector
     return nn.Identity()
+
+
+class UpsampledConv2d(nn.Conv2d):
+    """A 3x3 convolution (padding 1) of the 2x nearest-neighbour upsampling of its input, without upsampling.
+
+    ``UpsampledConv2d(c, c', 3, padding=1)(x)`` is ``Conv2d(c, c', 3, padding=1)(Upsample(2)(x))`` with the
+    same parameters: output pixel ``(2i + a, 2j + b)`` only sees input rows ``i - 1 + a, i + a`` and columns
+    ``j - 1 + b, j + b``, so each of the four phases ``(a, b)`` is a 2x2 convolution of ``x`` whose kernel
+    sums the 3x3 kernel's taps that land on the same input pixel. That is 16 multiply-adds per output and
+    input channel instead of 36, and no ``[B, C, 2H, 2W]`` upsampled copy. The sums are rounded in
+    another order, so outputs differ from the upsample-then-convolve module by float rounding (about
+    1e-6 relative in float32; equal to 1e-12 in float64).
+
+    Shapes: ``[B, C, H, W] -> [B, C', 2H, 2W]``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, padding: int = 1,
+                 bias: bool = True) -> None:
+        if kernel_size != 3 or padding != 1:
+            raise ValueError(f"UpsampledConv2d is a 3x3 convolution with padding 1, got kernel_size={kernel_size}, "
+                             f"padding={padding}")
+        super().__init__(in_channels, out_channels, 3, padding=1, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight  # [C', C, 3, 3]: taps of rows/columns -1, 0, +1
+        rows = [torch.stack([w[:, :, 0], w[:, :, 1] + w[:, :, 2]], 2),  # phase 0: input rows i - 1, i
+                torch.stack([w[:, :, 0] + w[:, :, 1], w[:, :, 2]], 2)]  # phase 1: input rows i, i + 1
+        kernels = [torch.stack([r[..., 0], r[..., 1] + r[..., 2]], -1) if b == 0
+                   else torch.stack([r[..., 0] + r[..., 1], r[..., 2]], -1) for r in rows for b in (0, 1)]
+        c_out, h, wd = w.shape[0], x.shape[-2], x.shape[-1]
+        bias = None if self.bias is None else self.bias.repeat(4)
+        y = F.conv2d(F.pad(x, (1, 1, 1, 1)), torch.cat(kernels), bias)  # [B, 4C', H + 1, W + 1], phases (a, b)
+        phases = [y[:, k * c_out:(k + 1) * c_out, a:a + h, b:b + wd] for k, (a, b) in
+                  enumerate(((0, 0), (0, 1), (1, 0), (1, 1)))]
+        return F.pixel_shuffle(torch.stack(phases, 2).flatten(1, 2), 2)  # channel c * 4 + 2a + b -> (2i + a, 2j + b)
+
+
+def _upsampled_conv(kind: str, in_channels: int, out_channels: int) -> list[nn.Module]:
+    """``[Upsample(2), Conv2d 3x3]`` or, for ``"phases"``, ``[Identity, UpsampledConv2d]`` (same parameter names)."""
+    if kind == "phases":
+        return [nn.Identity(), UpsampledConv2d(in_channels, out_channels, 3, padding=1, bias=False)]
+    return [nn.Upsample(scale_factor=2), nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)]
 
 
 def _output(kind: str) -> nn.Module:
@@ -95,6 +139,9 @@ class ImageGenerator(nn.Module):
         output: ``"sigmoid"`` (images in ``[0, 1]``, normalise them afterwards, e.g. in
             :class:`~dfml.inversion.losses.DiffAugment`), ``"tanh"`` or ``"none"``.
         embed_dim: label-embedding size (default ``nz``).
+        upsample: ``"nearest"`` (upsample, then convolve) or ``"phases"`` (the same function computed by
+            :class:`UpsampledConv2d`: 2.25x fewer multiply-adds in the two upsampling layers, results
+            equal to float rounding, not bit for bit). Parameters and their names are the same.
 
     References:
         Radford et al., DCGAN, ICLR 2016; Hu et al., BiDf-MKD, ICML 2023.
@@ -110,10 +157,12 @@ class ImageGenerator(nn.Module):
         norm: str = "batch",
         output: str = "sigmoid",
         embed_dim: int | None = None,
+        upsample: str = "nearest",
     ) -> None:
         super().__init__()
         _check_choice("norm", norm, NORMS)
         _check_choice("output", output, OUTPUTS)
+        _check_choice("upsample", upsample, UPSAMPLES)
         if image_size < 4 or image_size % 4:
             raise ValueError(f"ImageGenerator image_size must be a positive multiple of 4, got {image_size}")
         if width < 1 or out_channels < 1:
@@ -124,12 +173,10 @@ class ImageGenerator(nn.Module):
         self.fc = nn.Linear(self.cond.out_dim, 2 * width * self.init_size**2)
         self.blocks = nn.Sequential(
             _norm(norm, 2 * width, 2),
-            nn.Upsample(scale_factor=2),
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1, bias=False),
+            *_upsampled_conv(upsample, 2 * width, 2 * width),
             _norm(norm, 2 * width, 2),
             nn.LeakyReLU(0.2),
-            nn.Upsample(scale_factor=2),
-            nn.Conv2d(2 * width, width, 3, padding=1, bias=False),
+            *_upsampled_conv(upsample, 2 * width, width),
             _norm(norm, width, 2),
             nn.LeakyReLU(0.2),
             nn.Conv2d(width, out_channels, 3, padding=1),
@@ -196,6 +243,7 @@ def build_generator(
     n_classes: int = 0,
     norm: str = "batch",
     output: str | None = None,
+    upsample: str = "nearest",
 ) -> nn.Module:
     """A generator for ``input_shape``: ``(C, H, W)`` -> :class:`ImageGenerator`, ``(D,)`` -> :class:`VectorGenerator`.
 
@@ -206,13 +254,14 @@ def build_generator(
         n_classes: ``> 0`` for a label-conditional generator.
         norm: ``"batch"``, ``"instance"`` or ``"none"``.
         output: output activation; default ``"sigmoid"`` for images, ``"none"`` for vectors.
+        upsample: how the image generator upsamples (see :class:`ImageGenerator`); vectors ignore it.
 
     Raises:
         ValueError: an input shape that is neither ``(C, H, W)`` with ``H == W`` nor ``(D,)``.
     """
     shape = tuple(int(s) for s in input_shape)
     if len(shape) == 3 and shape[1] == shape[2]:
-        return ImageGenerator(nz, shape[0], shape[1], width, n_classes, norm, output or "sigmoid")
+        return ImageGenerator(nz, shape[0], shape[1], width, n_classes, norm, output or "sigmoid", upsample=upsample)
     if len(shape) == 1:
         return VectorGenerator(nz, shape[0], (width, width), n_classes, norm, output or "none")
     raise ValueError(f"no generator for input shape {shape}: expected (C, H, H) images or (D,) vectors")

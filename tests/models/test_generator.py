@@ -3,6 +3,7 @@ import torch
 from torch.func import functional_call, stack_module_state
 
 from dfml.models import GENERATORS, ImageGenerator, VectorGenerator, build_generator
+from dfml.models.generator import UpsampledConv2d
 
 
 @pytest.mark.parametrize("size", [16, 32, 84])
@@ -65,3 +66,41 @@ def test_generator_errors_name_the_value_and_the_fix():
         VectorGenerator(nz=4)(torch.zeros(2, 4), torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match=r"no generator for input shape \(3, 8\)"):
         build_generator((3, 8))
+
+
+def upsample_then_convolve(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.conv2d(torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"), conv.weight,
+                                      conv.bias, padding=1)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_the_phase_convolution_is_a_convolution_of_the_upsampled_input(bias):
+    torch.manual_seed(0)
+    conv = UpsampledConv2d(3, 4, 3, padding=1, bias=bias).double()
+    x = torch.randn(2, 3, 5, 7, dtype=torch.float64, requires_grad=True)
+    got, want = conv(x), upsample_then_convolve(conv, x)
+    assert got.shape == (2, 4, 10, 14)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    g = torch.randn_like(got)
+    for a, b in zip(torch.autograd.grad(got, [x, *conv.parameters()], g),
+                    torch.autograd.grad(want, [x, *conv.parameters()], g)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="3x3 convolution with padding 1, got kernel_size=5"):
+        UpsampledConv2d(3, 4, 5, padding=2)
+
+
+def test_phases_upsampling_is_the_same_generator_to_rounding_under_vmap_too():
+    torch.manual_seed(0)
+    nearest = ImageGenerator(nz=4, out_channels=3, image_size=12, width=3, n_classes=2).double()
+    torch.manual_seed(0)
+    phases = ImageGenerator(nz=4, out_channels=3, image_size=12, width=3, n_classes=2, upsample="phases").double()
+    state = nearest.state_dict()
+    assert list(phases.state_dict()) == list(state)  # same names: checkpoints load into either
+    assert all(torch.equal(v, state[k]) for k, v in phases.state_dict().items())  # same initial weights
+    z, y = torch.randn(6, 4, dtype=torch.float64), torch.tensor([0, 1] * 3)
+    torch.testing.assert_close(phases(z, y), nearest(z, y), rtol=0, atol=1e-12)
+    params, _ = stack_module_state([phases, phases])
+    batched = torch.vmap(lambda p, zz: functional_call(phases, p, (zz, y)))(params, torch.stack([z, z]))
+    torch.testing.assert_close(batched[1], nearest(z, y), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match=r"upsample must be one of \['nearest', 'phases'\], got 'bilinear'"):
+        ImageGenerator(upsample="bilinear")
