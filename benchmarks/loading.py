@@ -15,11 +15,14 @@ dataset of ``--classes`` x ``--per-class`` random images held in memory (the sha
              after each epoch. Images = every image passed through a model (training + held out)
   metatest   ``dfml.eval.evaluate`` (what ``dfml eval --recipe random`` runs): a random Conv4,
              5-way 5-shot episodes with 15 queries, 10 fine-tuning steps at lr 0.01
+  decode     ``MiniImageNet`` loading a split of ``--classes`` x ``--per-class`` JPEG files (written
+             untimed to a temporary folder in the Ravi & Larochelle layout), one decoding thread
 
 Allocator: ``keep`` is ``dfml.allocator.keep_freed_memory`` (what the CLI does), ``system`` glibc's
 defaults. Rates are per CPU-second (user + system, from ``getrusage``) because wall time on a shared
 machine measures the other jobs; minor faults are the child's own; peak RSS is the child's high-water
-mark (Python, torch and the dataset included).
+mark (Python, torch and the dataset included) and peak growth the rise of that mark during the timed
+part (reset through ``/proc/self/clear_refs`` where it can be written).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import argparse
 import json
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,7 +50,7 @@ if str(ROOT) not in sys.path:
 from dfml.allocator import keep_freed_memory  # noqa: E402
 from dfml.data.base import ArrayDataset  # noqa: E402
 
-WORKLOADS = ("batches", "pool", "metatest")
+WORKLOADS = ("batches", "pool", "metatest", "decode")
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -124,34 +128,79 @@ def _metatest(ds: ArrayDataset, cell: dict[str, Any]) -> tuple[Callable[[], None
     return warm, run
 
 
+def _decode(ds: ArrayDataset, cell: dict[str, Any]) -> tuple[Callable[[], None], Callable[[], int]]:
+    from PIL import Image
+
+    from dfml.data.miniimagenet import MiniImageNet
+
+    root = Path(tempfile.mkdtemp(prefix="dfml-loading-"))
+
+    def write() -> None:
+        (root / "images").mkdir()
+        rows = ["filename,label"]
+        for i, (img, label) in enumerate(zip(ds.data.numpy(), ds.labels)):
+            Image.fromarray(img).save(root / "images" / f"im{i:06d}.jpg", quality=90)
+            rows.append(f"im{i:06d}.jpg,n{label:08d}")
+        (root / "val.csv").write_text("\n".join(rows) + "\n")
+
+    def run() -> int:
+        try:
+            return len(MiniImageNet(root, "val", image_size=cell["size"], num_workers=1))
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+    return write, run
+
+
+def _peak_reset() -> Callable[[], float | None]:
+    """Reset the resident high-water mark; returns a function giving its rise in MiB (``None`` if it cannot)."""
+
+    def hwm() -> float:
+        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM:"))
+        return float(line.split()[1]) / 1024
+
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        start = hwm()
+    except (OSError, StopIteration):
+        return lambda: None
+    return lambda: hwm() - start
+
+
 def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
     """One measurement in this process: returns the cell with its figures."""
     torch.set_num_threads(cell["threads"])
     applied = keep_freed_memory() if cell["malloc"] == "keep" else {}
     ds = synthetic_dataset(cell["size"], cell["classes"], cell["per_class"])
-    warm, run = {"batches": _batches, "pool": _pool, "metatest": _metatest}[cell["workload"]](ds, cell)
+    make = {"batches": _batches, "pool": _pool, "metatest": _metatest, "decode": _decode}[cell["workload"]]
+    warm, run = make(ds, cell)
     warm()
+    if cell["workload"] == "decode":
+        ds = warm = None  # only the files are loaded: the in-memory copy would count in the peak
+    peak = _peak_reset()
     r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     units = run()
     r1, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - t0
+    growth = peak()
     user, sys_s = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
     return {
         **cell, "allocator": applied, "units": units, "user_s": user, "sys_s": sys_s, "wall_s": wall,
         "minflt": r1.ru_minflt - r0.ru_minflt, "per_cpu_s": units / max(user + sys_s, 1e-9),
-        "sys_over_user": sys_s / max(user, 1e-9), "peak_rss_mib": r1.ru_maxrss / 1024,
-        "dataset_mib": ds.data.numel() / 2**20,
+        "sys_over_user": sys_s / max(user, 1e-9), "peak_rss_mib": r1.ru_maxrss / 1024, "peak_growth_mib": growth,
+        "dataset_mib": cell["classes"] * cell["per_class"] * cell["size"] ** 2 * 3 / 2**20,
     }
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    unit = {"batches": "images", "pool": "images", "metatest": "episodes"}
+    unit = {"batches": "images", "pool": "images", "metatest": "episodes", "decode": "images"}
     lines = ["| workload | size | malloc | units | per CPU-s | user s | sys s | sys/user | minor faults | "
-             "faults/unit | peak RSS MiB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "faults/unit | peak RSS MiB | peak growth MiB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        growth = "-" if r.get("peak_growth_mib") is None else f"{r['peak_growth_mib']:.0f}"
         lines.append(
             f"| {r['workload']} | {r['size']}x{r['size']} | {r['malloc']} | {r['units']} {unit[r['workload']]} | "
             f"{r['per_cpu_s']:.1f} | {r['user_s']:.2f} | {r['sys_s']:.2f} | {100 * r['sys_over_user']:.1f}% | "
-            f"{r['minflt']} | {r['minflt'] / max(r['units'], 1):.0f} | {r['peak_rss_mib']:.0f} |"
+            f"{r['minflt']} | {r['minflt'] / max(r['units'], 1):.0f} | {r['peak_rss_mib']:.0f} | {growth} |"
         )
     return "\n".join(lines)
 
