@@ -1,4 +1,4 @@
-"""benchmarks/loading.py and benchmarks/pool_scale.py in this process: one small cell each and their tables
+"""benchmarks/loading.py, pool_scale.py and generator_speed.py in this process: one small cell each and their tables
 (the scripts run every cell in a fresh process; that is the same function)."""
 
 from __future__ import annotations
@@ -37,3 +37,13 @@ def test_pool_copies_keep_checksums_and_each_operation_runs(tmp_path: Path) -> N
     assert all(r["cpu_s"] >= 0 and r["peak_mib"] >= 0 for r in rows)
     table = pool_scale.table(rows + [{**rows[1], "n": 50, "cpu_s": rows[1]["cpu_s"] * 10}], [5, 50])
     assert table.splitlines()[3].startswith("| average | ") and table.splitlines()[3].endswith(" | 10.0x |")
+
+
+generator_speed = load_script("generator_speed")
+
+
+@pytest.mark.parametrize("part", generator_speed.PARTS)
+def test_a_generator_speed_cell_times_one_part(part: str) -> None:
+    row = generator_speed.run_cell({"part": part, "size": 16, "malloc": "system", "batch": 10, "iters": 2})
+    assert row["cpu_s"] >= 0 and 0 <= row["sys_share"] <= 1
+    assert generator_speed.table([row]).splitlines()[-1].startswith(f"| {part} | 16x16 | system | ")
