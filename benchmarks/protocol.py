@@ -217,7 +217,7 @@ def main(dataset: str, argv: list[str] | None = None) -> int:
     out = Path(args.out or f"runs/bench-{dataset}-{args.scale}{suffix}")
     out.mkdir(parents=True, exist_ok=True)
     runs = run_all(p, args.data_root, out, args.device, args.recipes, args.pool, roots)
-    md = table(runs) + ("\n\n" + notes(runs) if notes(runs) else "")
+    md = table(runs, p.get("baseline", "average")) + ("\n\n" + notes(runs) if notes(runs) else "")
     command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     (out / "results.md").write_text(f"{md}\n\ncommand: `{command}`\n")
     (out / "results.json").write_text(json.dumps({"command": command, "preset": p, "runs": runs}, indent=1))

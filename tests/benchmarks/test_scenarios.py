@@ -154,3 +154,17 @@ def test_the_mini_imagenet_cpu_preset_is_the_cifar_fs_one_on_another_dataset():
     cifar, mini = protocol.load_preset("cifar_fs", "cpu"), protocol.load_preset("mini_imagenet", "cpu")
     assert (cifar.pop("dataset"), mini.pop("dataset")) == ("cifar_fs", "mini_imagenet")
     assert mini == cifar
+
+
+def test_a_preset_names_the_baseline_of_its_paired_columns(tmp_path):
+    import yaml
+
+    preset = yaml.safe_load(TOY.read_text())
+    preset["baseline"] = "random"
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(preset))
+    out = tmp_path / "ss"
+    assert protocol.main("toy", ["--preset", str(path), "--scenario", "ss", "--out", str(out),
+                                 "--recipes", "random", "average"]) == 0
+    md = (out / "results.md").read_text()
+    assert "vs random (5way_1shot)" in md and "| random | " in md
