@@ -89,8 +89,8 @@ def worker(args: argparse.Namespace) -> None:
     from dfml.data.toy import make_toy_world
     from dfml.inversion import PixelInversionConfig, PixelInverter
     from dfml.meta import MAML
-    from dfml.meta.pipeline import DataFreeStream, StreamConfig
-    from dfml.meta.trainer import MetaTrainer, SyntheticBank, TrainConfig
+    from dfml.datafree import DataFreeStream, StreamConfig
+    from dfml.datafree import MetaTrainer, SyntheticBank, TrainConfig
     from dfml.models import build_model, use_batch_stats
     from dfml.pool import pretrain_pool
     from dfml.pool.toy import toy_pretrain_config

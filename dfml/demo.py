@@ -15,7 +15,7 @@ from typing import Any
 from .eval import paired
 from .experiment import EvalConfig, ExperimentConfig, Progress, run_experiment
 from .inversion import PixelInversionConfig
-from .meta.trainer import TrainConfig
+from .datafree.trainer import TrainConfig
 from .pool import build_toy_pool
 
 DEMO_RECIPES = ("random", "average", "maml")

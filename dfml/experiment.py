@@ -30,7 +30,7 @@ from .data import DATASETS, EpisodeList, InputDomain, convert_task, get_dataset
 from .data.registry import check_options
 from .eval import CalibrationConfig, EvalResult, evaluate_sharded
 from .eval.protocols import DEFAULT_PROTOCOL, EARLIER_PROTOCOL, get_protocol
-from .meta.trainer import TrainConfig
+from .datafree.trainer import TrainConfig
 from .pool import ModelPool
 from .config import apply_mapping
 from .recipes import RECIPES, DataFreeConfig, RecipeContext, preset

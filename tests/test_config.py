@@ -94,7 +94,7 @@ def test_a_field_added_since_a_config_was_saved_is_no_change_at_its_default():
 
 def test_fields_checked_against_each_other_change_together_in_any_order():
     from dfml.experiment import ExperimentConfig
-    from dfml.meta.trainer import TrainConfig
+    from dfml.datafree import TrainConfig
 
     # meta_arch_kwargs needs meta_arch (checked when TrainConfig is built), and train.n_way must equal
     # eval.n_way (checked when ExperimentConfig is built): one field at a time would fail on the
@@ -111,7 +111,7 @@ def test_fields_checked_against_each_other_change_together_in_any_order():
 
 
 def test_a_dotted_override_must_walk_through_sections():
-    from dfml.meta.trainer import TrainConfig
+    from dfml.datafree import TrainConfig
 
     with pytest.raises(ValueError, match=r"config key 'steps.x': 'steps' is not a section"):
         apply_overrides(TrainConfig(), ["steps.x=1"])

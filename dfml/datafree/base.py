@@ -1,12 +1,12 @@
-"""Where a meta-trainer's tasks come from, and how it turns a meta-batch into an update.
+"""Where a meta-trainer's tasks come from: the task-stream contract.
 
-The :class:`~dfml.meta.trainer.MetaTrainer` loop is written once; recipes plug in two parts:
+The :class:`~dfml.datafree.trainer.MetaTrainer` loop is written once; recipes plug in two parts:
 
 * a :class:`TaskStream` hands out each step's meta-batch (sampling a fixed bank of recovered
   examples, or selecting models, inverting them, storing the tasks in a memory and mixing new,
   memory and interpolated tasks) and may take feedback after the update (a reward for a model
   selector); its ``state_dict`` is checkpointed with the trainer so runs resume exactly;
-* a :data:`MetaUpdate` turns the meta-batch into a parameter update (MAML's meta-step by default;
+* a :class:`~dfml.meta.update.MetaUpdate` turns the meta-batch into a parameter update (MAML's meta-step by default;
   gradient alignment, group regularisation or distillation learners plug in here).
 
 A stream that can make no more meta-batches (its teachers' query budgets are spent) raises
@@ -15,20 +15,19 @@ A stream that can make no more meta-batches (its teachers' query budgets are spe
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 from ..types import Task
 
-__all__ = ["BankStream", "MetaUpdate", "StreamExhausted", "TaskStream", "default_update"]
+__all__ = ["BankStream", "StreamExhausted", "TaskBank", "TaskStream"]
 
 
 class StreamExhausted(Exception):
     """A task stream can make no more meta-batches (e.g. no teacher's query budget funds another task).
 
-    Not an error: :meth:`~dfml.meta.trainer.MetaTrainer.fit` ends meta-training at this step,
+    Not an error: :meth:`~dfml.datafree.trainer.MetaTrainer.fit` ends meta-training at this step,
     selects on meta-validation as usual and records ``str(exc)`` as the reason. Raised before
     anything of the refused step is spent. Before the first step it is an error (nothing was
     trained), whose message ends with ``fix``.
@@ -37,14 +36,6 @@ class StreamExhausted(Exception):
     def __init__(self, reason: str, fix: str = "") -> None:
         super().__init__(reason)
         self.fix = fix
-
-MetaUpdate = Callable[[Any, list[Task], torch.optim.Optimizer], dict[str, float]]
-"""``update(learner, tasks, optimizer) -> named scalars`` (at least ``loss`` and ``acc``)."""
-
-
-def default_update(learner: Any, tasks: list[Task], optimizer: torch.optim.Optimizer) -> dict[str, float]:
-    """The learner's own meta-step (for MAML: mean query loss after adaptation, one optimiser step)."""
-    return learner.meta_step(tasks, optimizer)
 
 
 @runtime_checkable
@@ -68,17 +59,24 @@ class TaskStream(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+@runtime_checkable
+class TaskBank(Protocol):
+    """A fixed bank of recovered examples that samples tasks (e.g. :class:`~dfml.datafree.bank.SyntheticBank`)."""
+
+    def sample_task(self, n_way: int, n_shot: int, n_query: int, generator: torch.Generator, step: int) -> Task: ...
+
+
 class BankStream:
     """Meta-batches sampled from a fixed bank of recovered examples (anything with ``sample_task``).
 
     Args:
-        bank: e.g. :class:`~dfml.meta.trainer.SyntheticBank`.
+        bank: e.g. :class:`~dfml.datafree.bank.SyntheticBank`.
         n_way, n_shot, n_query: shape of each task.
         meta_batch_size: tasks per step.
     """
 
     def __init__(self, bank: Any, n_way: int, n_shot: int, n_query: int, meta_batch_size: int) -> None:
-        if not hasattr(bank, "sample_task"):
+        if not isinstance(bank, TaskBank):
             raise TypeError(f"BankStream needs an object with sample_task(...), got {type(bank).__name__}")
         self.bank = bank
         self.shape = (n_way, n_shot, n_query)

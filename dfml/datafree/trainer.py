@@ -18,26 +18,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from .. import distributed as dist
 from ..config import check_ranges, positive_number
-from ..data.domain import InputDomain, convert_inputs
 from ..eval.protocol import evaluate_sharded
-from ..inversion.base import InversionCost
-from ..inversion.pixels import PixelInversionConfig, PixelInverter
-from ..inversion.sharded import shard_map, sync_cost
+from ..inversion.pixels import PixelInversionConfig
+from ..meta.learner import Learner
+from ..meta.maml import MAML
+from ..meta.parallel import data_parallel_update, replicated
+from ..meta.update import MetaUpdate, default_update
 from ..models.registry import MODELS
 from ..runs import RunDir
-from ..types import Task, TaskSource
-from .maml import MAML
-from .parallel import data_parallel_update, replicated
-from .stream import BankStream, MetaUpdate, StreamExhausted, TaskStream, default_update
+from ..types import Task
+from .bank import SyntheticBank
+from .base import BankStream, StreamExhausted, TaskStream
 
 log = logging.getLogger(__name__)
 
@@ -143,113 +143,6 @@ class TrainConfig:
             )
 
 
-@dataclass
-class SyntheticBank:
-    """Recovered examples: ``x[m]`` is ``[n_classes_m, per_class, *input_shape]`` for pool model ``m``.
-
-    ``datasets[m]`` names the dataset of model ``m``'s class ids (provenance ``extra["dataset"]``;
-    empty: unknown).
-    """
-
-    x: list[Tensor]
-    class_ids: list[tuple[int, ...]]
-    cost: dict[str, float]
-    datasets: list[str | None] = field(default_factory=list)
-
-    def sample_task(self, n_way: int, n_shot: int, n_query: int, generator: torch.Generator, step: int) -> Task:
-        """One pseudo task from a random model's bank, classes and examples drawn at random."""
-        m = int(torch.randint(len(self.x), (1,), generator=generator))
-        xs = self.x[m]
-        if xs.shape[0] < n_way:
-            raise ValueError(f"pool model {m} has {xs.shape[0]} classes, fewer than n_way={n_way}")
-        classes = torch.randperm(xs.shape[0], generator=generator)[:n_way]
-        picks = torch.stack([torch.randperm(xs.shape[1], generator=generator)[: n_shot + n_query] for _ in classes])
-        data = xs[classes[:, None], picks]  # [n_way, n_shot + n_query, ...]
-        shape = xs.shape[2:]
-        return Task(
-            support_x=data[:, :n_shot].reshape(-1, *shape),
-            support_y=torch.arange(n_way).repeat_interleave(n_shot),
-            query_x=data[:, n_shot:].reshape(-1, *shape),
-            query_y=torch.arange(n_way).repeat_interleave(n_query),
-            source=TaskSource(
-                model_id=m,
-                classes=tuple(self.class_ids[m][int(c)] for c in classes),
-                step=step,
-                kind="synthetic",
-                extra={"dataset": self.datasets[m]} if self.datasets else {},
-            ),
-        )
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"x": self.x, "class_ids": [list(c) for c in self.class_ids], "cost": self.cost,
-                "datasets": list(self.datasets)}
-
-    @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> SyntheticBank:
-        return cls(list(state["x"]), [tuple(c) for c in state["class_ids"]], dict(state["cost"]),
-                   list(state.get("datasets", [])))
-
-
-def build_bank(
-    teachers: Sequence[tuple[nn.Module, tuple[int, ...]]],
-    input_shape: tuple[int, ...] | InputDomain,
-    config: TrainConfig,
-    generator: torch.Generator,
-    progress: Callable[[int], None] | None = None,
-    *,
-    domains: Sequence[InputDomain] | None = None,
-    datasets: Sequence[str | None] | None = None,
-) -> SyntheticBank:
-    """Invert every ``(teacher, class_ids)`` into ``config.bank_per_class`` examples per class.
-
-    Model ``m`` is inverted with its own generator (one draw per model from ``generator``), so
-    under ``torchrun`` each rank inverts its share (``teachers[m]`` is read only for those; pass a
-    lazy sequence to load on demand) and every rank gets the whole bank, the same as one process
-    makes. ``progress(m)`` is called after model ``m``, on the rank that inverted it.
-
-    Args:
-        input_shape: the meta-model's inputs: a shape, or an :class:`~dfml.data.InputDomain` when
-            teachers take other inputs.
-        domains: each teacher's input domain, in order (default: the meta-model's); a teacher is
-            inverted in its own and its examples converted to the meta-model's.
-        datasets: each teacher's dataset, recorded as task provenance.
-    """
-    check_bank(config)
-    target = input_shape if isinstance(input_shape, InputDomain) else InputDomain(tuple(input_shape))
-    inverters: dict[tuple[int, ...], PixelInverter] = {}
-
-    def invert(mine: list[int], rngs: list[torch.Generator]) -> list[tuple[Tensor, tuple[int, ...]]]:
-        out = []
-        for m, rng in zip(mine, rngs):
-            teacher, class_ids = teachers[m]
-            source = domains[m] if domains is not None else target
-            inverter = inverters.setdefault(source.shape, PixelInverter(source.shape, config.inversion))
-            x, _ = inverter.synthesize(teacher, config.bank_per_class, rng)
-            x = convert_inputs(x, source, target)
-            out.append((x.cpu().view(-1, config.bank_per_class, *target.shape), tuple(class_ids)))
-            if progress is not None:
-                progress(m)
-        return out
-
-    local = InversionCost()
-    done = shard_map(len(teachers), generator, invert, "cpu")
-    for inverter in inverters.values():
-        local.add(inverter.cost)
-    sync_cost(local, InversionCost().as_dict())
-    return SyntheticBank([x for x, _ in done], [ids for _, ids in done], local.as_dict(),
-                         list(datasets) if datasets is not None else [])
-
-
-def check_bank(config: TrainConfig) -> None:
-    """Raise ``ValueError`` unless a bank of ``config.bank_per_class`` examples per class holds a task's
-    ``n_shot + n_query`` (only recipes that build a bank read ``bank_per_class``)."""
-    if config.n_shot + config.n_query > config.bank_per_class:
-        raise ValueError(
-            f"train.bank_per_class={config.bank_per_class} is smaller than n_shot + n_query = "
-            f"{config.n_shot + config.n_query}; raise train.bank_per_class"
-        )
-
-
 class MetaTrainer:
     """Meta-trains on pseudo tasks with meta-validation selection and exact resume.
 
@@ -260,8 +153,9 @@ class MetaTrainer:
 
     Args:
         model: the meta-model (head with ``n_way`` outputs); trained in place.
-        tasks: a :class:`~dfml.meta.stream.TaskStream`, or a bank with ``sample_task`` (e.g.
-            :class:`SyntheticBank`), which is wrapped in a :class:`~dfml.meta.stream.BankStream`.
+        tasks: a :class:`~dfml.datafree.base.TaskStream`, or a bank with ``sample_task`` (e.g.
+            :class:`~dfml.datafree.bank.SyntheticBank`), which is wrapped in a
+            :class:`~dfml.datafree.base.BankStream`.
         val_tasks: a factory returning the fixed meta-validation episodes (real, unseen classes).
         config: hyper-parameters.
         run: where metrics and checkpoints go (``None``: in memory only, no resume).
@@ -354,7 +248,7 @@ class MetaTrainer:
     def fit(self, progress: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
         """Train to ``config.steps`` (resuming from the run's last checkpoint) and load the best weights.
 
-        A stream that raises :class:`~dfml.meta.stream.StreamExhausted` (e.g. every teacher's query
+        A stream that raises :class:`~dfml.datafree.base.StreamExhausted` (e.g. every teacher's query
         budget is spent) ends meta-training early: the model of the step reached is validated too,
         the best validated one is selected as usual, and the checkpoint records the stop, so a
         resume does nothing more.
@@ -452,16 +346,16 @@ class MetaTrainer:
             progress(self.step, record)
 
 
-def _update_for_world(update: MetaUpdate | None, learner: Any) -> MetaUpdate:
+def _update_for_world(update: MetaUpdate | None, learner: Any) -> Callable[..., dict[str, float]]:
     """The meta-update to run: alone ``update`` (default: the learner's meta-step); under ``torchrun``
-    the learner's meta-step becomes data-parallel when the learner can accumulate a share of the
-    tasks (:meth:`~dfml.meta.learner.Learner.accumulate`), and anything else runs replicated (see
-    :mod:`dfml.meta.parallel`)."""
-    if not dist.is_distributed():
-        return update or default_update
-    if (update is None or update is default_update) and hasattr(learner, "accumulate"):
-        return data_parallel_update
+    an update that sums over tasks (:attr:`MetaUpdate.sums_over_tasks`) becomes data-parallel when the
+    learner can accumulate a share of the tasks (:attr:`Learner.sums_over_tasks`), and anything else
+    runs replicated (see :mod:`dfml.meta.parallel`)."""
     update = update or default_update
+    if not dist.is_distributed():
+        return update
+    if _sums_over_tasks(update) and isinstance(learner, Learner) and learner.sums_over_tasks:
+        return data_parallel_update
     if dist.is_main():
         log.warning(
             "the meta-update %s is not a sum over tasks, so it runs whole on each of the %d ranks (no "
@@ -469,3 +363,8 @@ def _update_for_world(update: MetaUpdate | None, learner: Any) -> MetaUpdate:
             getattr(update, "__name__", type(update).__name__), dist.world_size(),
         )
     return replicated(update)
+
+
+def _sums_over_tasks(update: Any) -> bool:
+    """Whether ``update`` declares itself a sum over tasks (a plain function does not)."""
+    return isinstance(update, MetaUpdate) and update.sums_over_tasks

@@ -12,6 +12,7 @@ from . import losses as losses
 from .bank import AdaptedStudent as AdaptedStudent
 from .bank import PixelBank as PixelBank
 from .bank import PixelBankConfig as PixelBankConfig
+from .base import INVERTERS as INVERTERS
 from .base import InversionCost as InversionCost
 from .base import Inverter as Inverter
 from .base import split_task as split_task
@@ -37,6 +38,7 @@ from .zeroth_order import BlackBoxInverter as BlackBoxInverter
 from .zeroth_order import zo_gradient as zo_gradient
 
 __all__ = [
+    "INVERTERS",
     "AdaptedStudent",
     "BatchedGeneratorInverter",
     "BlackBoxGradientError",

@@ -34,7 +34,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,7 @@ from torch.func import functional_call, stack_module_state
 
 from ..config import check_ranges
 from ..types import Task
-from .base import InversionCost, split_task
+from .base import INVERTERS, InversionCost, Inverter, split_task
 from .losses import BNStatMatch, DiffAugment, class_loss, l2_prior, total_variation
 
 __all__ = ["AdaptedStudent", "PixelBank", "PixelBankConfig", "Student"]
@@ -116,6 +116,15 @@ class PixelBankConfig:
             raise ValueError(f"PixelBankConfig.curriculum_momentum must lie in [0, 1), got {self.curriculum_momentum}")
 
 
+@runtime_checkable
+class _Adaptable(Protocol):
+    """What :class:`AdaptedStudent` calls: a meta-learner's parameters and query logits."""
+
+    def params(self) -> dict[str, Tensor]: ...
+
+    def query_logits(self, params: dict[str, Tensor], task: Task) -> Tensor: ...
+
+
 class AdaptedStudent:
     """A meta-learner as a curriculum :data:`Student`: query logits after adapting on the support set.
 
@@ -128,7 +137,7 @@ class AdaptedStudent:
     """
 
     def __init__(self, learner: Any) -> None:
-        if not (hasattr(learner, "params") and hasattr(learner, "query_logits")):
+        if not isinstance(learner, _Adaptable):
             raise TypeError(
                 f"AdaptedStudent needs a learner with params() and query_logits(params, task) (e.g. dfml.meta.MAML), "
                 f"got {type(learner).__name__}"
@@ -164,7 +173,8 @@ def _check_eval(teacher: nn.Module) -> None:
         raise ValueError("the teacher must be in eval mode (its BN running statistics are the prior); call .eval()")
 
 
-class PixelBank:
+@INVERTERS.register("bank")
+class PixelBank(Inverter):
     """Learnable inputs ``[n_classes, per_class, *input_shape]`` per pool model, refined in place.
 
     Follows the :class:`~dfml.inversion.base.Inverter` protocol through :meth:`invert`.
@@ -181,12 +191,14 @@ class PixelBank:
         Hu et al., "Architecture, Dataset and Model-Scale Agnostic Data-free Meta-Learning", CVPR 2023.
     """
 
+    stateful = True
+    curriculum = True
+
     def __init__(self, input_shape: Sequence[int], config: PixelBankConfig | None = None) -> None:
-        self.input_shape = tuple(int(s) for s in input_shape)
+        super().__init__(input_shape)
         if not self.input_shape or min(self.input_shape) < 1:
             raise ValueError(f"input_shape must be a non-empty shape of positive sizes, got {tuple(input_shape)}")
         self.config = config or PixelBankConfig()
-        self.cost = InversionCost()
         self.entries: dict[int, Tensor] = {}
         self._adam: dict[int, tuple[Tensor, Tensor, int]] = {}
         self.easiness: dict[int, float] = {}
@@ -212,16 +224,11 @@ class PixelBank:
         if model_id in self.entries:
             return
         p = next(teacher.parameters())
-        with torch.no_grad():
-            out = teacher(torch.zeros((1, *self.input_shape), dtype=p.dtype, device=p.device))
-        self.cost.teacher_queries += 1
-        if out.dim() != 2:
-            raise ValueError(f"the teacher must return logits [batch, classes], got shape {tuple(out.shape)}")
-        shape = (out.shape[1], self.config.per_class, *self.input_shape)
+        shape = (self.count_classes(teacher, inputs=1, like=p), self.config.per_class, *self.input_shape)
         x = torch.randn(shape, generator=gen, dtype=p.dtype) * self.config.init_std
         self.entries[model_id] = x.to(p.device)
         self._adam[model_id] = (torch.zeros_like(self.entries[model_id]), torch.zeros_like(self.entries[model_id]), 0)
-        self.cost.images += x.shape[0] * x.shape[1]
+        self.charge(0, 0, x.shape[0] * x.shape[1])
 
     def _flat(self, model_id: int) -> tuple[Tensor, Tensor]:
         x = self.entries[model_id]
@@ -333,8 +340,7 @@ class PixelBank:
         return outs
 
     def _count(self, steps: int, n_images: int, n_models: int) -> None:
-        self.cost.steps += steps * n_models
-        self.cost.teacher_queries += steps * n_images * n_models
+        self.charge(steps * n_images * n_models, steps * n_models, 0)
 
     @staticmethod
     def _metrics(loss: Tensor, parts: Sequence[Tensor]) -> dict[str, float]:

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state
 
 from ..types import Task
-from .base import InversionCost, split_task
+from .base import INVERTERS, split_task
 from .generator import (
     GeneratorInversionConfig,
     GeneratorInverter,
@@ -58,7 +58,6 @@ __all__ = [
     "check_same_architecture",
     "model_generators",
     "optimise_stacked",
-    "probe_stacked",
     "stack_teachers",
     "stacked_tasks",
 ]
@@ -117,20 +116,6 @@ def stack_teachers(teachers: Sequence[nn.Module]) -> tuple[dict[str, Tensor], di
     """Teacher parameters (detached) and buffers stacked along a new leading dimension ``M``."""
     t_params, t_buffers = stack_module_state(list(teachers))
     return {k: v.detach() for k, v in t_params.items()}, t_buffers
-
-
-def probe_stacked(
-    base: nn.Module, t_params: dict[str, Tensor], t_buffers: dict[str, Tensor], input_shape: tuple[int, ...],
-    like: Tensor, cost: InversionCost,
-) -> int:
-    """The teachers' number of outputs (2 zero inputs each, counted as queries)."""
-    probe = torch.zeros((2, *input_shape), device=like.device, dtype=like.dtype)
-    with torch.no_grad():
-        out = torch.vmap(lambda p, b: functional_call(base, (p, b), (probe,)))(t_params, t_buffers)
-    cost.teacher_queries += 2 * out.shape[0]
-    if out.dim() != 3:
-        raise ValueError(f"the teachers must return logits [batch, classes], got shape {tuple(out.shape[1:])}")
-    return int(out.shape[-1])
 
 
 def optimise_stacked(
@@ -197,6 +182,7 @@ def optimise_stacked(
     return best_x, best_loss, best_step, {k: v.detach() for k, v in g_params.items()}, grads
 
 
+@INVERTERS.register("generator")
 class BatchedGeneratorInverter(GeneratorInverter):
     """Invert several same-architecture teachers at once, each with its own fresh generator.
 
@@ -211,6 +197,8 @@ class BatchedGeneratorInverter(GeneratorInverter):
         >>> inv = BatchedGeneratorInverter((3, 32, 32))
         >>> tasks = inv.invert_many([pool.load(i) for i in ids], 1, 15, g, model_ids=ids)
     """
+
+    batched = True
 
     def invert_many(
         self,
@@ -231,7 +219,7 @@ class BatchedGeneratorInverter(GeneratorInverter):
             model_ids, classes: per-teacher provenance (``None``: none).
             generators: one generator per teacher, used instead of ``model_generators(generator, M)``
                 (``generator`` is then not drawn from): a share of a larger draw, as when ranks split
-                the teachers (see :meth:`dfml.meta.pipeline.DataFreeStream.recover_many`).
+                the teachers (see :meth:`dfml.datafree.stream.DataFreeStream.recover_many`).
 
         Returns:
             ``M`` tasks in teacher order.
@@ -247,7 +235,7 @@ class BatchedGeneratorInverter(GeneratorInverter):
             if generators is not None and len(generators) != m:
                 raise ValueError(f"got {len(generators)} generators for {m} teachers; pass one per teacher")
             rngs = list(generators) if generators is not None else model_generators(generator, m)
-            n_way = probe_stacked(teachers[0], t_params, t_buffers, self.input_shape, like, self.cost)
+            n_way = self.count_classes_stacked(teachers[0], t_params, t_buffers, like)
             for c in classes:
                 check_classes(c, n_way)
             n = n_way * per_class
@@ -257,9 +245,7 @@ class BatchedGeneratorInverter(GeneratorInverter):
             z.requires_grad_(cfg.learn_z)
             y = torch.arange(n_way, device=like.device).repeat_interleave(per_class)
             x, best_loss, best_step, _, _ = optimise_stacked(teachers[0], t_params, t_buffers, gens, z, y, rngs, cfg)
-        self.cost.teacher_queries += m * cfg.steps * n
-        self.cost.steps += m * cfg.steps
-        self.cost.images += m * n
+        self.charge(m * cfg.steps * n, m * cfg.steps, m * n)
         return stacked_tasks(x, best_loss, best_step, cfg, n_way, n_shot, n_query, model_ids, classes, "generator")
 
 

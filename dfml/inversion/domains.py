@@ -17,8 +17,7 @@ from torch import nn
 
 from ..data.domain import InputDomain
 from ..types import Task
-from .base import InversionCost
-from .sharded import is_stateless
+from .base import InversionCost, Inverter
 
 __all__ = ["DomainInverters", "domain_label"]
 
@@ -28,7 +27,7 @@ def domain_label(domain: InputDomain) -> str:
     return "x".join(str(s) for s in domain.shape)
 
 
-class DomainInverters:
+class DomainInverters(Inverter):
     """Inverters keyed by input domain, each pool model routed to its domain's.
 
     Args:
@@ -36,20 +35,23 @@ class DomainInverters:
             in order of first appearance in ``domains``).
         domains: the input domain of every pool model, indexed by model id.
 
-    The wrapper has the inverter interface the data-free stream uses: ``invert`` (``model_id``
-    required), ``invert_many`` (models of one domain), ``meta_update`` (of the inverters used since
-    the last one; metric names prefixed with :func:`domain_label` when there are several domains),
-    ``cost`` (the sum) and ``state_dict``.
+    The wrapper is an :class:`~dfml.inversion.base.Inverter`: ``invert`` (``model_id`` required),
+    ``invert_many`` (models of one domain), ``meta_update`` (of the inverters used since the last
+    one; metric names prefixed with :func:`domain_label` when there are several domains), ``cost``
+    (the sum) and ``state_dict``. Its capabilities are its parts' as they declare them: it is
+    stateful, black-box, boundary or curriculum when one of its parts is.
 
     Raises:
         ValueError: ``domains`` is empty.
     """
 
-    def __init__(self, make: Callable[[InputDomain], Any], domains: Sequence[InputDomain]) -> None:
+    batched = True  # models of one domain in one call (batched when that domain's inverter is)
+
+    def __init__(self, make: Callable[[InputDomain], Inverter], domains: Sequence[InputDomain]) -> None:
         if not domains:
             raise ValueError("DomainInverters needs the input domain of at least one model")
         self.domains = list(domains)
-        self.inverters: dict[InputDomain, Any] = {}
+        self.inverters: dict[InputDomain, Inverter] = {}
         for d in self.domains:
             if d not in self.inverters:
                 self.inverters[d] = make(d)
@@ -58,7 +60,7 @@ class DomainInverters:
     def __repr__(self) -> str:
         return f"DomainInverters({[domain_label(d) for d in self.inverters]})"
 
-    def for_model(self, model_id: int | None) -> Any:
+    def for_model(self, model_id: int | None) -> Inverter:
         """The inverter of model ``model_id``'s domain.
 
         Raises:
@@ -74,17 +76,32 @@ class DomainInverters:
         return self.inverters[domain]
 
     @property
-    def parts(self) -> list[Any]:
+    def parts(self) -> list[Inverter]:
         """The inverters, one per domain (their costs are the ones work adds to)."""
         return list(self.inverters.values())
 
-    @property
-    def stateless(self) -> bool:
-        """Whether every domain's inverter keeps nothing across models (then the wrapper can be sharded)."""
-        return all(is_stateless(inv) for inv in self.inverters.values())
+    def cost_parts(self) -> list[InversionCost]:
+        return [c for p in self.parts for c in p.cost_parts()]
 
     @property
-    def cost(self) -> InversionCost:
+    def stateful(self) -> bool:  # type: ignore[override]
+        """Whether a domain's inverter learns across models (then the wrapper is never sharded)."""
+        return any(inv.stateful for inv in self.parts)
+
+    @property
+    def black_box(self) -> bool:  # type: ignore[override]
+        return any(inv.black_box for inv in self.parts)
+
+    @property
+    def boundary(self) -> bool:  # type: ignore[override]
+        return any(inv.boundary for inv in self.parts)
+
+    @property
+    def curriculum(self) -> bool:  # type: ignore[override]
+        return any(inv.curriculum for inv in self.parts)
+
+    @property
+    def cost(self) -> InversionCost:  # type: ignore[override]
         """The cost of all inverters together (a fresh object; the parts keep their own)."""
         total = InversionCost()
         for inverter in self.inverters.values():
@@ -132,22 +149,16 @@ class DomainInverters:
             )
         inverter = self.for_model(model_ids[0])
         per_model = {} if generators is None else {"generators": list(generators)}
-        if hasattr(inverter, "invert_many"):
-            return inverter.invert_many(teachers, n_shot, n_query, generator, model_ids=list(model_ids),
-                                        classes=list(classes), **per_model)
-        gens = list(generators) if generators is not None else [generator] * len(model_ids)
-        return [inverter.invert(t, n_shot, n_query, g, model_id=i, classes=c)
-                for t, i, c, g in zip(teachers, model_ids, classes, gens)]
+        return inverter.invert_many(teachers, n_shot, n_query, generator, model_ids=list(model_ids),
+                                    classes=list(classes), **per_model)
 
     def meta_update(self) -> dict[str, float]:
         """``meta_update()`` of every inverter used since the last call that has one."""
         out: dict[str, float] = {}
         several = len(self.inverters) > 1
         for domain in self._used:
-            inverter = self.inverters[domain]
-            if hasattr(inverter, "meta_update"):
-                for k, v in inverter.meta_update().items():
-                    out[f"{domain_label(domain)}/{k}" if several else k] = v
+            for k, v in self.inverters[domain].meta_update().items():
+                out[f"{domain_label(domain)}/{k}" if several else k] = v
         self._used = []
         return out
 
@@ -155,7 +166,7 @@ class DomainInverters:
         """Each inverter's state (and cost), with the domains they belong to."""
         return {
             "domains": [d.to_dict() for d in self.inverters],
-            "inverters": [inv.state_dict() if hasattr(inv, "state_dict") else None for inv in self.inverters.values()],
+            "inverters": [inv.state_dict() or None for inv in self.inverters.values()],
             "costs": [inv.cost.as_dict() for inv in self.inverters.values()],
         }
 
@@ -170,7 +181,7 @@ class DomainInverters:
         if [d for d in state["domains"]] != [d.to_dict() for d in self.inverters]:
             raise ValueError(f"the state holds inverters for domains {saved} but this pool needs {have}")
         for inv, sub, cost in zip(self.inverters.values(), state["inverters"], state["costs"]):
-            if sub is not None and hasattr(inv, "load_state_dict"):
+            if sub is not None:
                 inv.load_state_dict(sub)
             for k, v in cost.items():
                 setattr(inv.cost, k, type(getattr(inv.cost, k))(v))

@@ -29,7 +29,7 @@ from torch.func import functional_call
 from ..config import check_ranges
 from ..models.generator import NORMS, UPSAMPLES, build_generator
 from ..types import Task
-from .base import InversionCost, split_task
+from .base import Inverter, split_task
 from .losses import BNStatMatch, DiffAugment, boundary_loss, class_loss, l2_prior, total_variation
 
 __all__ = [
@@ -40,7 +40,6 @@ __all__ = [
     "inversion_loss",
     "make_optimizer",
     "optimise_generator",
-    "probe_n_way",
     "seeded_generator",
     "teacher_space",
 ]
@@ -172,16 +171,6 @@ def inversion_loss(
     return loss
 
 
-def probe_n_way(teacher: nn.Module, input_shape: tuple[int, ...], like: Tensor, cost: InversionCost) -> int:
-    """The teacher's number of outputs, from one forward pass on 2 zero inputs (counted as 2 queries)."""
-    with torch.no_grad():
-        out = teacher(torch.zeros((2, *input_shape), device=like.device, dtype=like.dtype))
-    cost.teacher_queries += 2
-    if out.dim() != 2:
-        raise ValueError(f"the teacher must return logits [batch, classes], got shape {tuple(out.shape)}")
-    return int(out.shape[1])
-
-
 def optimise_generator(
     gen: nn.Module,
     z: Tensor,
@@ -240,7 +229,7 @@ def optimise_generator(
     return best_x, best_loss, best_step, grads
 
 
-class GeneratorInverter:
+class GeneratorInverter(Inverter):
     """Recover a pseudo task from a frozen teacher with a generator trained for it from scratch.
 
     Args:
@@ -255,10 +244,11 @@ class GeneratorInverter:
         Hu et al., BiDf-MKD, ICML 2023; Yin et al., DeepInversion, CVPR 2020.
     """
 
+    boundary = True
+
     def __init__(self, input_shape: tuple[int, ...], config: GeneratorInversionConfig | None = None) -> None:
-        self.input_shape = tuple(int(s) for s in input_shape)
+        super().__init__(input_shape)
         self.config = config or GeneratorInversionConfig()
-        self.cost = InversionCost()
 
     def build_generator(self, n_way: int, generator: torch.Generator) -> nn.Module:
         """A fresh generator for a teacher with ``n_way`` outputs (one draw from ``generator``); override to swap it."""
@@ -288,7 +278,7 @@ class GeneratorInverter:
         like = next(teacher.parameters())
         device, dtype = like.device, like.dtype
         with self.cost.timed(device):
-            n_way = probe_n_way(teacher, self.input_shape, like, self.cost)
+            n_way = self.count_classes(teacher, like=like)
             check_classes(classes, n_way)
             n = n_way * (n_shot + n_query)
             gen = self.build_generator(n_way, generator).to(device=device, dtype=dtype)
@@ -296,9 +286,7 @@ class GeneratorInverter:
             z.requires_grad_(self.config.learn_z)
             y = torch.arange(n_way, device=device).repeat_interleave(n_shot + n_query)
             x, best_loss, best_step, _ = optimise_generator(gen, z, y, teacher, self.config, generator, student)
-        self.cost.teacher_queries += self.config.steps * n
-        self.cost.steps += self.config.steps
-        self.cost.images += n
+        self.charge(self.config.steps * n, self.config.steps, n)
         task = split_task(teacher_space(x, self.config.augment), n_way, n_shot, n_query, model_id=model_id,
                           classes=classes)
         task.source.extra.update(inverter="generator", best_loss=float(best_loss), best_step=int(best_step))

@@ -32,12 +32,11 @@ from torch import Tensor, nn
 
 from ..config import check_ranges
 from ..types import Task
-from .base import InversionCost, split_task
+from .base import INVERTERS, InversionCost, Inverter, split_task
 from .batched import (
     check_batch_request,
     model_generators,
     optimise_stacked,
-    probe_stacked,
     stack_teachers,
     stacked_tasks,
 )
@@ -46,7 +45,6 @@ from .generator import (
     check_classes,
     check_request,
     optimise_generator,
-    probe_n_way,
     seeded_generator,
     teacher_space,
 )
@@ -94,7 +92,8 @@ class MetaGeneratorConfig:
         check_ranges(self, "MetaGeneratorConfig.", positive=("meta_lr",))
 
 
-class MetaGeneratorInverter:
+@INVERTERS.register("metagen")
+class MetaGeneratorInverter(Inverter):
     """Recover pseudo tasks with a meta-learnt generator adapted for a few steps per teacher.
 
     Args:
@@ -112,16 +111,19 @@ class MetaGeneratorInverter:
         Wei et al., "FREE: Faster and Better Data-Free Meta-Learning", CVPR 2024.
     """
 
+    batched = True
+    stateful = True
+    boundary = True
+
     def __init__(self, input_shape: tuple[int, ...], n_way: int, config: MetaGeneratorConfig | None = None) -> None:
         if n_way < 1:
             raise ValueError(f"n_way must be >= 1, got {n_way}")
-        self.input_shape = tuple(int(s) for s in input_shape)
+        super().__init__(input_shape)
         self.n_way = int(n_way)
         self.config = config or MetaGeneratorConfig()
         self.generator = seeded_generator(
             self.input_shape, self.config.inner, self.n_way, torch.Generator().manual_seed(self.config.seed)
         )
-        self.cost = InversionCost()
         self.updates = 0
         self._pending: list[list[Tensor]] = []
         self._optimizer: torch.optim.Optimizer | None = None
@@ -150,7 +152,7 @@ class MetaGeneratorInverter:
         like = next(teacher.parameters())
         inner = self.config.inner
         with self.cost.timed(like.device):
-            n_way = self._check_n_way(probe_n_way(teacher, self.input_shape, like, self.cost), [classes])
+            n_way = self._check_n_way(self.count_classes(teacher, like=like), [classes])
             self.generator.to(device=like.device, dtype=like.dtype)
             n = n_way * (n_shot + n_query)
             gen = copy.deepcopy(self.generator)
@@ -166,9 +168,7 @@ class MetaGeneratorInverter:
             self._pending.append([g.detach() for g in grads])
         else:
             self._pending.append([(p0 - p).detach() for p0, p in zip(self.generator.parameters(), gen.parameters())])
-        self.cost.teacher_queries += (inner.steps + int(fomaml)) * n
-        self.cost.steps += inner.steps
-        self.cost.images += n
+        self.charge((inner.steps + int(fomaml)) * n, inner.steps, n)
         task = split_task(teacher_space(x, inner.augment), n_way, n_shot, n_query, model_id=model_id,
                           classes=classes)
         task.source.extra.update(inverter="metagen", best_loss=float(best_loss), best_step=int(best_step))
@@ -182,6 +182,8 @@ class MetaGeneratorInverter:
         generator: torch.Generator,
         model_ids: Sequence[int | None] | None = None,
         classes: Sequence[tuple[int, ...]] | None = None,
+        *,
+        generators: Sequence[torch.Generator] | None = None,
     ) -> list[Task]:
         """Adapt ``M`` copies of the meta-generator to ``M`` same-architecture teachers at once (``vmap``).
 
@@ -191,6 +193,9 @@ class MetaGeneratorInverter:
         Raises:
             ValueError: see :func:`~dfml.inversion.batched.check_batch_request`; also a wrong ``n_way``.
         """
+        if generators is not None:
+            raise ValueError("a meta-generator learns from every model in turn and is never shared out among "
+                             "ranks; invert_many takes no per-model generators")
         model_ids, classes = check_batch_request(teachers, n_shot, n_query, model_ids, classes)
         inner, m, per_class = self.config.inner, len(teachers), n_shot + n_query
         fomaml = self.config.algorithm == "fomaml"
@@ -198,8 +203,7 @@ class MetaGeneratorInverter:
         with self.cost.timed(like.device):
             t_params, t_buffers = stack_teachers(teachers)
             rngs = model_generators(generator, m)
-            n_way = self._check_n_way(probe_stacked(teachers[0], t_params, t_buffers, self.input_shape, like,
-                                                    self.cost), classes)
+            n_way = self._check_n_way(self.count_classes_stacked(teachers[0], t_params, t_buffers, like), classes)
             self.generator.to(device=like.device, dtype=like.dtype)
             n = n_way * per_class
             z = torch.stack([torch.randn((n, inner.nz), generator=r, dtype=like.dtype) for r in rngs]).to(like.device)
@@ -216,9 +220,7 @@ class MetaGeneratorInverter:
                 self._pending.append([grads[k][i].detach() for k in names])
             else:
                 self._pending.append([(p0 - adapted[k][i]).detach() for k, p0 in self.generator.named_parameters()])
-        self.cost.teacher_queries += m * (inner.steps + int(fomaml)) * n
-        self.cost.steps += m * inner.steps
-        self.cost.images += m * n
+        self.charge(m * (inner.steps + int(fomaml)) * n, m * inner.steps, m * n)
         return stacked_tasks(x, best_loss, best_step, inner, n_way, n_shot, n_query, model_ids, classes, "metagen")
 
     def _check_n_way(self, n_way: int, classes: Sequence[tuple[int, ...]]) -> int:

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ..config import check_ranges
 from ..types import Task
-from .base import InversionCost, split_task
+from .base import INVERTERS, Inverter, split_task
 from .losses import BNStatMatch, class_loss, l2_prior
 
 
@@ -51,7 +51,8 @@ class PixelInversionConfig:
         check_ranges(self, "PixelInversionConfig.", positive=("lr", "init_std"), nonnegative=("bn_weight", "l2_weight"))
 
 
-class PixelInverter:
+@INVERTERS.register("pixel")
+class PixelInverter(Inverter):
     """Recover a pseudo task from a frozen classifier by optimising its inputs.
 
     Args:
@@ -60,9 +61,8 @@ class PixelInverter:
     """
 
     def __init__(self, input_shape: tuple[int, ...], config: PixelInversionConfig | None = None) -> None:
-        self.input_shape = tuple(int(s) for s in input_shape)
+        super().__init__(input_shape)
         self.config = config or PixelInversionConfig()
-        self.cost = InversionCost()
 
     def synthesize(self, teacher: nn.Module, n_per_class: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """Optimise ``n_per_class`` inputs for every output class of ``teacher``.
@@ -74,7 +74,7 @@ class PixelInverter:
         if teacher.training:
             raise ValueError("the teacher must be in eval mode (its BN running statistics are the prior); call .eval()")
         device = next(teacher.parameters()).device
-        n_way = self._n_outputs(teacher, device)
+        n_way = self.count_classes(teacher)
         y = torch.arange(n_way, device=device).repeat_interleave(n_per_class)
         x0 = torch.randn((len(y), *self.input_shape), generator=generator) * self.config.init_std
         x = x0.to(device).requires_grad_(True)
@@ -94,9 +94,7 @@ class PixelInverter:
                 opt.step()
         for p in teacher.parameters():  # the hooks never touch them, but grads must not leak out
             p.grad = None
-        self.cost.teacher_queries += self.config.steps * len(y)
-        self.cost.steps += self.config.steps
-        self.cost.images += len(y)
+        self.charge(self.config.steps * len(y), self.config.steps, len(y))
         return x.detach(), y
 
     def invert(
@@ -113,11 +111,3 @@ class PixelInverter:
         """Recover one pseudo task (support + query) for ``teacher``'s own classes."""
         x, y = self.synthesize(teacher, n_shot + n_query, generator)
         return split_task(x, int(y.max()) + 1, n_shot, n_query, model_id=model_id, classes=classes)
-
-    def _n_outputs(self, teacher: nn.Module, device: torch.device) -> int:
-        with torch.no_grad():
-            out = teacher(torch.zeros((2, *self.input_shape), device=device))
-        self.cost.teacher_queries += 2
-        if out.dim() != 2:
-            raise ValueError(f"the teacher must return logits [batch, classes], got shape {tuple(out.shape)}")
-        return int(out.shape[1])

@@ -7,8 +7,9 @@ the results are gathered back in model order. One process runs the same code wit
 everything, so a run is the same on 1 or K processes (up to the float rounding of batched
 kernels over differently sized stacks) and a checkpoint resumes on any number of them.
 
-Only inverters that keep no state across models are sharded (:func:`is_stateless`); a pixel bank
-or a meta-generator learns from every model it inverts, so those run whole on every rank.
+Only inverters that keep no state across models are sharded (:func:`is_stateless`, what the
+inverter declares in :attr:`~dfml.inversion.base.Inverter.stateful`); a pixel bank or a
+meta-generator learns from every model it inverts, so those run whole on every rank.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 
 from .. import distributed as dist
 from ..types import Task
-from .base import InversionCost
+from .base import InversionCost, Inverter
 from .batched import model_generators
 
 __all__ = ["cost_parts", "is_stateless", "shard_map", "sync_cost"]
@@ -28,27 +29,17 @@ __all__ = ["cost_parts", "is_stateless", "shard_map", "sync_cost"]
 R = TypeVar("R")
 
 
-def is_stateless(inverter: Any) -> bool:
-    """Whether ``inverter`` keeps nothing from one model to the next.
-
-    An inverter says so with a ``stateless`` attribute (a wrapper such as
-    :class:`~dfml.inversion.domains.DomainInverters` derives it from its parts); otherwise it is
-    stateless when it has neither ``state_dict`` nor ``meta_update``. Such an inverter can invert a
-    share of the models on each rank; its ``cost`` is synchronised with :func:`sync_cost`.
-    """
-    declared = getattr(inverter, "stateless", None)
-    if declared is not None:
-        return bool(declared)
-    return not hasattr(inverter, "state_dict") and not hasattr(inverter, "meta_update")
+def is_stateless(inverter: Inverter) -> bool:
+    """Whether ``inverter`` keeps nothing from one model to the next, as it declares (``not stateful``;
+    a wrapper such as :class:`~dfml.inversion.domains.DomainInverters` answers for its parts). Such an
+    inverter can invert a share of the models on each rank; its ``cost`` is synchronised with
+    :func:`sync_cost`."""
+    return not inverter.stateful
 
 
-def cost_parts(inverter: Any) -> list[InversionCost]:
-    """The cost objects that ``inverter``'s work adds to: its parts' when it is a wrapper (``parts``)
-    whose ``cost`` is a sum made on request, else its own ``cost``."""
-    parts = getattr(inverter, "parts", None)
-    if parts is not None:
-        return [c for p in parts for c in cost_parts(p)]
-    return [inverter.cost]
+def cost_parts(inverter: Inverter) -> list[InversionCost]:
+    """The cost objects that ``inverter``'s work adds to (:meth:`~dfml.inversion.base.Inverter.cost_parts`)."""
+    return inverter.cost_parts()
 
 
 def shard_map(

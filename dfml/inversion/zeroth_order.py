@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from ..config import check_ranges
 from ..models.generator import NORMS, build_generator
 from ..types import Task
-from .base import InversionCost, split_task
+from .base import INVERTERS, Inverter, split_task
 from .blackbox import BlackBoxTeacher
 from .losses import kl_per_sample
 
@@ -223,7 +223,8 @@ def per_sample_loss(
     return loss
 
 
-class BlackBoxInverter:
+@INVERTERS.register("blackbox")
+class BlackBoxInverter(Inverter):
     """Recover pseudo tasks from black-box teachers: a white-box generator, zeroth-order gradients.
 
     For every task a fresh generator is built (its weights drawn from the caller's
@@ -256,6 +257,9 @@ class BlackBoxInverter:
         Hu et al., BiDf-MKD, ICML 2023.
     """
 
+    black_box = True
+    boundary = True
+
     def __init__(
         self,
         input_shape: tuple[int, ...],
@@ -263,9 +267,8 @@ class BlackBoxInverter:
         *,
         device: torch.device | str = "cpu",
     ) -> None:
-        self.input_shape = tuple(int(s) for s in input_shape)
+        super().__init__(input_shape)
         self.config = config or BlackBoxInversionConfig()
-        self.cost = InversionCost()
         self.device = torch.device(device)
         self.make_generator: Callable[[int, torch.Generator], nn.Module] = self._default_generator
         self.generator: nn.Module | None = None  # the last task's generator
@@ -340,9 +343,7 @@ class BlackBoxInverter:
                     x = self._generate(gen, z, y)
                 best.update(x, *self._score(bb, x, y, student))
         queries = bb.queries - start
-        self.cost.teacher_queries += queries
-        self.cost.steps += steps
-        self.cost.images += len(y)
+        self.charge(queries, steps, len(y))
         accuracy = float((best.pred == y.cpu()).float().mean())
         report = dict(
             teacher_queries=queries, steps=steps, teacher_accuracy=accuracy, budget_exhausted=exhausted,

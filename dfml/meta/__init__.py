@@ -1,5 +1,8 @@
 """Meta-learning: the functional inner loop, MAML and ProtoNet learners, the distilling MAML learner,
-regularised meta-updates (implicit gradient alignment, group gradient regularisation), baseline model builders."""
+regularised meta-updates (implicit gradient alignment, group gradient regularisation), baseline model builders.
+
+Algorithms only: this package imports nothing above ``dfml.models`` and ``dfml.types`` (and the pure
+loss functions of ``dfml.inversion.losses``); the loop that feeds it tasks is :mod:`dfml.datafree`."""
 
 from __future__ import annotations
 
@@ -22,27 +25,29 @@ from .maml import MAML as MAML
 from .protonet import ProtoNet as ProtoNet
 from .protonet import prototype_logits as prototype_logits
 from .protonet import prototypes as prototypes
-from .stream import BankStream as BankStream
-from .stream import MetaUpdate as MetaUpdate
-from .stream import StreamExhausted as StreamExhausted
-from .stream import TaskStream as TaskStream
+from .learner import LEARNERS as LEARNERS
+from .update import UPDATES as UPDATES
+from .update import LearnerStep as LearnerStep
+from .update import MetaUpdate as MetaUpdate
+from .update import default_update as default_update
 
 __all__ = [
+    "LEARNERS",
+    "UPDATES",
     "AlignmentConfig",
-    "BankStream",
     "DistillationConfig",
     "DistillationMAML",
     "GradientAlignment",
     "GroupRegularization",
     "GroupRegularizationConfig",
     "Learner",
+    "LearnerStep",
     "MAML",
     "MetaUpdate",
     "ProtoNet",
-    "StreamExhausted",
-    "TaskStream",
     "attach_teacher_logits",
     "average_models",
+    "default_update",
     "functional_forward",
     "group_regularized_gradient",
     "inner_update",

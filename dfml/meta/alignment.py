@@ -37,6 +37,7 @@ from .objective import (
     mean_metrics,
     task_gradient,
 )
+from .update import UPDATES, MetaUpdate
 
 __all__ = ["AlignmentConfig", "GradientAlignment", "sequential_displacement"]
 
@@ -118,7 +119,8 @@ def sequential_displacement(
     return displacement, metrics
 
 
-class GradientAlignment:
+@UPDATES.register("alignment")
+class GradientAlignment(MetaUpdate):
     """Meta-update by implicit gradient alignment over a learner's task objective.
 
     An instance is a ``MetaUpdate`` (``update(learner, tasks, optimizer) -> metrics``) for

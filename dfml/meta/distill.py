@@ -30,6 +30,7 @@ from ..config import check_ranges
 from ..inversion.losses import kd_loss
 from ..types import Params, Task, TaskSource
 from .inner import inner_update
+from .learner import LEARNERS
 from .maml import MAML
 
 __all__ = [
@@ -140,6 +141,7 @@ def attach_teacher_logits(task: Task, teacher: nn.Module, columns: Sequence[int]
     return replace(task, source=replace(source, extra={**source.extra, **logits}))
 
 
+@LEARNERS.register("distill")
 class DistillationMAML(MAML):
     """MAML with KD towards the teacher in the inner loop (support) and the outer loss (query).
 
@@ -156,6 +158,8 @@ class DistillationMAML(MAML):
         Hu et al., "Learning to Learn from APIs: Black-Box Data-Free Meta-Learning" (BiDf-MKD),
         ICML 2023.
     """
+
+    needs_teacher_logits = True
 
     def __init__(self, model: nn.Module, config: DistillationConfig | None = None) -> None:
         cfg = config or DistillationConfig()

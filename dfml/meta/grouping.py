@@ -43,6 +43,7 @@ from .objective import (
     mean_metrics,
     task_gradient,
 )
+from .update import UPDATES, MetaUpdate
 
 __all__ = ["GroupRegularization", "GroupRegularizationConfig", "group_regularized_gradient"]
 
@@ -111,7 +112,8 @@ def group_regularized_gradient(
     return update, metrics
 
 
-class GroupRegularization:
+@UPDATES.register("grouping")
+class GroupRegularization(MetaUpdate):
     """Meta-update that descends the mean task objective plus a gradient-disagreement penalty.
 
     An instance is a ``MetaUpdate`` (``update(learner, tasks, optimizer) -> metrics``) for

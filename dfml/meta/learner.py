@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..registry import Registry
 from ..types import Params, Task
 
-__all__ = ["Learner"]
+__all__ = ["LEARNERS", "Learner"]
+
+LEARNERS: Registry[type["Learner"]] = Registry("learner")
+"""Meta-learner classes by name (``datafree.learner``): ``maml``, ``distill``."""
 
 
 class Learner(nn.Module):
@@ -20,7 +25,16 @@ class Learner(nn.Module):
     the query set after whatever the algorithm does with the support set. This class derives the
     query loss, the mean over a meta-batch and the optimiser step from it. Being an ``nn.Module``,
     a learner's ``state_dict`` holds everything to checkpoint (network and learnt inner rates).
+
+    Attributes:
+        sums_over_tasks: the meta-loss is a mean of per-task losses, so :meth:`accumulate` can take a
+            share of a meta-batch (data-parallel meta-training sums the shares' gradients).
+        needs_teacher_logits: the learner's losses read the teachers' logits on every task's inputs
+            (``task.source.extra``, see :func:`~dfml.meta.distill.attach_teacher_logits`).
     """
+
+    sums_over_tasks: ClassVar[bool] = True
+    needs_teacher_logits: ClassVar[bool] = False
 
     network: nn.Module
     """The network whose parameters are meta-learnt (set by the subclass)."""

@@ -11,11 +11,12 @@ from torch import Tensor, nn
 from ..models.norm import use_batch_stats
 from ..types import Params, Task
 from .inner import functional_forward, inner_update
-from .learner import Learner
+from .learner import LEARNERS, Learner
 
 __all__ = ["MAML"]
 
 
+@LEARNERS.register("maml")
 class MAML(Learner):
     """Model-Agnostic Meta-Learning, second order or first order (FOMAML).
 

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from .. import distributed as dist
 from ..types import Task
-from .stream import MetaUpdate
+from .update import MetaUpdate
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +96,17 @@ def replicated(update: MetaUpdate) -> MetaUpdate:
     For meta-updates that are not a sum over tasks; every rank does the whole update, so there is
     no speed-up from more ranks, but the run is the same as one process's.
     """
+    return Replicated(update)
 
-    def run(learner: Any, tasks: list[Task], optimizer: torch.optim.Optimizer) -> dict[str, float]:
-        metrics = update(learner, tasks, optimizer)
+
+class Replicated(MetaUpdate):
+    """See :func:`replicated`."""
+
+    def __init__(self, update: MetaUpdate) -> None:
+        self.update = update
+        self.__name__ = f"replicated_{getattr(update, '__name__', type(update).__name__)}"
+
+    def __call__(self, learner: Any, tasks: Sequence[Task], optimizer: torch.optim.Optimizer) -> dict[str, float]:
+        metrics = self.update(learner, list(tasks), optimizer)
         broadcast_module(learner)
         return dist.broadcast_object(metrics)
-
-    run.__name__ = f"replicated_{getattr(update, '__name__', type(update).__name__)}"
-    return run

@@ -14,7 +14,7 @@ from torch import nn
 from ..config import load_yaml
 from ..data.domain import InputDomain
 from ..eval.protocols import DEFAULT_PROTOCOL, get_protocol
-from ..meta.trainer import TrainConfig
+from ..datafree.trainer import TrainConfig
 from ..models.registry import build_model, model_arguments
 from ..pool import ModelPool
 from ..registry import Registry
@@ -35,7 +35,7 @@ class RecipeContext:
         device: where to train.
         progress: optional callback ``(stage, i, n, info)`` for the CLI's progress bars.
         info: filled in by the recipe (costs, best step...), copied into ``results.json``.
-        datafree: the data-free loop's parts (:class:`dfml.recipes.datafree.DataFreeConfig`).
+        datafree: the data-free loop's parts (:class:`dfml.datafree.DataFreeConfig`).
         input_mean, input_std: per-channel normalisation of the target domain's images (what the
             teachers were trained on); generators that output ``[0, 1]`` images use it.
         dataset_domain: the meta-test dataset's own inputs (before ``train.meta_image_size``), for
@@ -152,7 +152,7 @@ META_TRAINING_READS = META_MODEL_READS + (
     "train.val_episodes", "train.test_inner_steps", "train.test_inner_lr", "train.checkpoint_every",
     "train.checkpoint_minutes", "train.budget_minutes", "train.meta_init",
 )
-"""What the :class:`~dfml.meta.trainer.MetaTrainer` loop reads (besides its learner's settings)."""
+"""What the :class:`~dfml.datafree.trainer.MetaTrainer` loop reads (besides its learner's settings)."""
 MAML_LEARNER_READS = ("train.inner_steps", "train.inner_lr", "train.first_order")
 """What a MAML learner built from ``train`` reads."""
 

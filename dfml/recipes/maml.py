@@ -15,7 +15,8 @@ from torch import nn
 
 from .. import distributed as dist
 from ..files import load_tensors
-from ..meta.trainer import MetaTrainer, SyntheticBank, build_bank, check_bank
+from ..datafree.bank import SyntheticBank, build_bank, check_bank
+from ..datafree.trainer import MetaTrainer
 from ..models.norm import use_batch_stats
 from ..runs import atomic_torch_save
 from .base import MAML_LEARNER_READS, META_TRAINING_READS, RecipeContext, RecipeSpec, register_recipe

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..data.domain import InputDomain, convert_task
 from ..inversion.base import split_task
-from ..meta.trainer import MetaTrainer
+from ..datafree.trainer import MetaTrainer
 from ..models.norm import use_batch_stats
 from ..types import Task
 from .base import MAML_LEARNER_READS, META_TRAINING_READS, RecipeContext, RecipeSpec, register_recipe

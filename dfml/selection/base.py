@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -26,7 +26,12 @@ class Selector(ABC):
 
     Args:
         n_models: number of models in the pool (ids are ``0..n_models-1``).
+
+    Attributes:
+        learns: ``update`` learns from rewards (a stream then pays it its reward; otherwise none).
     """
+
+    learns: ClassVar[bool] = False
 
     def __init__(self, n_models: int) -> None:
         if isinstance(n_models, bool) or not isinstance(n_models, int) or n_models < 1:

@@ -81,6 +81,8 @@ class ReliabilityWeigher(Selector):
         learning", Machine Learning 1992.
     """
 
+    learns = True
+
     def __init__(self, n_models: int, config: ReliabilityConfig | None = None, **overrides: Any) -> None:
         super().__init__(n_models)
         config = config or ReliabilityConfig()

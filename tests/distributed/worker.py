@@ -22,8 +22,8 @@ from dfml.data.toy import make_toy_world
 from dfml.inversion import PixelInversionConfig, PixelInverter
 from dfml.memory import MemoryConfig, MetaBatchMix, TaskMemory
 from dfml.meta import MAML
-from dfml.meta.pipeline import DataFreeStream, StreamConfig
-from dfml.meta.trainer import MetaTrainer, TrainConfig
+from dfml.datafree import DataFreeStream, StreamConfig
+from dfml.datafree import MetaTrainer, TrainConfig
 from dfml.models import build_model, use_batch_stats
 from dfml.pool import ModelPool, pretrain_pool
 from dfml.pool.toy import toy_pretrain_config

@@ -13,7 +13,7 @@ from dfml.cli import main
 from dfml.config import to_dict
 from dfml.eval import PROTOCOLS, evaluate, get_protocol
 from dfml.experiment import ExperimentConfig, EvalConfig, saved_defaults
-from dfml.meta.trainer import TrainConfig
+from dfml.datafree import TrainConfig
 from dfml.models import Conv4
 from dfml.recipes import RECIPES, RecipeContext
 from dfml.runs import RunDir

@@ -18,7 +18,7 @@ from dfml.meta import (
     GroupRegularizationConfig,
     attach_teacher_logits,
 )
-from dfml.meta.trainer import MetaTrainer, SyntheticBank, TrainConfig
+from dfml.datafree import MetaTrainer, SyntheticBank, TrainConfig
 from dfml.types import Task
 
 CFG = TrainConfig(

@@ -18,8 +18,8 @@ from dfml.experiment import experiment_config, run_experiment
 from dfml.inversion import DomainInverters, GeneratorInversionConfig
 from dfml.inversion.batched import model_generators
 from dfml.inversion.sharded import cost_parts, is_stateless
-from dfml.meta.pipeline import DataFreeStream, StreamConfig
-from dfml.meta.trainer import TrainConfig
+from dfml.datafree import DataFreeStream, StreamConfig
+from dfml.datafree import TrainConfig
 from dfml.pool import PretrainConfig, merge_pools, pretrain_pool
 from dfml.recipes import RecipeContext, train_datafree
 from dfml.recipes.datafree import DataFreeConfig, build_inverter

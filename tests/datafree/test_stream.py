@@ -8,8 +8,9 @@ from dfml.data.toy import make_toy_world
 from dfml.inversion import PixelInversionConfig, PixelInverter
 from dfml.memory import MemoryConfig, MetaBatchMix, TaskMemory
 from dfml.meta import MAML
-from dfml.meta.pipeline import DataFreeStream, StreamConfig, TaskAugment, restrict_task
-from dfml.meta.trainer import MetaTrainer, TrainConfig
+from dfml.datafree import DataFreeStream, StreamConfig, TaskAugment, restrict_task
+from dfml.inversion.base import Inverter
+from dfml.datafree import MetaTrainer, TrainConfig
 from dfml.models import build_model, use_batch_stats
 from dfml.pool import build_toy_pool
 from dfml.runs import RunDir
@@ -177,8 +178,10 @@ def test_distrusted_models_are_not_stored_and_their_memory_is_forgotten(pool, wo
         StreamConfig(forget_below=1.5)
 
 
-class _RecordingInverter:
-    """Pixel inversion that records how the stream called it."""
+class _RecordingInverter(Inverter):
+    """Pixel inversion that records how the stream called it (declared batched: it has invert_many)."""
+
+    batched = True
 
     def __init__(self):
         self.inner = PixelInverter((32,), PixelInversionConfig(steps=1))
@@ -245,7 +248,7 @@ def _budgeted(pool, *, total=None, per_model=None, meta_batch_size=2):
 
 
 def test_a_model_whose_allowance_cannot_fund_another_task_leaves_selection(pool):
-    from dfml.meta import StreamExhausted
+    from dfml.datafree import StreamExhausted
 
     stream, access = _budgeted(pool, per_model=151)  # one full task (111) leaves 40, under the 41 a task needs
     g = torch.Generator().manual_seed(0)
@@ -260,7 +263,7 @@ def test_a_model_whose_allowance_cannot_fund_another_task_leaves_selection(pool)
 
 
 def test_a_total_budget_that_runs_out_mid_step_shortens_the_step_then_ends_the_stream(pool):
-    from dfml.meta import StreamExhausted
+    from dfml.datafree import StreamExhausted
 
     stream, access = _budgeted(pool, total=150)
     g = torch.Generator().manual_seed(0)

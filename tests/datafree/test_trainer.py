@@ -8,8 +8,8 @@ import torch
 from dfml.data import EpisodeList
 from dfml.data.toy import make_toy_world
 from dfml.inversion import PixelInversionConfig
-from dfml.meta.stream import BankStream, StreamExhausted
-from dfml.meta.trainer import MetaTrainer, SyntheticBank, TrainConfig, build_bank
+from dfml.datafree import BankStream, StreamExhausted
+from dfml.datafree import MetaTrainer, SyntheticBank, TrainConfig, build_bank
 from dfml.models import build_model, use_batch_stats
 from dfml.pool import build_toy_pool
 from dfml.runs import RunDir
@@ -164,7 +164,7 @@ class _Clock:
 
 def test_a_checkpoint_also_comes_after_train_checkpoint_minutes_and_resume_stays_exact(bank, world, tmp_path,
                                                                                        monkeypatch):
-    import dfml.meta.trainer as trainer_module
+    import dfml.datafree.trainer as trainer_module
 
     cfg = replace(CFG, checkpoint_every=100, checkpoint_minutes=10.0)
     full = _trainer(bank, world, RunDir(tmp_path / "full", {"x": 1}), cfg)
@@ -263,7 +263,7 @@ def test_a_stream_exhausted_before_the_first_step_is_an_error(bank, world):
 
 def test_a_cpu_budget_ends_training_validates_the_step_reached_and_survives_a_resume(bank, world, tmp_path,
                                                                                     monkeypatch):
-    import dfml.meta.trainer as trainer_module
+    import dfml.datafree.trainer as trainer_module
 
     # each step reads the CPU clock twice (start, end): 1 minute per reading -> 1 minute per step
     monkeypatch.setattr(trainer_module, "time", _Clock(cpu_minutes=1.0))
