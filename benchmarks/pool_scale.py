@@ -93,7 +93,7 @@ def _peak_reset() -> Callable[[], float]:
 
 
 def operation(name: str, path: Path, work: Path) -> Callable[[], Any]:
-    from dfml.meta.trainer import TrainConfig
+    from dfml.datafree import TrainConfig
     from dfml.models import build_model
 
     if name == "open":
