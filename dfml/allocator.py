@@ -33,8 +33,10 @@ logger = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-DEFAULT_THRESHOLD = 1 << 30
-"""1 GiB: blocks below this are served from (and returned to) the heap; larger ones are still mapped."""
+DEFAULT_THRESHOLD = 2**31 - 1
+"""2 GiB - 1 byte, the most ``mallopt`` takes: blocks below it are served from (and returned to) the heap;
+larger ones are still mapped. The black-box inverter's teacher queries at 84x84 (20 directions x 80
+images) make 1.4 GiB activations, so 1 GiB was not enough."""
 
 _ENV_OPT_OUT = "DFML_MALLOC"
 _GLIBC_ENV = {M_MMAP_THRESHOLD: "MALLOC_MMAP_THRESHOLD_", M_TRIM_THRESHOLD: "MALLOC_TRIM_THRESHOLD_"}
