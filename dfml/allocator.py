@@ -9,7 +9,7 @@ forward and backward maps, faults in, zero-fills and unmaps each of them again: 
 miniImageNet spent about a third of its CPU time in the kernel (about 1,400 minor faults per image
 trained). At 32x32 the same tensors are 16x smaller and stay below the threshold.
 
-:func:`keep_freed_memory` raises the mmap threshold and the trim threshold (``mallopt``), so such
+:func:`keep_freed_memory` raises the mmap threshold and turns trimming off (``mallopt``), so such
 blocks come from the heap and go back to it when freed, and the next batch reuses them. It changes
 where memory comes from, never what is computed (a test builds a pool both ways and compares the
 files' SHA-256). The price is memory: the process keeps its heap instead of returning it between
@@ -37,20 +37,25 @@ DEFAULT_THRESHOLD = 2**31 - 1
 """2 GiB - 1 byte, the most ``mallopt`` takes: blocks below it are served from (and returned to) the heap;
 larger ones are still mapped. The black-box inverter's teacher queries at 84x84 (20 directions x 80
 images) make 1.4 GiB activations, so 1 GiB was not enough."""
+NO_TRIM = -1
+"""``M_TRIM_THRESHOLD`` of -1 turns trimming off (glibc's documented value). A finite threshold is at
+most 2 GiB through ``mallopt``, and the free space at the top of the heap after a black-box query
+batch at 84x84 is larger: it was given back and faulted in again on every query."""
 
 _ENV_OPT_OUT = "DFML_MALLOC"
 _GLIBC_ENV = {M_MMAP_THRESHOLD: "MALLOC_MMAP_THRESHOLD_", M_TRIM_THRESHOLD: "MALLOC_TRIM_THRESHOLD_"}
 
 
 def keep_freed_memory(threshold: int = DEFAULT_THRESHOLD) -> dict[str, int]:
-    """Serve and keep blocks below ``threshold`` bytes in the heap (glibc only; elsewhere a no-op).
+    """Serve blocks below ``threshold`` bytes from the heap and never trim it (glibc only; elsewhere a no-op).
 
     Args:
-        threshold: bytes, between 128 KiB and 2 GiB - 1 (a C ``int``).
+        threshold: the mmap threshold in bytes, between 128 KiB and 2 GiB - 1 (a C ``int``).
 
     Returns:
-        The settings applied, e.g. ``{"MALLOC_MMAP_THRESHOLD_": 1073741824, "MALLOC_TRIM_THRESHOLD_": ...}``;
-        empty when nothing was changed (not glibc, ``DFML_MALLOC=system``, or both set in the environment).
+        The settings applied, ``{"MALLOC_MMAP_THRESHOLD_": threshold, "MALLOC_TRIM_THRESHOLD_": -1}``
+        (-1: trimming off), less those set in the environment; empty when nothing was changed (not
+        glibc, ``DFML_MALLOC=system``, or both set in the environment).
 
     Raises:
         ValueError: ``threshold`` out of range, or ``DFML_MALLOC`` neither ``system`` nor ``keep``.
@@ -67,9 +72,10 @@ def keep_freed_memory(threshold: int = DEFAULT_THRESHOLD) -> dict[str, int]:
     for option, env in _GLIBC_ENV.items():
         if env in os.environ:  # the user's own glibc tunable wins
             continue
-        if libc.mallopt(ctypes.c_int(option), ctypes.c_int(threshold)) != 1:
-            logger.warning("mallopt(%s, %d) was refused; large tensors keep being mapped per batch", env, threshold)
+        value = threshold if option == M_MMAP_THRESHOLD else NO_TRIM
+        if libc.mallopt(ctypes.c_int(option), ctypes.c_int(value)) != 1:
+            logger.warning("mallopt(%s, %d) was refused; large tensors keep being mapped per batch", env, value)
             continue
-        applied[env] = threshold
+        applied[env] = value
     logger.debug("allocator: %s", applied)
     return applied

@@ -12,10 +12,10 @@ GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
 @pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
-def test_both_thresholds_are_raised_unless_the_environment_sets_them(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_mmap_threshold_is_raised_and_trimming_turned_off_unless_the_environment_sets_them(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("DFML_MALLOC", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
         monkeypatch.delenv(name, raising=False)
-    assert keep_freed_memory() == {"MALLOC_MMAP_THRESHOLD_": DEFAULT_THRESHOLD, "MALLOC_TRIM_THRESHOLD_": DEFAULT_THRESHOLD}
+    assert keep_freed_memory() == {"MALLOC_MMAP_THRESHOLD_": DEFAULT_THRESHOLD, "MALLOC_TRIM_THRESHOLD_": -1}
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
     assert keep_freed_memory() == {"MALLOC_MMAP_THRESHOLD_": DEFAULT_THRESHOLD}
 
