@@ -117,6 +117,16 @@ def _extra_pool(k: int, spec: dict[str, Any], data_root: str, out: Path, device:
     return pretrain_pool(train, out / f"pool-extra{k}-{name}", PretrainConfig(**spec["pool"]), device=device)
 
 
+def with_seed(p: dict[str, Any], seed: int) -> dict[str, Any]:
+    """``p`` for another replicate: its pool (``pool.seed``, used when the pool is built here) and
+    ``train.seed`` set to ``seed``; ``eval.seed`` is kept, so every replicate meets the same
+    meta-test episodes."""
+    out = {**p, "train": {**p.get("train", {}), "seed": seed}}
+    if isinstance(p.get("pool"), dict):
+        out["pool"] = {**p["pool"], "seed": seed}
+    return out
+
+
 def select_runs(runs: dict[str, dict], tokens: list[str] | None) -> dict[str, dict]:
     """The preset's runs that ``--recipes`` asks for (all when none): a token names a run, or a recipe
     that no run is named after (that recipe's runs on the clean pool). ``free`` selects the run
@@ -127,7 +137,7 @@ def select_runs(runs: dict[str, dict], tokens: list[str] | None) -> dict[str, di
 
 
 def run_all(p: dict[str, Any], data_root: str, out: Path, device: str, recipes: list[str] | None,
-            pool: str | None = None, extra_roots: dict[str, str] | None = None) -> dict:
+            pool: str | None = None, extra_roots: dict[str, str] | None = None, extend: bool = False) -> dict:
     selected = select_runs(p["runs"], recipes)
     pools = build_pools(p, data_root, out, device, pool, {s.get("pool", "clean") for s in selected.values()},
                         extra_roots)
@@ -147,7 +157,7 @@ def run_all(p: dict[str, Any], data_root: str, out: Path, device: str, recipes: 
                           file=sys.stderr, flush=True)
             continue
         start = time.perf_counter()
-        runs[name] = run_experiment(cfg, out / "runs" / name)
+        runs[name] = run_experiment(cfg, out / "runs" / name, extend=extend)
         print(f"{name}: {_scores(runs[name])} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
     return runs
 
@@ -208,15 +218,22 @@ def main(dataset: str, argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", help="a preset file instead of presets/<dataset>_<scale>.yaml")
     ap.add_argument("--extra-data-root", dest="extra_roots", action="append", metavar="DATASET=PATH", default=[],
                     help="where an extra pool's dataset lives (multi-dataset scenarios), e.g. mini_imagenet=/data/mini")
+    ap.add_argument("--extend", action="store_true",
+                    help="go on with finished runs in --out whose preset now gives a larger train.budget_minutes or "
+                         "train.steps, from their last checkpoints (their results so far move to extended/<n>/)")
+    ap.add_argument("--seed", type=int, help="another replicate: the preset's pool seed and train.seed (the "
+                                             "meta-test episodes stay the same)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     p = load_preset(dataset, args.scale, args.scenario, args.preset)
+    if args.seed is not None:
+        p = with_seed(p, args.seed)
     roots = dict(item.split("=", 1) for item in args.extra_roots)
     suffix = f"-{args.scenario}" if args.scenario else ""
     out = Path(args.out or f"runs/bench-{dataset}-{args.scale}{suffix}")
     out.mkdir(parents=True, exist_ok=True)
-    runs = run_all(p, args.data_root, out, args.device, args.recipes, args.pool, roots)
+    runs = run_all(p, args.data_root, out, args.device, args.recipes, args.pool, roots, args.extend)
     md = table(runs, p.get("baseline", "average")) + ("\n\n" + notes(runs) if notes(runs) else "")
     command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     (out / "results.md").write_text(f"{md}\n\ncommand: `{command}`\n")

@@ -314,7 +314,7 @@ def _experiment_config(args: argparse.Namespace, recipe: str) -> ExperimentConfi
 
 def cmd_train(args: argparse.Namespace) -> int:
     (cfg,) = _experiment_configs(args, [args.recipe])
-    results = run_experiment(cfg, args.out, progress=_Bars())
+    results = run_experiment(cfg, args.out, progress=_Bars(), extend=args.extend)
     _print_results({cfg.recipe: results})
     print(f"run directory: {args.out}")
     return 0
@@ -535,6 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="meta-train a recipe, select on meta-val, meta-test once")
     t.add_argument("--recipe", required=True, choices=RECIPES.names())
     _add_experiment_args(t)
+    t.add_argument("--extend", action="store_true",
+                   help="go on with the run in --out to a larger train.budget_minutes / train.steps, from its last "
+                        "checkpoint (its results so far move to --out/extended/<n>/)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="score recipes and exported models on the same fixed meta-test episodes")

@@ -179,14 +179,18 @@ def episode_list(dataset: Any, path: Path, n: int, n_way: int, n_shot: int, n_qu
     return episodes
 
 
-def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: Progress | None = None) -> dict[str, Any]:
+def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: Progress | None = None,
+                   extend: bool = False) -> dict[str, Any]:
     """Run (or resume) ``cfg`` in the run directory ``out`` and return its results.
 
     A run that already finished returns its saved ``results.json`` without redoing anything. The
     run directory is written only once the pool and the meta-validation data load, and only by
     the process holding its lock (see :mod:`dfml.locks`: a second command on the same ``out`` is
     refused). A resume, or the reuse of saved results, on another pool or other data than the run
-    was made on (``inputs`` in ``run.json``) is refused.
+    was made on (``inputs`` in ``run.json``) is refused. ``extend``: a run in ``out`` whose
+    configuration differs only by a smaller ``train.budget_minutes`` or ``train.steps`` goes on from
+    its last checkpoint, its earlier results kept in ``out/extended/<n>/`` (see
+    :class:`~dfml.runs.RunDir`); without it such a run is refused, naming ``--extend``.
     """
     recipe = RECIPES.get(cfg.recipe)
     if not cfg.pool:
@@ -195,10 +199,10 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: Progress | 
     check_experiment(cfg, pool)  # before any data loads
     val_ds = load_split(cfg, "val")
     finished = (Path(out) / "results.json").is_file()  # its saved results are returned: the test split is not read
-    test_ds = None if finished else load_split(cfg, "test")
+    test_ds = None if finished and not extend else load_split(cfg, "test")
     check_experiment(cfg, pool, val_ds, test_ds)
     with hold_directory(out, "run directory", "use another --out"):
-        return _run_locked(cfg, out, progress, recipe, pool, val_ds, test_ds)
+        return _run_locked(cfg, out, progress, recipe, pool, val_ds, test_ds, extend)
 
 
 def load_split(cfg: ExperimentConfig, split: str) -> Any:
@@ -258,9 +262,9 @@ def run_inputs(pool: ModelPool, dataset: str, val_ds: Any) -> dict[str, dict[str
 
 
 def _run_locked(cfg: ExperimentConfig, out: str | Path, progress: Progress | None, recipe: Any, pool: ModelPool,
-                val_ds: Any, test_ds: Any) -> dict[str, Any]:
+                val_ds: Any, test_ds: Any, extend: bool = False) -> dict[str, Any]:
     with dist.main_first():  # rank 0 creates the run directory; the others open it
-        run = RunDir(out, to_dict(cfg), defaults=saved_defaults())
+        run = RunDir(out, to_dict(cfg), defaults=saved_defaults(), extend=extend)
         run.check_inputs(run_inputs(pool, cfg.dataset, val_ds), record=dist.is_main())
     if cfg.log.tensorboard and dist.is_main():
         run.mirror_metrics(TensorBoardMirror(run.path / "tb"))
@@ -330,6 +334,8 @@ def _run_locked(cfg: ExperimentConfig, out: str | Path, progress: Progress | Non
         "seconds": {"train": train_seconds, "total": time.perf_counter() - start},
         "config": dataclasses.asdict(cfg),
     }
+    if run.info.get("extensions"):
+        results["extensions"] = run.info["extensions"]
     if dist.is_main():
         run.write_results(results)
         run.close_mirrors()

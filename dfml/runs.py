@@ -12,11 +12,15 @@ Layout of a run directory::
     checkpoints/       last.pt (+ last.prev.pt, the one before) and best.pt (best on meta-validation)
     episodes/          meta-validation episode lists (and meta-test ones, unless eval.episodes_dir)
     results.json       final figures
+    extended/<n>/      what a run had before its n-th extension to a larger budget (``dfml train
+                       --extend``): its config.yaml, results.json and model.pt
     .lock              while a process writes the run (see :mod:`dfml.locks`)
 
 Nothing is ever silently overwritten: starting a run in a directory that holds a run with a
 different configuration is refused (unless that run stopped before saving any work); the same
-configuration resumes from the last checkpoint, on the inputs it was made on only. The ``log``
+configuration resumes from the last checkpoint, on the inputs it was made on only, and one that
+only raises ``train.budget_minutes`` or ``train.steps`` goes on from it when asked to (``extend``),
+keeping the results it had. The ``log``
 section says where metrics are mirrored, nothing a run computes: a resume may change it.
 Every file is written to a temporary name, flushed and then renamed over the old one, so a
 kill at any moment leaves either the old or the new file, never half of one.
@@ -74,6 +78,40 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+EXTENDABLE = ("train.budget_minutes", "train.steps")
+"""The settings a run may grow when it goes on (``dfml train --extend``, see :meth:`RunDir._extend`)."""
+
+
+def _grown(old: dict[str, Any], new: dict[str, Any], diff: list[str]) -> dict[str, list[Any]]:
+    """``{key: [was, now]}`` when every change of ``diff`` raises an :data:`EXTENDABLE` setting (a
+    budget of ``None`` is no limit), else ``{}``."""
+    if not diff or not set(diff) <= set(EXTENDABLE):
+        return {}
+    grown = {k: [lookup(old, k), lookup(new, k)] for k in diff}
+    for was, now in grown.values():
+        if was is None or not (now is None or (isinstance(now, (int, float)) and isinstance(was, (int, float))
+                                               and now > was)):
+            return {}
+    return grown
+
+
+def _what_ended(results: Path, config: dict[str, Any]) -> str | None:
+    """What ended a finished run: ``"budget"``, ``"steps"`` or the reason its stream gave; ``None``
+    when it has not finished (or its results do not say)."""
+    try:
+        info = json.loads(results.read_text()).get("info") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    stop = info.get("stopped_early")
+    if isinstance(stop, dict):
+        return "budget" if "(train.budget_minutes)" in str(stop.get("reason")) else str(stop.get("reason"))
+    return "steps" if "steps" in info else None
+
+
+def _fmt(value: Any) -> str:
+    return "null" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _short(value: Any) -> str:
     return f"{value[:12]}..." if isinstance(value, str) and len(value) > 16 else repr(value)
 
@@ -108,19 +146,27 @@ class RunDir:
     its metrics and its own episode lists removed. A configuration that differs only in
     ``eval.episodes_dir`` (a copied run whose episode lists live elsewhere now) resumes when every
     meta-test episode file the run recorded (:meth:`record_episodes`) is there, byte for byte.
+    With ``extend``, a configuration that only raises ``train.budget_minutes`` or ``train.steps``
+    (:data:`EXTENDABLE`) goes on from the last checkpoint of a run that ended on them (see
+    :meth:`_extend`); training goes on as the longer run would have, but for one extra validation
+    where the first ended.
 
     Raises:
         ValueError: ``path`` holds a run that saved work and whose ``config.yaml`` differs from
-            ``config`` (the message lists the differing keys and says to pick another directory).
+            ``config`` (the message lists the differing keys and says to pick another directory;
+            for a larger budget it names ``--extend``), or ``extend`` asks for a larger budget of a
+            run that ended on something else.
         NotADirectoryError: ``path`` exists and is a file.
     """
 
-    def __init__(self, path: str | Path, config: dict[str, Any], defaults: dict[str, Any] | None = None) -> None:
+    def __init__(self, path: str | Path, config: dict[str, Any], defaults: dict[str, Any] | None = None,
+                 extend: bool = False) -> None:
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
             raise NotADirectoryError(f"run directory {str(self.path)!r} exists and is not a directory")
         self.config = config
         self.resumed = False
+        self.extended: dict[str, list[Any]] = {}  # {key: [was, now]} when this opening extended the run
         self._mirrors: list[Any] = []
         self._mirrors_stale = True
         cfg_file = self.path / "config.yaml"
@@ -142,6 +188,10 @@ class RunDir:
                     atomic_write_text(cfg_file, yaml.safe_dump(updated, sort_keys=False))
                 self.resumed = True
                 return
+            grown = _grown(old, plain_new, diff)
+            if grown and self.has_work():
+                self._extend(old, config, grown, extend)
+                return
             if self.has_work():
                 where = f" (its episode files {', '.join(missing)} are missing or differ there)" if missing else ""
                 raise ValueError(
@@ -162,6 +212,48 @@ class RunDir:
             "torch": torch.__version__,
         }
         atomic_write_text(self.path / "run.json", json.dumps(info, indent=2))
+
+    def _extend(self, old: dict[str, Any], config: dict[str, Any], grown: dict[str, list[Any]], extend: bool) -> None:
+        """Go on with a run whose configuration only raises ``train.budget_minutes``/``train.steps``.
+
+        Refused without ``extend`` (the message names ``--extend``), and when what ended the run is
+        not lifted by what grew. The run's results so far (``results.json``, ``model.pt``) and its
+        configuration move to ``extended/<n>/``; ``run.json`` records the extension.
+        """
+        change = ", ".join(f"{k} {_fmt(was)} -> {_fmt(now)}" for k, (was, now) in grown.items())
+        n = len(self.info.get("extensions") or []) + 1
+        keep = f"extended/{n}"
+        if not extend:
+            raise ValueError(
+                f"{str(self.path)!r} holds this run with a smaller budget ({change}); nothing was changed. Add "
+                f"--extend to go on from its last checkpoint to the new budget (its results so far move to {keep}/), "
+                "or use a new --out directory to start again."
+            )
+        why = _what_ended(self.path / "results.json", old)
+        if why == "budget" and "train.budget_minutes" not in grown:
+            raise ValueError(f"{str(self.path)!r}: the run stopped on its CPU budget (train.budget_minutes="
+                             f"{_fmt(lookup(old, 'train.budget_minutes'))}), which {change} does not lift; raise "
+                             "train.budget_minutes too")
+        if why == "steps" and "train.steps" not in grown:
+            raise ValueError(f"{str(self.path)!r}: the run took all its train.steps={lookup(old, 'train.steps')}, "
+                             f"which {change} does not lift; raise train.steps too")
+        if why not in (None, "budget", "steps"):
+            raise ValueError(f"{str(self.path)!r}: the run stopped early ({why}), which a larger {change} does not "
+                             "lift; use a new --out directory")
+        archive = self.path / keep
+        archive.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(archive / "config.yaml", yaml.safe_dump(old, sort_keys=False))
+        for name in ("results.json", "model.pt"):
+            if (self.path / name).exists():
+                os.replace(self.path / name, archive / name)
+        extensions = [*(self.info.get("extensions") or []),
+                      {"changed": grown, "kept": keep, "command": sys.argv,
+                       "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}]
+        self.update_info(extensions=extensions)
+        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        log.info("%s: extending the run (%s); its results so far are in %s/", self.path, change, keep)
+        self.resumed = True
+        self.extended = grown
 
     # ---------------------------------------------------------- what it holds
     def has_work(self) -> bool:

@@ -78,6 +78,30 @@ def test_train_writes_a_complete_run_directory_and_a_rerun_reuses_it(toy_pool, t
     assert (out / "results.json").stat().st_mtime == mtime
 
 
+def test_extend_goes_on_to_more_steps_as_the_longer_run_would_have_and_keeps_the_first_results(toy_pool, tmp_path,
+                                                                                                capsys):
+    base = ["train", "--recipe", "maml", "--pool", str(toy_pool), "--dataset", "toy", "--episodes", "10",
+            "--shots", "1", "--set", "train.val_every=2", "--set", "train.val_episodes=5",
+            "--set", "train.bank_per_class=16", "--set", "train.inversion.steps=10"]
+    out = tmp_path / "ext"
+    assert main(base + ["--out", str(out), "--set", "train.steps=4"]) == 0
+    first = (out / "results.json").read_bytes()
+    assert main(base + ["--out", str(out), "--set", "train.steps=6"]) == 2
+    err = capsys.readouterr().err
+    assert "train.steps 4 -> 6" in err and "Add --extend" in err and (out / "results.json").read_bytes() == first
+    assert main(base + ["--out", str(out), "--set", "train.steps=6", "--extend"]) == 0
+    assert (out / "extended" / "1" / "results.json").read_bytes() == first
+    assert (out / "extended" / "1" / "model.pt").is_file() and "steps: 4" in (out / "extended/1/config.yaml").read_text()
+    res = json.loads((out / "results.json").read_text())
+    assert res["info"]["steps"] == 6 and res["extensions"][0]["changed"] == {"train.steps": [4, 6]}
+    assert main(base + ["--out", str(tmp_path / "straight"), "--set", "train.steps=6"]) == 0
+    straight = json.loads((tmp_path / "straight" / "results.json").read_text())
+    assert res["scores"]["5way_1shot"]["per_episode"] == straight["scores"]["5way_1shot"]["per_episode"]
+    assert res["info"]["best_step"] == straight["info"]["best_step"]
+    assert main(base + ["--out", str(out), "--set", "train.steps=5", "--extend"]) == 2  # fewer steps: another run
+    assert "another configuration (differs in: train.steps)" in capsys.readouterr().err
+
+
 def test_errors_are_one_clear_line_and_exit_2(toy_pool, tmp_path, capsys):
     assert main(["eval", "--recipe", "random", "--pool", str(tmp_path / "missing"), "--dataset", "toy",
                  "--out", str(tmp_path / "x")]) == 2

@@ -248,3 +248,58 @@ def test_a_checkpoint_fallback_warns_once_and_a_failed_one_only_raises(tmp_path,
     with caplog.at_level("WARNING", logger="dfml.runs"), pytest.raises(RuntimeError, match="no readable checkpoint"):
         run.load_checkpoint()
     assert caplog.records == [], "the error line says it all: warnings before it would be more lines on stderr"
+
+
+def _finished(path, config, info):
+    run = RunDir(path, config)
+    (path / "results.json").write_text(json.dumps({"info": info}))
+    (path / "model.pt").write_bytes(b"weights")
+    return run
+
+
+def test_a_larger_budget_is_refused_without_extend_and_with_it_keeps_the_results_it_had(tmp_path):
+    old = {"train": {"steps": 100, "budget_minutes": 15.0}}
+    _finished(tmp_path / "r", old, {"steps": 40, "stopped_early": {"step": 40, "reason": "CPU budget of 15 minutes "
+                                                                   "spent (train.budget_minutes)"}})
+    new = {"train": {"steps": 100, "budget_minutes": 30.0}}
+    with pytest.raises(ValueError, match=r"smaller budget \(train.budget_minutes 15 -> 30\); nothing was changed. "
+                                         r"Add --extend .* move to extended/1/"):
+        RunDir(tmp_path / "r", new)
+    assert (tmp_path / "r" / "results.json").is_file()
+    run = RunDir(tmp_path / "r", new, extend=True)
+    assert run.resumed and run.extended == {"train.budget_minutes": [15.0, 30.0]}
+    assert not (tmp_path / "r" / "results.json").exists() and (tmp_path / "r" / "extended/1/model.pt").read_bytes() \
+        == b"weights"
+    assert yaml.safe_load((tmp_path / "r" / "extended/1/config.yaml").read_text()) == old
+    assert yaml.safe_load((tmp_path / "r" / "config.yaml").read_text()) == new
+    assert run.info["extensions"][0]["changed"] == {"train.budget_minutes": [15.0, 30.0]}
+    # a second extension keeps the first's files apart; no limit at all is larger too
+    (tmp_path / "r" / "results.json").write_text(json.dumps({"info": {"stopped_early": {
+        "step": 80, "reason": "CPU budget of 30 minutes spent (train.budget_minutes)"}}}))
+    RunDir(tmp_path / "r", {"train": {"steps": 100, "budget_minutes": None}}, extend=True)
+    assert (tmp_path / "r" / "extended/2/results.json").is_file() and (tmp_path / "r" / "extended/1/results.json").is_file()
+
+
+@pytest.mark.parametrize("info, new, match", [
+    ({"steps": 40, "stopped_early": {"step": 40, "reason": "the pool's total budget (datafree.access.total) has run "
+                                                           "out"}},
+     {"train": {"steps": 100, "budget_minutes": 30.0}}, r"stopped early \(the pool's total budget"),
+    ({"steps": 40, "stopped_early": {"step": 40, "reason": "CPU budget of 15 minutes spent (train.budget_minutes)"}},
+     {"train": {"steps": 200, "budget_minutes": 15.0}}, "raise train.budget_minutes too"),
+    ({"steps": 100}, {"train": {"steps": 100, "budget_minutes": 30.0}}, "raise train.steps too"),
+])
+def test_a_larger_budget_that_would_not_lift_what_ended_the_run_is_refused_untouched(tmp_path, info, new, match):
+    _finished(tmp_path / "r", {"train": {"steps": 100, "budget_minutes": 15.0}}, info)
+    files = {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match=match):
+        RunDir(tmp_path / "r", new, extend=True)
+    assert {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()} == files
+
+
+def test_a_smaller_budget_or_another_setting_is_another_configuration_even_with_extend(tmp_path):
+    _finished(tmp_path / "r", {"train": {"steps": 100, "budget_minutes": 15.0, "seed": 0}}, {"steps": 100})
+    for new in ({"train": {"steps": 50, "budget_minutes": 15.0, "seed": 0}},
+                {"train": {"steps": 200, "budget_minutes": 15.0, "seed": 1}},
+                {"train": {"steps": 200, "budget_minutes": None, "seed": 0}} | {"x": 1}):
+        with pytest.raises(ValueError, match="another configuration"):
+            RunDir(tmp_path / "r", new, extend=True)

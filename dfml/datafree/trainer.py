@@ -197,7 +197,7 @@ class MetaTrainer:
         self.generator = torch.Generator().manual_seed(config.seed + 1)
         self.step = 0
         self.best: dict[str, Any] = {"acc": -1.0, "step": -1, "state": None}
-        self.stopped: dict[str, Any] | None = None  # {"step", "reason"} once the stream is exhausted
+        self.stopped: dict[str, Any] | None = None  # {"step", "reason", "kind"} once the stream or budget ends
         self.cpu_seconds = 0.0  # CPU time of meta-training so far (train.budget_minutes), across resumes
 
     # ------------------------------------------------------------------ state
@@ -222,6 +222,14 @@ class MetaTrainer:
         self.stream.load_state_dict(state.get("stream", {}))
         self.stopped = state.get("stopped")
         self.cpu_seconds = float(state.get("cpu_seconds", 0.0))
+        if self.stopped is not None and _budget_stop(self.stopped) and self._budget_left():
+            log.info("train.budget_minutes is now %s (the run stopped at %.1f CPU-minutes, step %d): going on",
+                     self.config.budget_minutes, self.cpu_seconds / 60.0, self.step)
+            self.stopped = None  # a run extended to a larger budget (dfml train --extend) goes on
+
+    def _budget_left(self) -> bool:
+        budget = self.config.budget_minutes
+        return budget is None or self.cpu_seconds < 60.0 * budget
 
     def _checkpoint(self) -> None:
         if self.run is not None and dist.is_main():
@@ -251,7 +259,8 @@ class MetaTrainer:
         A stream that raises :class:`~dfml.datafree.base.StreamExhausted` (e.g. every teacher's query
         budget is spent) ends meta-training early: the model of the step reached is validated too,
         the best validated one is selected as usual, and the checkpoint records the stop, so a
-        resume does nothing more.
+        resume does nothing more; a stop on ``train.budget_minutes`` is lifted by a resume with a
+        larger budget (``dfml train --extend``, see :class:`dfml.runs.RunDir`).
 
         Returns:
             ``{"best_val_acc", "best_step", "steps", "seconds"}``, plus ``"stopped_early": {"step",
@@ -274,8 +283,9 @@ class MetaTrainer:
         start = time.perf_counter()
         last_checkpoint = time.monotonic()
         while self.step < cfg.steps and self.stopped is None:
-            if cfg.budget_minutes is not None and self.cpu_seconds >= 60.0 * cfg.budget_minutes:
-                self._stop_early(f"CPU budget of {cfg.budget_minutes:g} minutes spent (train.budget_minutes)", progress)
+            if not self._budget_left():
+                self._stop_early(f"CPU budget of {cfg.budget_minutes:g} minutes spent (train.budget_minutes)", progress,
+                                 kind="budget")
                 break
             cpu_start = time.process_time()
             try:
@@ -332,10 +342,12 @@ class MetaTrainer:
             }
         return acc
 
-    def _stop_early(self, reason: str, progress: Callable[[int, dict[str, Any]], None] | None) -> None:
-        """The stream made no meta-batch for this step: validate the model reached, record why, checkpoint."""
+    def _stop_early(self, reason: str, progress: Callable[[int, dict[str, Any]], None] | None,
+                    kind: str = "stream") -> None:
+        """No meta-batch for this step (``kind``: ``"stream"``, the stream is exhausted, or ``"budget"``,
+        train.budget_minutes is spent): validate the model reached, record why, checkpoint."""
         log.warning("meta-training stopped early at step %d of %d: %s", self.step, self.config.steps, reason)
-        self.stopped = {"step": self.step, "reason": reason}
+        self.stopped = {"step": self.step, "reason": reason, "kind": kind}
         record: dict[str, Any] = {"step": self.step, "stopped_early": reason}
         if self.step % self.config.val_every != 0:  # not validated when it was reached
             record["val_acc"] = self._select()
@@ -344,6 +356,12 @@ class MetaTrainer:
             self._checkpoint()
         if progress is not None:
             progress(self.step, record)
+
+
+def _budget_stop(stopped: dict[str, Any]) -> bool:
+    """Whether a recorded stop was the CPU budget's (checkpoints written before stops had a ``kind``
+    name the setting in the reason)."""
+    return stopped.get("kind", "budget" if "(train.budget_minutes)" in str(stopped.get("reason")) else "stream") == "budget"
 
 
 def _update_for_world(update: MetaUpdate | None, learner: Any) -> Callable[..., dict[str, float]]:

@@ -82,7 +82,7 @@ def test_the_cifar_fs_cpu_preset_resolves_and_gives_every_trained_recipe_the_sam
     cfgs = {name: experiment_config(spec["recipe"], layer, spec.get("set", {})) for name, spec in p["runs"].items()}
     trained = {n: c for n, c in cfgs.items() if c.recipe not in ("random", "average")}
     assert {c.recipe for c in trained.values()} >= {"maml_data", "purer", "bidf_mkd", "robust", "free", "tgr"}
-    assert {c.train.budget_minutes for c in trained.values()} == {15.0}
+    assert {c.train.budget_minutes for c in trained.values()} == {30.0}
     assert PretrainConfig(**p["pool"]) == PretrainConfig(**{**p["pool"], **pretrain_training_fields("papers")})
     assert cfgs["free@5shot"].train.n_shot == 5 and cfgs["free"].train.n_shot == 1
     assert cfgs["free"].datafree.task_augment.active and not cfgs["free_noaug"].datafree.task_augment.active
@@ -168,3 +168,28 @@ def test_a_preset_names_the_baseline_of_its_paired_columns(tmp_path):
                                  "--recipes", "random", "average"]) == 0
     md = (out / "results.md").read_text()
     assert "vs random (5way_1shot)" in md and "| random | " in md
+
+
+def test_extend_takes_finished_runs_on_to_the_preset_s_larger_steps_and_keeps_their_first_results(tmp_path, capsys):
+    import yaml
+
+    out = tmp_path / "ss"
+    base = ["--preset", str(TOY), "--scenario", "ss", "--out", str(out), "--recipes", "robust"]
+    assert protocol.main("toy", base) == 0
+    first = (out / "runs" / "robust" / "results.json").read_bytes()
+    preset = yaml.safe_load(TOY.read_text())
+    preset["train"]["steps"] = 4
+    longer = tmp_path / "longer.yaml"
+    longer.write_text(yaml.safe_dump(preset))
+    with pytest.raises(ValueError, match="Add --extend"):
+        protocol.main("toy", [*base, "--preset", str(longer)])
+    assert protocol.main("toy", [*base, "--preset", str(longer), "--extend"]) == 0
+    assert (out / "runs" / "robust" / "extended" / "1" / "results.json").read_bytes() == first
+    assert json.loads((out / "results.json").read_text())["runs"]["robust"]["info"]["steps"] == 4
+
+
+def test_a_seed_gives_another_replicate_of_pool_and_training_on_the_same_episodes():
+    p = protocol.load_preset("cifar_fs", "cpu")
+    again = protocol.with_seed(p, 1)
+    assert again["pool"]["seed"] == again["train"]["seed"] == 1 and again["eval"] == p["eval"]
+    assert p["pool"]["seed"] == p["train"]["seed"] == 0  # the preset itself is untouched

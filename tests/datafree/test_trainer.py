@@ -244,7 +244,8 @@ def test_an_exhausted_stream_ends_training_early_selects_and_a_resume_does_nothi
     t.stream = _EndsAt(bank, 4)
     out = t.fit()
     assert out["steps"] == 4
-    assert out["stopped_early"] == {"step": 4, "reason": "the query budgets cannot fund another task"}
+    assert out["stopped_early"] == {"step": 4, "reason": "the query budgets cannot fund another task",
+                                    "kind": "stream"}
     records = run.read_metrics()
     assert [r["step"] for r in records if "val_acc" in r] == [3, 4]  # the step it stopped at is validated too
     assert out["best_step"] in (3, 4) and out["best_val_acc"] == max(r["val_acc"] for r in records if "val_acc" in r)
@@ -285,3 +286,36 @@ def test_a_cpu_budget_ends_training_validates_the_step_reached_and_survives_a_re
 def test_budget_minutes_must_be_a_positive_number_or_null(bad):
     with pytest.raises(ValueError, match="train.budget_minutes must be a number of CPU minutes > 0"):
         replace(CFG, budget_minutes=bad)
+
+
+def test_a_larger_budget_goes_on_from_the_budget_stop_as_the_longer_run_would_have(bank, world, tmp_path,
+                                                                                   monkeypatch):
+    import dfml.datafree.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "time", _Clock(cpu_minutes=1.0))
+    short, long = replace(CFG, steps=100, val_every=50, budget_minutes=3.5), replace(CFG, steps=100, val_every=50,
+                                                                                     budget_minutes=6.5)
+    _trainer(bank, world, RunDir(tmp_path / "ext", {"x": 1}), short).fit()
+    extended = _trainer(bank, world, RunDir(tmp_path / "ext", {"x": 1}), long)
+    out = extended.fit()
+    monkeypatch.setattr(trainer_module, "time", _Clock(cpu_minutes=1.0))
+    straight = _trainer(bank, world, RunDir(tmp_path / "straight", {"x": 1}), long)
+    straight_out = straight.fit()
+    assert out["steps"] == straight_out["steps"] == 7 and out["stopped_early"]["step"] == 7
+    assert out["stopped_early"]["kind"] == "budget"
+    ext_state = RunDir(tmp_path / "ext", {"x": 1}).load_checkpoint()["learner"]
+    straight_state = RunDir(tmp_path / "straight", {"x": 1}).load_checkpoint()["learner"]
+    assert all(torch.equal(ext_state[k], straight_state[k]) for k in straight_state)
+    steps = [r["step"] for r in RunDir(tmp_path / "ext", {"x": 1}).read_metrics() if "val_acc" in r]
+    assert steps == [4, 7]  # the first stop was validated, then the longer run's
+
+
+def test_a_stop_on_an_exhausted_stream_is_not_lifted_by_a_larger_budget(bank, world, tmp_path):
+    cfg = replace(CFG, steps=6, budget_minutes=100.0)
+    t = _trainer(bank, world, RunDir(tmp_path / "r", {"x": 1}), cfg)
+    t.stream = _EndsAt(bank, 4)
+    assert t.fit()["steps"] == 4
+    again = _trainer(bank, world, RunDir(tmp_path / "r", {"x": 1}), replace(cfg, budget_minutes=200.0))
+    again.stream = _EndsAt(bank, 100)
+    out = again.fit()
+    assert out["steps"] == 4 and out["stopped_early"]["kind"] == "stream" and again.stream.asked == []
