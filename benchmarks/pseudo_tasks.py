@@ -1,9 +1,11 @@
-"""How good are a run's recovered examples? Teacher accuracy and diversity of its task memory.
+"""How good are a run's recovered examples? Teacher accuracy and diversity of its task memory or pixel bank.
 
     python benchmarks/pseudo_tasks.py runs/bench-cifar_fs-cpu/runs/free --data-root ../shared/data
 
 Reads the task memory of the run's last checkpoint (recipes with ``datafree.memory``: free, robust,
-tgr) and, for every stored example, the teacher that recovered it (its ``model_id``):
+tgr) or, when it has none, its pixel bank (``datafree.inverter: bank``: purer; every image of every
+class of every model the bank holds), and, for every stored example, the teacher that recovered it
+(its ``model_id``):
 
 * **teacher accuracy**: how often that teacher predicts the class the example was recovered for,
   and its mean confidence (softmax probability of that class);
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,54 +61,62 @@ def pairwise_cosine_distance(f: torch.Tensor) -> float:
     return float((1 - sim[~torch.eye(n, dtype=torch.bool)]).mean())
 
 
-def memory_of(run: Path) -> dict[str, Any]:
+def examples_of(run: Path) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """``(class id, model id, examples)`` of the run's last checkpoint: its task memory, else its pixel bank."""
     ckpt = run / "checkpoints" / "last.pt"
     if not ckpt.is_file():
         raise SystemExit(f"{run}: no checkpoints/last.pt; pseudo-task statistics need a run that saved a checkpoint")
-    state = load_tensors(ckpt)
-    memory = (state.get("stream") or {}).get("memory")
-    if not memory or not memory.get("slots"):
-        raise SystemExit(f"{run}: its checkpoint holds no task memory (only recipes with datafree.memory keep one)")
-    return memory
+    stream = load_tensors(ckpt).get("stream") or {}
+    memory, bank = stream.get("memory"), (stream.get("inverter") or {}).get("entries")
+    if memory and memory.get("slots"):
+        for (_dataset, cid), slot in zip(memory["keys"], memory["slots"]):
+            count = int(slot["count"])
+            x, ids = slot["x"][:count].float(), slot["model_id"][:count]
+            for mid in sorted({int(i) for i in ids}):
+                yield int(cid), mid, x[ids == mid]
+    elif bank:
+        pool = ModelPool(load_yaml(run / "config.yaml")["pool"])
+        for mid in sorted(int(i) for i in bank):
+            x = bank[mid].float()  # [n_classes, per_class, *input_shape], in teacher output order
+            for label, cid in enumerate(pool.entry(mid).class_ids):
+                yield int(cid), mid, x[label]
+    else:
+        raise SystemExit(f"{run}: its checkpoint holds no task memory and no pixel bank (datafree.memory or "
+                         "datafree.inverter: bank)")
 
 
 def statistics(run: Path, data_root: str, seed: int = 0) -> dict[str, Any]:
     config = load_yaml(run / "config.yaml")
     pool = ModelPool(config["pool"])
-    memory = memory_of(run)
     real = get_dataset(config["dataset"], data_root, "train")
     rng = np.random.default_rng(seed)
     teachers: dict[int, torch.nn.Module] = {}
     rows = []
-    for (dataset, cid), slot in zip(memory["keys"], memory["slots"]):
-        count = int(slot["count"])
-        x, ids = slot["x"][:count].float(), slot["model_id"][:count]
-        for mid in sorted({int(i) for i in ids}):
-            entry = pool.entry(mid)
-            if int(cid) not in entry.class_ids:
-                continue  # an example filed under a class its teacher does not know: not a recovered one
-            if mid not in teachers:
-                teachers[mid] = pool.load(mid).eval()
-            teacher, label = teachers[mid], entry.class_ids.index(int(cid))
-            xs = x[ids == mid]
-            idx = np.flatnonzero(real.labels == int(cid))
-            take = rng.choice(idx, size=min(len(idx), max(len(xs), 2)), replace=False)
-            xr = real.get_batch(take)
-            with torch.no_grad():
-                logits = teacher(xs)
-                fr, fs = penultimate(teacher, xr), penultimate(teacher, xs)
-                real_acc = float((teacher(xr).argmax(1) == label).float().mean())
-            rows.append({
-                "class": int(cid), "model": mid, "n": len(xs),
-                "teacher_acc": float((logits.argmax(1) == label).float().mean()),
-                "confidence": float(logits.softmax(1)[:, label].mean()),
-                "teacher_acc_real": real_acc,
-                "diversity": pairwise_cosine_distance(fs), "diversity_real": pairwise_cosine_distance(fr),
-                "pixel_mean": float(xs.mean()), "pixel_std": float(xs.std()),
-                "pixel_mean_real": float(xr.mean()), "pixel_std_real": float(xr.std()),
-            })
+    for cid, mid, xs in examples_of(run):
+        entry = pool.entry(mid)
+        if cid not in entry.class_ids:
+            continue  # an example filed under a class its teacher does not know: not a recovered one
+        if mid not in teachers:
+            teachers[mid] = pool.load(mid).eval()
+        teacher, label = teachers[mid], entry.class_ids.index(cid)
+        idx = np.flatnonzero(real.labels == cid)
+        take = rng.choice(idx, size=min(len(idx), max(len(xs), 2)), replace=False)
+        xr = real.get_batch(take)
+        with torch.no_grad():
+            logits = teacher(xs)
+            fr, fs = penultimate(teacher, xr), penultimate(teacher, xs)
+            real_acc = float((teacher(xr).argmax(1) == label).float().mean())
+        rows.append({
+            "class": cid, "model": mid, "n": len(xs),
+            "teacher_acc": float((logits.argmax(1) == label).float().mean()),
+            "confidence": float(logits.softmax(1)[:, label].mean()),
+            "teacher_acc_real": real_acc,
+            "diversity": pairwise_cosine_distance(fs), "diversity_real": pairwise_cosine_distance(fr),
+            "pixel_mean": float(xs.mean()), "pixel_std": float(xs.std()),
+            "pixel_mean_real": float(xr.mean()), "pixel_std_real": float(xr.std()),
+        })
     if not rows:
-        raise SystemExit(f"{run}: no memory example belongs to a class of its teacher")
+        raise SystemExit(f"{run}: no recovered example belongs to a class of its teacher")
     weights = np.array([r["n"] for r in rows], dtype=float)
 
     def mean(key: str) -> float:

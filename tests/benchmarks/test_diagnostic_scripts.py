@@ -46,6 +46,31 @@ def test_pseudo_task_statistics_judge_each_example_by_the_teacher_that_recovered
         pseudo_tasks.statistics(bench / "runs" / "random", None)
 
 
+def test_pseudo_task_statistics_read_a_pixel_bank_row_by_row_in_teacher_output_order(bench, tmp_path):
+    import shutil
+
+    import torch
+
+    from dfml.config import load_yaml
+    from dfml.pool import ModelPool
+
+    run = tmp_path / "purer"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(bench / "runs" / "robust" / "config.yaml", run / "config.yaml")
+    pool = ModelPool(load_yaml(run / "config.yaml")["pool"])
+    teacher, entry = pool.load(1).eval(), pool.entry(1)
+    n_in = next(m for m in teacher.modules() if isinstance(m, torch.nn.Linear)).in_features
+    x = torch.randn(len(entry.class_ids), 4, n_in, generator=torch.Generator().manual_seed(0))
+    torch.save({"stream": {"inverter": {"entries": {1: x}}}}, run / "checkpoints" / "last.pt")
+    res = pseudo_tasks.statistics(run, None)
+    rows = res["per_class_and_teacher"]
+    assert [r["class"] for r in rows] == list(entry.class_ids) and {r["model"] for r in rows} == {1}
+    assert res["summary"]["examples"] == x.shape[0] * x.shape[1]
+    with torch.no_grad():  # row k of the bank holds examples of the teacher's output k
+        expected = [float((teacher(x[k]).argmax(1) == k).float().mean()) for k in range(x.shape[0])]
+    assert [r["teacher_acc"] for r in rows] == pytest.approx(expected)
+
+
 def test_pool_displacement_is_zero_for_untrained_models_and_grows_with_training(tmp_path):
     from dfml.data.toy import make_toy_world
     from dfml.pool import PretrainConfig, pretrain_pool
