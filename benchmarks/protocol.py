@@ -29,6 +29,7 @@ import yaml
 from dfml.data import get_dataset
 from dfml.eval import paired
 from dfml.experiment import experiment_config, run_experiment
+from dfml.locks import DirectoryInUseError
 from dfml.pool import UNTRUSTWORTHY_KINDS, ModelPool, PretrainConfig, add_untrustworthy, merge_pools, pretrain_pool
 
 PRESETS = Path(__file__).parent / "presets"
@@ -155,6 +156,8 @@ def run_all(p: dict[str, Any], data_root: str, out: Path, device: str, recipes: 
                 except ValueError as err:
                     print(f"{name}: finished earlier with another configuration, left out of the table ({err})",
                           file=sys.stderr, flush=True)
+                except DirectoryInUseError as err:  # another invocation is extending or re-running it
+                    print(f"{name}: left out of the table ({err})", file=sys.stderr, flush=True)
             continue
         start = time.perf_counter()
         runs[name] = run_experiment(cfg, out / "runs" / name, extend=extend)

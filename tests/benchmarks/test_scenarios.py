@@ -193,3 +193,15 @@ def test_a_seed_gives_another_replicate_of_pool_and_training_on_the_same_episode
     again = protocol.with_seed(p, 1)
     assert again["pool"]["seed"] == again["train"]["seed"] == 1 and again["eval"] == p["eval"]
     assert p["pool"]["seed"] == p["train"]["seed"] == 0  # the preset itself is untouched
+
+
+def test_a_run_another_invocation_holds_is_left_out_of_the_table_naming_the_holder(tmp_path, capsys):
+    from dfml.locks import hold_directory
+
+    out = tmp_path / "ss"
+    base = ["--preset", str(TOY), "--scenario", "ss", "--out", str(out)]
+    assert protocol.main("toy", [*base, "--recipes", "random", "average"]) == 0
+    with hold_directory(out / "runs" / "random", "run directory", "use another --out"):
+        assert protocol.main("toy", [*base, "--recipes", "average"]) == 0
+    assert "random: left out of the table (run directory" in capsys.readouterr().err
+    assert list(json.loads((out / "results.json").read_text())["runs"]) == ["average"]
