@@ -108,6 +108,11 @@ class DataFreeConfig:
             towards disagreement (BiDf-MKD's boundary queries, FREE's adversarial term). Off by
             default, and then those inverters' ``boundary_weight`` has no effect; on, each model is
             inverted alone (no stacked-teacher batching).
+        shuffle_labels: give every recovered task a random class-to-label assignment, also when
+            its teacher has exactly ``n_way`` classes (see
+            :class:`~dfml.datafree.stream.StreamConfig`). Off, a model with ``n_way`` classes puts
+            each class under the label of its teacher output in every task, which a MAML
+            meta-model memorises (``purer`` on CIFAR-FS: docs/recipes/purer.md).
     """
 
     inverter: str = "pixel"
@@ -133,6 +138,7 @@ class DataFreeConfig:
     replay: int = 0
     task_augment: TaskAugment = field(default_factory=TaskAugment)
     boundary: bool = False
+    shuffle_labels: bool = False
 
     def __post_init__(self) -> None:
         for name, registry in REGISTRIES.items():

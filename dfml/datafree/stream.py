@@ -82,6 +82,12 @@ class StreamConfig:
         replay: after each step that recovers new tasks, this many steps whose meta-batch is memory
             (and interpolated) tasks only, so the memory is replayed without paying for inversion
             (needs a memory; a step whose memory cannot serve a task yet recovers new ones instead).
+        shuffle_labels: give every recovered task a random class-to-label assignment also when its
+            teacher has exactly ``n_way`` classes (a teacher with more always gets a random ``n_way``
+            of them in random order). Without it such a model's tasks always put each class under
+            the label of its teacher output, and a meta-model can learn that assignment instead of
+            learning from the support set (memorisation: Yin et al., "Meta-Learning without
+            Memorization", ICLR 2020).
     """
 
     n_way: int = 5
@@ -94,6 +100,7 @@ class StreamConfig:
     forget_below: float = 0.0
     augment: TaskAugment = TaskAugment()
     replay: int = 0
+    shuffle_labels: bool = False
 
     def __post_init__(self) -> None:
         for name in ("n_way", "n_shot", "n_query", "meta_batch_size", "reward_tasks", "teacher_cache"):
@@ -287,7 +294,7 @@ class DataFreeStream:
                 "a pool whose models have at least n_way classes"
             )
         labels = list(range(n_classes))
-        if n_classes > cfg.n_way:
+        if n_classes > cfg.n_way or cfg.shuffle_labels:
             labels = torch.randperm(n_classes, generator=generator)[: cfg.n_way].tolist()
             task = restrict_task(task, labels)
         if self.teacher_logits:

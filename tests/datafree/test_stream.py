@@ -381,3 +381,33 @@ def test_replay_without_a_memory_to_replay_is_refused_with_the_fix():
     with pytest.raises(ValueError, match=r"datafree.replay=2 replays memory tasks, but the memory serves none .*"
                                          r"set datafree.memory=true and datafree.mix.memory=1, or datafree.replay=0"):
         DataFreeConfig(replay=2)
+
+
+class _LabelEcho(Inverter):
+    """Every input holds the teacher output it was recovered for (labels in teacher output order)."""
+
+    def invert(self, teacher, n_shot, n_query, generator, *, model_id=None, classes=(), student=None):
+        from dfml.inversion.base import split_task
+
+        k = len(classes)
+        x = torch.arange(k, dtype=torch.float32).repeat_interleave(n_shot + n_query)[:, None].expand(-1, 32)
+        return split_task(x.contiguous(), k, n_shot, n_query, model_id=model_id, classes=classes)
+
+
+def test_shuffled_labels_give_a_five_class_teacher_a_new_label_order_per_task_and_keep_classes_true(pool):
+    entry = pool.entry(0)
+    assert len(entry.class_ids) == 5  # as many classes as n_way: restricting alone leaves the teacher's order
+    orders = {}
+    for shuffle in (False, True):
+        stream = DataFreeStream(pool, _LabelEcho((32,)), StreamConfig(n_way=5, n_shot=1, n_query=2, shuffle_labels=shuffle),
+                                teacher_logits=True)
+        g = torch.Generator().manual_seed(0)
+        tasks = [stream.recover(0, step, g) for step in range(8)]
+        orders[shuffle] = {t.source.classes for t in tasks}
+        for t in tasks:
+            columns = [entry.class_ids.index(c) for c in t.source.classes]  # the teacher output of each label
+            for x, y, split in ((t.support_x, t.support_y, "support"), (t.query_x, t.query_y, "query")):
+                assert x[:, 0].long().tolist() == [columns[int(c)] for c in y]
+                assert torch.equal(t.source.extra[f"teacher_{split}_logits"], stream.teacher(0)(x)[:, columns])
+    assert orders[False] == {tuple(entry.class_ids)}
+    assert len(orders[True]) > 1
