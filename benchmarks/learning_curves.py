@@ -87,8 +87,13 @@ def val_baselines(out: Path, runs: dict[str, Path], data_root: str) -> dict[str,
     return scores
 
 
-def summarise(out: Path, data_root: str | None) -> dict[str, Any]:
-    runs = {p.name: p for p in sorted((out / "runs").iterdir()) if (p / "results.json").is_file()}
+def summarise(out: Path, data_root: str | None, only: list[str] | None = None) -> dict[str, Any]:
+    """The figures of the finished runs of ``out`` (``only``: these runs, and the baselines)."""
+    runs = {p.name: p for p in sorted((out / "runs").iterdir()) if (p / "results.json").is_file()
+            and (not only or p.name in only or p.name in BASELINES)}
+    missing = sorted(set(only or []) - set(runs))
+    if missing:
+        raise SystemExit(f"{out}/runs holds no finished run named {', '.join(missing)}")
     if not runs:
         raise SystemExit(f"{out}/runs holds no finished run (results.json)")
     results = {n: json.loads((p / "results.json").read_text()) for n, p in runs.items()}
@@ -148,9 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--plot", help="write the figure here (.png)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--runs", nargs="+", metavar="NAME", help="only these runs (and random/average); default: all")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    summary = summarise(Path(args.out), args.data_root)
+    summary = summarise(Path(args.out), args.data_root, args.runs)
     print("val baselines:", json.dumps(summary["val_baselines"]))
     print("| run | steps | CPU-min | train acc (first 25 / last 50 steps) | selected step (val %) "
           "| val gain over random | test gain over random |")

@@ -36,6 +36,13 @@ def test_learning_curves_read_every_trained_run_against_the_baselines_on_its_val
     assert (tmp_path / "c.png").stat().st_size > 0
 
 
+def test_learning_curves_take_only_the_runs_named_and_name_a_missing_one(bench, tmp_path):
+    assert learning_curves.main([str(bench), "--runs", "robust", "--json", str(tmp_path / "c.json")]) == 0
+    assert list(json.loads((tmp_path / "c.json").read_text())["runs"]) == ["robust"]
+    with pytest.raises(SystemExit, match="holds no finished run named tgr"):
+        learning_curves.main([str(bench), "--runs", "robust", "tgr"])
+
+
 def test_pseudo_task_statistics_judge_each_example_by_the_teacher_that_recovered_it(bench, tmp_path):
     res = pseudo_tasks.statistics(bench / "runs" / "robust", None)
     s = res["summary"]
