@@ -143,7 +143,8 @@ class DataFreeConfig:
     def __post_init__(self) -> None:
         for name, registry in REGISTRIES.items():
             if getattr(self, name) not in registry.names():
-                raise ValueError(f"datafree.{name} must be one of {CHOICES[name]}, got {getattr(self, name)!r}")
+                valid = CHOICES[name] + tuple(n for n in registry.names() if n not in CHOICES[name])  # + added parts
+                raise ValueError(f"datafree.{name} must be one of {valid}, got {getattr(self, name)!r}")
         if (self.mix.memory > 0 or self.mix.interpolated > 0) and not self.memory:
             raise ValueError(
                 "datafree.mix asks for memory/interpolated tasks but datafree.memory is false; set datafree.memory=true"

@@ -215,21 +215,30 @@ class RecipeSpec:
 
 
 _SPECS: dict[str, RecipeSpec] = {}
+_PRESETS: dict[str, Path] = {}
 _ANY = RecipeSpec(reads=("train", "datafree"))
 
 
-def register_recipe(name: str, spec: RecipeSpec) -> Callable[[Callable[[RecipeContext], nn.Module]], Callable[[RecipeContext], nn.Module]]:
+def register_recipe(name: str, spec: RecipeSpec, preset: str | Path | None = None,
+                    ) -> Callable[[Callable[[RecipeContext], nn.Module]], Callable[[RecipeContext], nn.Module]]:
     """Register a recipe under ``name`` (in :data:`RECIPES`) with its :class:`RecipeSpec`.
+
+    ``preset``: the YAML file of the recipe's settings (:func:`preset`) when it is not
+    ``dfml/recipes/presets/<name>.yaml`` (a recipe outside the package, see docs/extending.md).
 
     Example:
         >>> @register_recipe("random", RecipeSpec(reads=META_MODEL_READS))
         ... def random_recipe(ctx): ...
     """
     register = RECIPES.register(name)
+    if preset is not None and not Path(preset).is_file():
+        raise FileNotFoundError(f"preset of recipe {name!r}: no file {str(preset)!r}; pass the path of its YAML file")
 
     def deco(fn: Callable[[RecipeContext], nn.Module]) -> Callable[[RecipeContext], nn.Module]:
         register(fn)
         _SPECS[name.lower()] = spec
+        if preset is not None:
+            _PRESETS[name.lower()] = Path(preset)
         return fn
 
     return deco
@@ -282,9 +291,10 @@ PRESET_DIR = Path(__file__).parent / "presets"
 
 
 def preset(name: str) -> dict[str, Any]:
-    """The recipe's preset (``presets/<name>.yaml``: the paper's settings as ExperimentConfig fields), or ``{}``."""
+    """The recipe's preset (``presets/<name>.yaml``, or the file it was registered with: the paper's
+    settings as ExperimentConfig fields), or ``{}``."""
     RECIPES.get(name)  # unknown names raise with the valid ones
-    path = PRESET_DIR / f"{name.lower()}.yaml"
+    path = _PRESETS.get(name.lower(), PRESET_DIR / f"{name.lower()}.yaml")
     if not path.is_file():
         return {}
     return load_yaml(path, what="preset")
