@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
-import types
 import typing
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from .coerce import (
+    ABSENT,
+    CommandLineText,
+    build_dataclass,
+    checked,
+    coerce,
+    field_default,
+    join_key,
+    load_text,
+    show_value,
+)
 
 C = TypeVar("C")
 
@@ -40,42 +49,7 @@ def from_dict(cls: type[C], data: dict[str, Any]) -> C:
         ValueError: an unknown key (the message names the valid ones), or a value that does not fit
             its field's type annotation (see :func:`apply_mapping`).
     """
-    return _build(cls, data, "")
-
-
-def _build(cls: type[C], data: Any, where: str) -> C:
-    if not isinstance(data, dict):
-        raise TypeError(f"config for {cls.__name__} must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; valid fields: {sorted(fields)}")
-    kwargs = {key: _coerce(hints[key], value, _join(where, key), _default(fields[key]))
-              for key, value in data.items()}
-    return _checked(lambda: cls(**kwargs), where)
-
-
-def _default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return _ABSENT
-
-
-def _join(where: str, key: Any) -> str:
-    return f"{where}.{key}" if where else str(key)
-
-
-def _checked(build: Callable[[], C], where: str) -> C:
-    """``build()``, with the dotted section prefixed to a check that fails in a nested section."""
-    try:
-        return build()
-    except (ValueError, TypeError) as exc:
-        if type(exc) in (ValueError, TypeError) and where and not str(exc).startswith(where):
-            raise type(exc)(f"{where}: {exc}") from exc
-        raise
+    return build_dataclass(cls, data, "")
 
 
 def positive_number(value: Any) -> bool:
@@ -101,22 +75,18 @@ def check_ranges(cfg: Any, prefix: str = "", **groups: tuple[str, ...]) -> None:
     Example:
         >>> check_ranges(cfg, "eval.", counts=("episodes",), positive=("lr",))
     """
-    defaults = {f.name: _default(f) for f in dataclasses.fields(cfg)}
+    defaults = {f.name: field_default(f) for f in dataclasses.fields(cfg)}
     for kind, names in groups.items():
         what, ok = _RULES[kind]
         for name in names:
             value = getattr(cfg, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
-                raise ValueError(f"{prefix}{name} must be {what}, got {value!r} (default {_show(defaults[name])})")
-
-
-class _Text(str):
-    """A value as typed after ``=`` on the command line: read in its field's type, not YAML's guess."""
+                raise ValueError(f"{prefix}{name} must be {what}, got {value!r} (default {show_value(defaults[name])})")
 
 
 def _parse_value(text: str) -> Any:
     """``text`` as typed on the command line; :func:`apply_mapping` reads it in its field's type."""
-    return _Text(text)
+    return CommandLineText(text)
 
 
 def apply_overrides(cfg: C, overrides: list[str] | None) -> C:
@@ -176,207 +146,20 @@ def apply_mapping(cfg: C, mapping: dict[str, Any], where: str = "") -> C:
     hints = typing.get_type_hints(type(cfg))
     changes: dict[str, Any] = {}
     for key, value in mapping.items():
-        full = _join(where, key)
+        full = join_key(where, key)
         if key not in names:
             raise ValueError(f"unknown config key {full!r}: {type(cfg).__name__} has fields {names}")
         child = getattr(cfg, key)
         if dataclasses.is_dataclass(child) and not isinstance(value, type(child)):
-            value = _load(value) if isinstance(value, _Text) else value
+            value = load_text(value) if isinstance(value, CommandLineText) else value
             if not isinstance(value, dict):
                 first = dataclasses.fields(child)[0].name
                 raise ValueError(f"config key {full!r} is a section ({type(child).__name__}); set its fields, "
-                                 f"e.g. {full}.{first}={_show(getattr(child, first))}")
+                                 f"e.g. {full}.{first}={show_value(getattr(child, first))}")
             changes[key] = apply_mapping(child, value, full)
         else:
-            changes[key] = _coerce(hints[key], value, full, child)
-    return _checked(lambda: dataclasses.replace(cfg, **changes), where) if changes else cfg
-
-
-class _Mismatch(Exception):
-    """A value that does not fit a type (turned into one ValueError naming the key by :func:`_coerce`)."""
-
-
-_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-_UNREADABLE = object()
-
-
-def _coerce(hint: Any, value: Any, key: str, current: Any = None) -> Any:
-    """``value`` (as read from YAML, or command-line :class:`_Text`) in the type ``hint`` of field ``key``.
-
-    Raises:
-        ValueError: ``value`` does not fit ``hint``; names ``key``, the value, the type and an example
-            (``current``, the field's value or default, when there is one).
-    """
-    try:
-        return _convert(hint, value, key)
-    except _Mismatch:
-        raise ValueError(f"{key}={_shown(value)} is not {_describe(hint)}; write e.g. {key}={_example(hint, current)}") from None
-
-
-def _shown(value: Any) -> str:
-    """A bad value in an error message: numbers and YAML values as written, text quoted."""
-    if isinstance(value, _Text):
-        if _is_number(value):
-            return str(value).strip()
-        value = _load(value)
-    return repr(value) if isinstance(value, str) else _show(value)
-
-
-def _convert(hint: Any, value: Any, key: str) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any or hint is object:
-        return _load(value) if isinstance(value, _Text) else value
-    if origin in (typing.Union, types.UnionType):
-        if type(None) in args and _is_null(value):
-            return None
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return _convert(option, value, key)
-            except _Mismatch:
-                continue
-        raise _Mismatch
-    if origin is typing.Literal:
-        loaded = _load(value) if isinstance(value, _Text) else value
-        if loaded in args:
-            return loaded
-        raise _Mismatch
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        loaded = _load(value) if isinstance(value, _Text) else value
-        if isinstance(loaded, hint):
-            return loaded
-        if not isinstance(loaded, dict):
-            raise _Mismatch
-        return _build(hint, loaded, key)
-    if hint in (bool, int, float, str):
-        return _scalar(hint, value)
-    if origin in (tuple, list) or hint in (tuple, list):
-        return _sequence(hint, origin or hint, args, value, key)
-    if origin is dict or hint is dict:
-        loaded = _load(value) if isinstance(value, _Text) else value
-        if not isinstance(loaded, dict):
-            raise _Mismatch
-        return dict(loaded)
-    return _load(value) if isinstance(value, _Text) else value  # a type dfml does not check (left as given)
-
-
-def _scalar(hint: type, value: Any) -> Any:
-    text = str(value).strip() if isinstance(value, (_Text, str)) else None
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if text is not None and text.lower() in ("true", "false"):
-            return text.lower() == "true"
-        raise _Mismatch
-    if hint is str:
-        if isinstance(value, _Text):
-            loaded = _load(value)
-            if isinstance(loaded, (list, dict)):
-                raise _Mismatch
-            return loaded if isinstance(loaded, str) else str(value).strip()
-        if isinstance(value, str):
-            return value
-        raise _Mismatch
-    if isinstance(value, bool):
-        raise _Mismatch
-    number = value
-    if text is not None:
-        if not _is_number(text):
-            raise _Mismatch
-        number = int(text) if re.fullmatch(r"[-+]?\d+", text) else float(text)
-    if not isinstance(number, (int, float)):
-        raise _Mismatch
-    if hint is float:
-        return float(number)
-    if isinstance(number, float):
-        if not (math.isfinite(number) and number.is_integer()):
-            raise _Mismatch
-        return int(number)
-    return number
-
-
-def _sequence(hint: Any, origin: Any, args: tuple[Any, ...], value: Any, key: str) -> Any:
-    loaded = _load(value) if isinstance(value, _Text) else value
-    if not isinstance(loaded, (list, tuple)):
-        raise _Mismatch
-    if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
-        if len(loaded) != len(args):
-            raise _Mismatch
-        items = [_convert(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, loaded))]
-    else:
-        item = args[0] if args else Any
-        items = [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(loaded)]
-    return tuple(items) if origin is tuple else items
-
-
-def _is_number(text: str) -> bool:
-    return _NUMBER.fullmatch(text.strip()) is not None
-
-
-def _is_null(value: Any) -> bool:
-    if isinstance(value, _Text):
-        return value.strip().lower() in ("null", "none", "~", "")
-    return value is None
-
-
-def _load(value: Any) -> Any:
-    """Command-line text as YAML (``[1, 5]``, ``{steps: 3}``, ``null``); text YAML cannot read stays text."""
-    if not isinstance(value, _Text):
-        return value
-    try:
-        return yaml.safe_load(str(value))
-    except yaml.YAMLError:
-        return str(value)
-
-
-def _describe(hint: Any) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args)
-    if origin is typing.Literal:
-        return f"one of {', '.join(map(repr, args))}"
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        return f"a mapping of {hint.__name__} fields"
-    if origin in (tuple, list):
-        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
-            kinds = {_PLURAL.get(a, "values") for a in args}
-            return f"a list of {len(args)} {kinds.pop() if len(kinds) == 1 else 'values'}"
-        return f"a list of {_PLURAL.get(args[0], 'values') if args else 'values'}"
-    return _SINGULAR.get(hint, "a mapping" if origin is dict or hint is dict else f"a {getattr(hint, '__name__', hint)}")
-
-
-_SINGULAR = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
-_PLURAL = {int: "integers", float: "numbers", bool: "booleans", str: "strings"}
-_EXAMPLES = {int: 10, float: 0.01, bool: True, str: "name", dict: {}}
-
-
-def _example(hint: Any, current: Any) -> str:
-    if current is not None and current is not _ABSENT and not dataclasses.is_dataclass(current):
-        return _show(current)
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in args if a is not type(None)]
-        return _example(options[0], None) if options else "null"
-    if origin in (tuple, list):
-        return "[1, 5]" if not args or args[0] is int else f"[{_example(args[0], None)}]"
-    if origin is typing.Literal:
-        return _show(args[0])
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        first = dataclasses.fields(hint)[0]
-        return f"{{{first.name}: {_show(_default(first))}}}"
-    return _show(_EXAMPLES.get(origin or hint, "..."))
-
-
-def _show(value: Any) -> str:
-    """``value`` as one would write it after ``key=`` (YAML flow style)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_show(v) if not isinstance(v, str) else repr(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_show(v)}" for k, v in value.items()) + "}"
-    return str(value) if not isinstance(value, str) else value
+            changes[key] = coerce(hints[key], value, full, child)
+    return checked(lambda: dataclasses.replace(cfg, **changes), where) if changes else cfg
 
 
 def load_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
@@ -426,9 +209,6 @@ def save_yaml(cfg: Any, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-_ABSENT = object()
-
-
 def lookup(tree: Any, dotted: str, default: Any = None) -> Any:
     """The value at ``"a.b.c"`` of nested dicts, or ``default`` when a part is missing."""
     for part in dotted.split("."):
@@ -466,7 +246,7 @@ def override_keys(overrides: list[str] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in overrides or []:
         key, _, text = item.partition("=")
-        value = _load(_Text(text))
+        value = load_text(CommandLineText(text))
         leaves = dotted_keys(value, f"{key.strip()}.") if isinstance(value, dict) and value else [key.strip()]
         out.update({leaf: item for leaf in leaves})
     return out
@@ -487,13 +267,13 @@ def config_changes(saved: dict[str, Any], now: dict[str, Any], defaults: dict[st
     if defaults is None:
         return keys
     return [k for k in keys
-            if not (lookup(saved, k, _ABSENT) is _ABSENT and lookup(now, k, _ABSENT) == lookup(defaults, k, _ABSENT))]
+            if not (lookup(saved, k, ABSENT) is ABSENT and lookup(now, k, ABSENT) == lookup(defaults, k, ABSENT))]
 
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> set[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out: set[str] = set()
         for k in set(a) | set(b):
-            out |= _diff_keys(a.get(k, _ABSENT), b.get(k, _ABSENT), f"{prefix}{k}.")
+            out |= _diff_keys(a.get(k, ABSENT), b.get(k, ABSENT), f"{prefix}{k}.")
         return out
     return set() if a == b else {prefix.rstrip(".") or "<root>"}
