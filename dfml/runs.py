@@ -43,6 +43,8 @@ import yaml
 
 from . import __version__
 from .config import config_changes, load_yaml, lookup
+from .extension import EXTENDABLE as EXTENDABLE
+from .extension import extend_run, grown_budget
 from .files import load_tensors, torch_bytes, write_atomic
 from .tensorboard import EVENTS_GLOB
 
@@ -76,40 +78,6 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-EXTENDABLE = ("train.budget_minutes", "train.steps")
-"""The settings a run may grow when it goes on (``dfml train --extend``, see :meth:`RunDir._extend`)."""
-
-
-def _grown(old: dict[str, Any], new: dict[str, Any], diff: list[str]) -> dict[str, list[Any]]:
-    """``{key: [was, now]}`` when every change of ``diff`` raises an :data:`EXTENDABLE` setting (a
-    budget of ``None`` is no limit), else ``{}``."""
-    if not diff or not set(diff) <= set(EXTENDABLE):
-        return {}
-    grown = {k: [lookup(old, k), lookup(new, k)] for k in diff}
-    for was, now in grown.values():
-        if was is None or not (now is None or (isinstance(now, (int, float)) and isinstance(was, (int, float))
-                                               and now > was)):
-            return {}
-    return grown
-
-
-def _what_ended(results: Path, config: dict[str, Any]) -> str | None:
-    """What ended a finished run: ``"budget"``, ``"steps"`` or the reason its stream gave; ``None``
-    when it has not finished (or its results do not say)."""
-    try:
-        info = json.loads(results.read_text()).get("info") or {}
-    except (OSError, ValueError, AttributeError):
-        return None
-    stop = info.get("stopped_early")
-    if isinstance(stop, dict):
-        return "budget" if "(train.budget_minutes)" in str(stop.get("reason")) else str(stop.get("reason"))
-    return "steps" if "steps" in info else None
-
-
-def _fmt(value: Any) -> str:
-    return "null" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _short(value: Any) -> str:
@@ -148,7 +116,7 @@ class RunDir:
     meta-test episode file the run recorded (:meth:`record_episodes`) is there, byte for byte.
     With ``extend``, a configuration that only raises ``train.budget_minutes`` or ``train.steps``
     (:data:`EXTENDABLE`) goes on from the last checkpoint of a run that ended on them (see
-    :meth:`_extend`); training goes on as the longer run would have, but for one extra validation
+    :func:`~dfml.extension.extend_run`); training goes on as the longer run would have, but for one extra validation
     where the first ended.
 
     Raises:
@@ -188,9 +156,9 @@ class RunDir:
                     atomic_write_text(cfg_file, yaml.safe_dump(updated, sort_keys=False))
                 self.resumed = True
                 return
-            grown = _grown(old, plain_new, diff)
+            grown = grown_budget(old, plain_new, diff)
             if grown and self.has_work():
-                self._extend(old, config, grown, extend)
+                extend_run(self, old, config, grown, extend)
                 return
             if self.has_work():
                 where = f" (its episode files {', '.join(missing)} are missing or differ there)" if missing else ""
@@ -212,48 +180,6 @@ class RunDir:
             "torch": torch.__version__,
         }
         atomic_write_text(self.path / "run.json", json.dumps(info, indent=2))
-
-    def _extend(self, old: dict[str, Any], config: dict[str, Any], grown: dict[str, list[Any]], extend: bool) -> None:
-        """Go on with a run whose configuration only raises ``train.budget_minutes``/``train.steps``.
-
-        Refused without ``extend`` (the message names ``--extend``), and when what ended the run is
-        not lifted by what grew. The run's results so far (``results.json``, ``model.pt``) and its
-        configuration move to ``extended/<n>/``; ``run.json`` records the extension.
-        """
-        change = ", ".join(f"{k} {_fmt(was)} -> {_fmt(now)}" for k, (was, now) in grown.items())
-        n = len(self.info.get("extensions") or []) + 1
-        keep = f"extended/{n}"
-        if not extend:
-            raise ValueError(
-                f"{str(self.path)!r} holds this run with a smaller budget ({change}); nothing was changed. Add "
-                f"--extend to go on from its last checkpoint to the new budget (its results so far move to {keep}/), "
-                "or use a new --out directory to start again."
-            )
-        why = _what_ended(self.path / "results.json", old)
-        if why == "budget" and "train.budget_minutes" not in grown:
-            raise ValueError(f"{str(self.path)!r}: the run stopped on its CPU budget (train.budget_minutes="
-                             f"{_fmt(lookup(old, 'train.budget_minutes'))}), which {change} does not lift; raise "
-                             "train.budget_minutes too")
-        if why == "steps" and "train.steps" not in grown:
-            raise ValueError(f"{str(self.path)!r}: the run took all its train.steps={lookup(old, 'train.steps')}, "
-                             f"which {change} does not lift; raise train.steps too")
-        if why not in (None, "budget", "steps"):
-            raise ValueError(f"{str(self.path)!r}: the run stopped early ({why}), which a larger {change} does not "
-                             "lift; use a new --out directory")
-        archive = self.path / keep
-        archive.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(archive / "config.yaml", yaml.safe_dump(old, sort_keys=False))
-        for name in ("results.json", "model.pt"):
-            if (self.path / name).exists():
-                os.replace(self.path / name, archive / name)
-        extensions = [*(self.info.get("extensions") or []),
-                      {"changed": grown, "kept": keep, "command": sys.argv,
-                       "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}]
-        self.update_info(extensions=extensions)
-        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-        log.info("%s: extending the run (%s); its results so far are in %s/", self.path, change, keep)
-        self.resumed = True
-        self.extended = grown
 
     # ---------------------------------------------------------- what it holds
     def has_work(self) -> bool:
