@@ -120,7 +120,7 @@ def test_errors_are_one_clear_line_and_exit_2(toy_pool, tmp_path, capsys):
 
 
 def test_a_progress_bar_closes_when_its_stage_stops_early() -> None:
-    from dfml.cli import _Bars
+    from dfml.commands.common import ProgressBars as _Bars
 
     bars = _Bars()
     bars("train", 1, 4, {"loss": 1.0})

@@ -113,7 +113,7 @@ def test_cli_builds_a_mixed_pool_and_merges(tmp_path: Path, capsys: pytest.Captu
 
 
 def test_cli_records_an_image_size_only_for_architectures_that_take_one() -> None:
-    from dfml.cli import _arch_fields
+    from dfml.commands.pool import arch_fields as _arch_fields
 
     images = fake_images(size=16)
     assert _arch_fields(["conv4"], None, images) == {"arch": "conv4", "arch_kwargs": {"image_size": 16}}
