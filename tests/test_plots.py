@@ -11,15 +11,14 @@ import torch
 from PIL import Image
 
 from dfml.plots import (
-    _cpu_points,
-    _group_order,
-    _model_styles,
     load_records,
     plot_dissimilarity,
     plot_reliability,
     plot_val_curves,
     run_trust,
 )
+from dfml.plots.curves import _cpu_points
+from dfml.plots.models import _group_order, _model_styles
 from dfml.pool.manifest import PoolEntry, PoolManifest
 from dfml.runs import RunDir
 
