@@ -27,7 +27,7 @@ from torch import nn
 
 from .. import distributed as dist
 from ..config import check_ranges, positive_number
-from ..eval.protocol import evaluate_sharded
+from ..eval.sharded import evaluate_sharded
 from ..inversion.pixels import PixelInversionConfig
 from ..meta.learner import Learner
 from ..meta.maml import MAML

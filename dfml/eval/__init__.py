@@ -6,7 +6,7 @@ from .calibration import CalibrationConfig as CalibrationConfig
 from .calibration import calibrate as calibrate
 from .protocol import METHODS as METHODS
 from .protocol import evaluate as evaluate
-from .protocol import evaluate_sharded as evaluate_sharded
+from .sharded import evaluate_sharded as evaluate_sharded
 from .protocol import feature_extractor as feature_extractor
 from .protocols import PROTOCOLS as PROTOCOLS
 from .protocols import Protocol as Protocol

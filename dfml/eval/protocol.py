@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import itertools
 import logging
 import math
 import time
@@ -14,7 +13,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .. import distributed as dist
 from ..meta.inner import functional_forward, inner_update
 from ..meta.learner import Learner
 from ..meta.protonet import ProtoNet
@@ -122,7 +120,7 @@ def _protonet_accuracy(head: ProtoNet, task: Task) -> tuple[float, bool]:
     return _score(pred, task)
 
 
-def _mean_ci(scores: list[float]) -> tuple[float, float]:
+def mean_ci(scores: list[float]) -> tuple[float, float]:
     if len(scores) == 1:
         logger.warning("a single episode was scored; its 95%% interval is undefined (nan)")
         return scores[0], math.nan
@@ -153,7 +151,7 @@ class _Calibrated:
         return _query_accuracy(net, fast, task)
 
     def info(self, scores: list[float]) -> dict[str, Any]:
-        mean, ci = _mean_ci(self.uncalibrated)
+        mean, ci = mean_ci(self.uncalibrated)
         return {
             **dataclasses.asdict(self.config),
             "uncalibrated": {"mean": mean, "ci95": ci, "per_episode": list(self.uncalibrated)},
@@ -232,14 +230,14 @@ def evaluate(
         FloatingPointError: a fine-tune or calibration diverged (names the step size's setting).
         RuntimeError: a degenerate result (one class for every query of every episode).
     """
-    result, one_class = _evaluate(model, tasks, steps=steps, lr=lr, method=method, device=device, first_n=first_n,
+    result, one_class = evaluate_episodes(model, tasks, steps=steps, lr=lr, method=method, device=device, first_n=first_n,
                                   progress=progress, calibration=calibration, episode_start=episode_start,
                                   episode_stride=episode_stride, settings=settings)
-    _check_degenerate(result, one_class, _names(settings))
+    check_degenerate(result, one_class, setting_names(settings))
     return result
 
 
-def _evaluate(
+def evaluate_episodes(
     model: nn.Module,
     tasks: Iterable[Task],
     *,
@@ -256,10 +254,10 @@ def _evaluate(
 ) -> tuple[EvalResult, list[bool]]:
     """:func:`evaluate` without the degenerate-result check; also returns, per episode, whether every
     query got the same class (so that :func:`evaluate_sharded` can check the gathered episodes)."""
-    names = _names(settings)
+    names = setting_names(settings)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
-    _check_first_n(first_n)
+    check_first_n(first_n)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
     net, method = _prepare(model, method, device)
@@ -288,13 +286,13 @@ def _evaluate(
                             "lr": lr if method == "finetune" else 0.0}
     if cal is not None:
         info["calibration"] = cal.info(scores)
-    return _result(scores, time.perf_counter() - start, info), one_class
+    return result_of(scores, time.perf_counter() - start, info), one_class
 
 
 _SETTINGS = ("lr", "steps", "calibration.lr")
 
 
-def _names(settings: Mapping[str, str] | None) -> dict[str, str]:
+def setting_names(settings: Mapping[str, str] | None) -> dict[str, str]:
     """The configuration name of each setting errors may name (default: the argument's own name)."""
     unknown = sorted(set(settings or {}) - set(_SETTINGS))
     if unknown:
@@ -302,7 +300,7 @@ def _names(settings: Mapping[str, str] | None) -> dict[str, str]:
     return {**{k: k for k in _SETTINGS}, **(settings or {})}
 
 
-def _check_degenerate(result: EvalResult, one_class: list[bool], names: dict[str, str]) -> None:
+def check_degenerate(result: EvalResult, one_class: list[bool], names: dict[str, str]) -> None:
     """Refuse a result where the model answered one class for every query of every episode (n >= 2)."""
     if result.n < 2 or not all(one_class):
         return
@@ -318,89 +316,16 @@ def _check_degenerate(result: EvalResult, one_class: list[bool], names: dict[str
     )
 
 
-def _check_first_n(first_n: int | None) -> None:
+def check_first_n(first_n: int | None) -> None:
     if first_n is not None and (isinstance(first_n, bool) or not isinstance(first_n, int) or first_n < 1):
         raise ValueError(f"first_n must be a positive integer or None, got {first_n!r}")
 
 
-def _result(scores: list[float], seconds: float, info: dict[str, Any]) -> EvalResult:
-    mean, ci = _mean_ci(scores)
+def result_of(scores: list[float], seconds: float, info: dict[str, Any]) -> EvalResult:
+    mean, ci = mean_ci(scores)
     logger.info("evaluation (%s) over %d episodes: %.2f ± %.2f %% (%.1f s)", info["method"], len(scores), mean, ci,
                 seconds)
     return EvalResult(mean=mean, ci95=ci, n=len(scores), per_episode=scores, seconds=seconds, info=info)
-
-
-def evaluate_sharded(
-    model: nn.Module,
-    tasks: Iterable[Task],
-    *,
-    first_n: int | None = None,
-    progress: Callable[[int, float], None] | None = None,
-    **kwargs: Any,
-) -> EvalResult:
-    """:func:`evaluate` with the episodes dealt round-robin to the ranks of a ``torchrun`` launch.
-
-    Episodes are scored independently, so gathering the per-episode accuracies back in episode
-    order gives every rank the result one process gets (alone this *is* ``evaluate``). Every rank
-    walks the whole episode iterable and scores every ``K``-th episode (``first_n`` applies to the
-    whole list); ``progress`` is called on rank 0 only, with the approximate overall count.
-    """
-    if not dist.is_distributed():
-        return evaluate(model, tasks, first_n=first_n, progress=progress, **kwargs)
-    kwargs = {"steps": 10, "lr": 0.01, "method": "finetune", "device": None, "calibration": None, "settings": None,
-              **kwargs}
-    _check_first_n(first_n)
-    k, r = dist.world_size(), dist.rank()
-    episodes = itertools.islice(tasks, first_n)
-    mine = itertools.islice(episodes, r, None, k)
-    bar = None
-    if progress is not None and dist.is_main():
-        bar = lambda done, acc: progress(done * k, acc)  # noqa: E731
-    start = time.perf_counter()
-    try:
-        local, one_class = _evaluate(model, mine, first_n=None, progress=bar, episode_start=r, episode_stride=k,
-                                     **kwargs)
-    except ValueError as err:
-        if "no episodes" not in str(err):
-            raise
-        local, one_class = None, []  # fewer episodes than ranks
-    parts = dist.all_gather_object(None if local is None else (local.per_episode, local.info, one_class))
-    if all(p is None for p in parts):
-        raise ValueError("no episodes to evaluate: tasks was empty")
-    n = sum(len(p[0]) for p in parts if p is not None)
-    scores: list[float] = [0.0] * n
-    flags: list[bool] = [False] * n
-    for rank_, p in enumerate(parts):
-        if p is not None:
-            scores[rank_::k] = p[0]
-            flags[rank_::k] = p[2]
-    info = dict(next(p[1] for p in parts if p is not None))
-    if "calibration" in info:
-        info["calibration"] = _merged_calibration([p[1]["calibration"] for p in parts if p is not None], k, scores)
-    result = _result(scores, time.perf_counter() - start, info)
-    _check_degenerate(result, flags, _names(kwargs["settings"]))
-    if progress is not None and dist.is_main():
-        progress(n, result.mean)
-    return result
-
-
-def _merged_calibration(parts: list[dict[str, Any]], k: int, scores: list[float]) -> dict[str, Any]:
-    """The calibration info of the whole list from the ranks' (rank ``r`` scored episodes ``r, r+k, ...``)."""
-    uncalibrated: list[float] = [0.0] * len(scores)
-    for r, part in enumerate(parts):
-        uncalibrated[r::k] = part["uncalibrated"]["per_episode"]
-    mean, ci = _mean_ci(uncalibrated)
-    n_pseudo = sum(p["pseudo_episodes"] for p in parts)
-    pseudo = sum(p["pseudo_acc"] * p["pseudo_episodes"] for p in parts if p["pseudo_episodes"])
-    return {
-        **parts[0],
-        "uncalibrated": {"mean": mean, "ci95": ci, "per_episode": uncalibrated},
-        "paired": paired(scores, uncalibrated) if len(scores) > 1 else None,
-        "pseudo_acc": pseudo / n_pseudo if n_pseudo else None,
-        "pseudo_episodes": n_pseudo,
-        "teacher_queries": sum(p["teacher_queries"] for p in parts),
-        "seconds": sum(p["seconds"] for p in parts),
-    }
 
 
 def _calibration_arm(
