@@ -33,8 +33,8 @@ from .metagen import MetaGeneratorConfig as MetaGeneratorConfig
 from .metagen import MetaGeneratorInverter as MetaGeneratorInverter
 from .pixels import PixelInversionConfig as PixelInversionConfig
 from .pixels import PixelInverter as PixelInverter
-from .zeroth_order import BlackBoxInversionConfig as BlackBoxInversionConfig
-from .zeroth_order import BlackBoxInverter as BlackBoxInverter
+from .blackbox_inverter import BlackBoxInversionConfig as BlackBoxInversionConfig
+from .blackbox_inverter import BlackBoxInverter as BlackBoxInverter
 from .zeroth_order import zo_gradient as zo_gradient
 
 __all__ = [

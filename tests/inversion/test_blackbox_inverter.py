@@ -16,7 +16,7 @@ from dfml.inversion import (
     zo_gradient,
 )
 from dfml.inversion.losses import boundary_loss, class_loss
-from dfml.inversion.zeroth_order import per_sample_loss
+from dfml.inversion.blackbox_inverter import per_sample_loss
 
 # ---------------------------------------------------------------- the estimator
 

@@ -23,7 +23,7 @@ def _run(recipe, pool, path, **datafree):
     return torch.load(path / "model.pt", weights_only=True)
 
 
-# the black-box inverter's own boundary term is off unless its weight is set (zeroth_order.py)
+# the black-box inverter's own boundary term is off unless its weight is set (blackbox_inverter.py)
 ON = {"robust": {}, "free": {}, "bidf_mkd": {"blackbox": {"boundary_weight": 1.0}}}
 
 
