@@ -98,17 +98,10 @@ def test_nothing_in_dfml_imports_benchmarks():
         assert not [n for n in names if n.split(".")[0] == "benchmarks"], f
 
 
-STILL_LONG = {"dfml/inversion/bank.py"}
-"""Files of 400 lines or more that issue 14 has yet to split; the list may only shrink."""
-
-
 def test_every_file_of_dfml_stays_under_400_lines():
     long = {str(f.relative_to(ROOT.parent)): n for f in ROOT.rglob("*.py")
             if (n := len(f.read_text().splitlines())) >= 400}
-    new = {f: n for f, n in long.items() if f not in STILL_LONG}
-    assert not new, f"files of 400 lines or more: {new}; split them (see STYLE.md: 300 lines a file, soft)"
-    done = STILL_LONG - set(long)
-    assert not done, f"{sorted(done)} are now under 400 lines: remove them from STILL_LONG"
+    assert not long, f"files of 400 lines or more: {long}; split them by responsibility (STYLE.md: 300 lines a file, soft)"
 
 
 def test_the_import_parser_resolves_relative_imports():

@@ -23,10 +23,10 @@ from ..meta import AlignmentConfig, DistillationConfig, GroupRegularizationConfi
 from ..meta.learner import LEARNERS
 from ..meta.update import UPDATES
 from ..selection import SELECTORS, ReliabilityConfig
-from .rewards import REWARDS
+from .rewards import REWARDS, Reward
 from .tasks import TaskAugment
 
-__all__ = ["CHOICES", "BlackBoxAccessConfig", "DataFreeConfig"]
+__all__ = ["CHOICES", "BlackBoxAccessConfig", "DataFreeConfig", "StreamConfig"]
 
 CHOICES = {
     "inverter": ("pixel", "bank", "generator", "metagen", "blackbox"),
@@ -172,3 +172,60 @@ class DataFreeConfig:
                 f"datafree.boundary hands the meta-model to a {boundary} inverter, not to "
                 f"{self.inverter!r}; the pixel bank has its own (bank.curriculum). Set datafree.boundary=false"
             )
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """How the data-free stream builds each meta-batch.
+
+    Attributes:
+        n_way, n_shot, n_query: task shape (a teacher with more classes gives a random ``n_way`` of them).
+        meta_batch_size: tasks per step (new + memory + interpolated, see ``mix``).
+        reward: the reward of a learning selector, by name in :data:`~dfml.datafree.rewards.REWARDS`:
+            ``"heldout"``: the meta-learner's loss improvement on tasks recovered earlier from other
+            models; ``"agreement"``: how often the *other* pool models that advertise one of its
+            classes classify its recovered images of that class as that class; ``"none"``: no reward.
+        reward_tasks: how many of those held-out tasks score each update.
+        teacher_cache: loaded teachers kept in memory (least recently used are dropped).
+        forget_below: models whose selector weight is below ``forget_below / n_models`` are
+            distrusted: their tasks are not stored in the memory and, after each selector update,
+            their stored examples are forgotten (``0``: keep everything).
+        augment: crop/flip of each meta-batch's images (see :class:`TaskAugment`; off by default).
+        replay: after each step that recovers new tasks, this many steps whose meta-batch is memory
+            (and interpolated) tasks only, so the memory is replayed without paying for inversion
+            (needs a memory; a step whose memory cannot serve a task yet recovers new ones instead).
+        shuffle_labels: give every recovered task a random class-to-label assignment also when its
+            teacher has exactly ``n_way`` classes (a teacher with more always gets a random ``n_way``
+            of them in random order). Without it such a model's tasks always put each class under
+            the label of its teacher output, and a meta-model can learn that assignment instead of
+            learning from the support set (memorisation: Yin et al., "Meta-Learning without
+            Memorization", ICLR 2020).
+    """
+
+    n_way: int = 5
+    n_shot: int = 1
+    n_query: int = 15
+    meta_batch_size: int = 4
+    reward: str = "heldout"
+    reward_tasks: int = 4
+    teacher_cache: int = 32
+    forget_below: float = 0.0
+    augment: TaskAugment = TaskAugment()
+    replay: int = 0
+    shuffle_labels: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("n_way", "n_shot", "n_query", "meta_batch_size", "reward_tasks", "teacher_cache"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"stream.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.forget_below < 1.0:
+            raise ValueError(f"stream.forget_below must be in [0, 1), got {self.forget_below}")
+        if isinstance(self.replay, bool) or not isinstance(self.replay, int) or self.replay < 0:
+            raise ValueError(f"stream.replay must be an integer >= 0, got {self.replay!r}")
+        if self.reward not in REWARDS:
+            raise ValueError(f"stream.reward must be one of {tuple(REWARDS.names())}, got {self.reward!r}")
+
+    def make_reward(self) -> Reward:
+        """The reward named by :attr:`reward`."""
+        cls = REWARDS.get(self.reward)
+        return cls(self.reward_tasks) if cls.needs_learner else cls()

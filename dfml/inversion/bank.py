@@ -15,14 +15,7 @@ post-adaptation query loss while the teacher's class loss keeps them in their cl
 episodes), and the hardened images are written back into the bank.
 
 **Batched refinement.** :meth:`PixelBank.refine_many` refines several models of one architecture
-at once: teacher parameters and buffers are stacked with ``torch.func.stack_module_state`` and
-run through ``torch.vmap(functional_call)``; BatchNorm statistics are captured by forward hooks
-on a private ``meta``-device copy, registered and consumed *inside* each vmapped call so no
-batched tensor escapes. It takes exactly the steps :meth:`PixelBank.refine` takes one model at a
-time (same random draws, same losses, same updates; the tests check this in float64).
-Hazard: teachers must be in eval mode. In torch 2.14, second-order gradients through
-``F.batch_norm`` in *training* mode under ``vmap`` are silently wrong; eval mode (running
-statistics) is what the prior needs anyway, and both refine paths refuse training-mode teachers.
+at once, taking exactly the steps :meth:`PixelBank.refine` takes one by one (:mod:`dfml.inversion.bank_batched`).
 
 References:
     Hu et al., "Architecture, Dataset and Model-Scale Agnostic Data-free Meta-Learning" (PURER), CVPR 2023;
@@ -31,25 +24,23 @@ References:
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, stack_module_state
 
 from ..config import check_ranges
 from ..types import Task
+from .bank_batched import BatchedRefinement, check_eval_mode, child_generator
 from .base import INVERTERS, InversionCost, Inverter, split_task
+from .curriculum import AdaptedStudent as AdaptedStudent
+from .curriculum import Student as Student
 from .losses import BNStatMatch, DiffAugment, class_loss, l2_prior, total_variation
 
 __all__ = ["AdaptedStudent", "PixelBank", "PixelBankConfig", "Student"]
-
-Student = Callable[[Tensor, Tensor, Tensor], Tensor]
-"""``student(support_x, support_y, query_x) -> query logits [n_query_total, n_way]``, differentiable in ``query_x``."""
 
 _BETAS, _EPS = (0.9, 0.999), 1e-8
 
@@ -116,42 +107,6 @@ class PixelBankConfig:
             raise ValueError(f"PixelBankConfig.curriculum_momentum must lie in [0, 1), got {self.curriculum_momentum}")
 
 
-@runtime_checkable
-class _Adaptable(Protocol):
-    """What :class:`AdaptedStudent` calls: a meta-learner's parameters and query logits."""
-
-    def params(self) -> dict[str, Tensor]: ...
-
-    def query_logits(self, params: dict[str, Tensor], task: Task) -> Tensor: ...
-
-
-class AdaptedStudent:
-    """A meta-learner as a curriculum :data:`Student`: query logits after adapting on the support set.
-
-    Wraps anything with ``params()`` and ``query_logits(params, task)`` (a dfml ``MAML`` or
-    ``ProtoNet`` learner; MAML adapts with dfml's functional inner loop). The meta-parameters are
-    detached first, so hardening never writes gradients into the meta-model.
-
-    Args:
-        learner: the meta-learner.
-    """
-
-    def __init__(self, learner: Any) -> None:
-        if not isinstance(learner, _Adaptable):
-            raise TypeError(
-                f"AdaptedStudent needs a learner with params() and query_logits(params, task) (e.g. dfml.meta.MAML), "
-                f"got {type(learner).__name__}"
-            )
-        self.learner = learner
-
-    def __call__(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
-        """Query logits ``[len(query_x), n_way]`` with gradient to ``query_x``."""
-        params = {k: v.detach().requires_grad_(v.is_floating_point()) for k, v in self.learner.params().items()}
-        placeholder = torch.zeros(query_x.shape[0], dtype=torch.long, device=query_x.device)
-        task = Task(support_x.detach(), support_y, query_x, placeholder)
-        return self.learner.query_logits(params, task)
-
-
 def _adam(x: Tensor, g: Tensor, m: Tensor, v: Tensor, t: int, lr: float) -> tuple[Tensor, Tensor, Tensor]:
     """One Adam step (bias-corrected), elementwise, so batched and one-by-one updates agree exactly."""
     m = _BETAS[0] * m + (1 - _BETAS[0]) * g
@@ -160,21 +115,8 @@ def _adam(x: Tensor, g: Tensor, m: Tensor, v: Tensor, t: int, lr: float) -> tupl
     return x - lr * mhat / (vhat.sqrt() + _EPS), m, v
 
 
-def _child(generator: torch.Generator) -> torch.Generator:
-    """One draw from ``generator`` seeds a per-model generator (same order batched or one by one)."""
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    return torch.Generator().manual_seed(seed)
-
-
-def _check_eval(teacher: nn.Module) -> None:
-    if not isinstance(teacher, nn.Module):
-        raise TypeError(f"a teacher must be an nn.Module, got {type(teacher).__name__}")
-    if teacher.training:
-        raise ValueError("the teacher must be in eval mode (its BN running statistics are the prior); call .eval()")
-
-
 @INVERTERS.register("bank")
-class PixelBank(Inverter):
+class PixelBank(BatchedRefinement, Inverter):
     """Learnable inputs ``[n_classes, per_class, *input_shape]`` per pool model, refined in place.
 
     Follows the :class:`~dfml.inversion.base.Inverter` protocol through :meth:`invert`.
@@ -260,9 +202,9 @@ class PixelBank(Inverter):
         Returns:
             The losses of the last step: ``{"loss", "class", "bn", "tv", "l2"}`` (empty when ``steps == 0``).
         """
-        _check_eval(teacher)
+        check_eval_mode(teacher)
         steps = self.config.steps if steps is None else int(steps)
-        gen = _child(generator)
+        gen = child_generator(generator)
         p = next(teacher.parameters())
         out: dict[str, float] = {}
         with self.cost.timed(p.device):
@@ -280,64 +222,6 @@ class PixelBank(Inverter):
                     out = self._metrics(loss, parts)
         self._count(steps, len(y) if steps else 0, 1)
         return out
-
-    def refine_many(
-        self,
-        teachers: Sequence[nn.Module],
-        model_ids: Sequence[int],
-        generator: torch.Generator,
-        steps: int | None = None,
-    ) -> list[dict[str, float]]:
-        """:meth:`refine` for several models of one architecture at once (``vmap`` over stacked teachers).
-
-        Equivalent to ``[self.refine(t, i, generator, steps) for t, i in zip(teachers, model_ids)]``:
-        same random draws, losses and updated inputs (up to floating-point summation order).
-
-        Args:
-            teachers: eval-mode models with identical parameter/buffer names and shapes and the
-                same number of classes.
-            model_ids: their (distinct) bank ids.
-
-        Raises:
-            ValueError: lengths differ, repeated ids, a teacher in training mode, or teachers of
-                different architectures (refine those separately or group them by architecture).
-        """
-        teachers, model_ids = list(teachers), [int(i) for i in model_ids]
-        if len(teachers) != len(model_ids) or not teachers:
-            raise ValueError(f"refine_many needs one model id per teacher, got {len(teachers)} teachers and ids {model_ids}")
-        if len(set(model_ids)) != len(model_ids):
-            raise ValueError(f"refine_many got repeated model ids {model_ids}; each model's entry is refined once per call")
-        for t in teachers:
-            _check_eval(t)
-        _check_same_arch(teachers)
-        steps = self.config.steps if steps is None else int(steps)
-        gens = [_child(generator) for _ in teachers]
-        p = next(teachers[0].parameters())
-        outs: list[dict[str, float]] = [{} for _ in teachers]
-        with self.cost.timed(p.device):
-            for t, i, g in zip(teachers, model_ids, gens):
-                self._ensure(t, i, g)
-            shapes = {tuple(self.entries[i].shape) for i in model_ids}
-            if len(shapes) != 1:
-                raise ValueError(f"refine_many needs teachers with the same number of classes, got entries {shapes}")
-            params, buffers = stack_module_state(teachers)
-            params = {k: v.detach() for k, v in params.items()}
-            base = copy.deepcopy(teachers[0]).to("meta")
-            run = torch.vmap(_stat_forward(base))
-            for _ in range(steps):
-                flat = [self._flat(i) for i in model_ids]
-                xs = torch.stack([x for x, _ in flat]).detach().requires_grad_(True)  # [M, N, *shape]
-                y = flat[0][1]
-                aug = torch.stack([self._augment(xs[j], g) for j, g in enumerate(gens)])
-                logits, bn = run(params, buffers, aug)  # [M, N, C], [M]
-                per = [(class_loss(logits[j], y), bn[j], *self._priors(xs[j])) for j in range(len(teachers))]
-                losses = [self._total(*parts) for parts in per]
-                (grad,) = torch.autograd.grad(torch.stack(losses).sum(), [xs])
-                for j, i in enumerate(model_ids):
-                    self._apply(i, grad[j])
-                    outs[j] = self._metrics(losses[j], per[j])
-        self._count(steps, len(y) if steps else 0, len(teachers))
-        return outs
 
     def _count(self, steps: int, n_images: int, n_models: int) -> None:
         self.charge(steps * n_images * n_models, steps * n_models, 0)
@@ -470,44 +354,3 @@ class PixelBank(Inverter):
         self.cost = InversionCost(**state["cost"])
         self.student_calls = int(state["counters"]["student_calls"])
         self.hard_steps_taken = int(state["counters"]["hard_steps_taken"])
-
-
-def _check_same_arch(teachers: Sequence[nn.Module]) -> None:
-    def signature(m: nn.Module) -> tuple:
-        return (type(m).__name__, tuple((k, tuple(v.shape), v.dtype) for k, v in m.state_dict().items()))
-
-    first = signature(teachers[0])
-    for j, t in enumerate(teachers[1:], 1):
-        if signature(t) != first:
-            raise ValueError(
-                f"refine_many needs teachers of one architecture (same tensor names, shapes and dtypes); teacher {j} "
-                f"({type(t).__name__}) differs from teacher 0 ({type(teachers[0]).__name__}); group them by architecture"
-            )
-
-
-def _stat_forward(base: nn.Module) -> Callable[[dict, dict, Tensor], tuple[Tensor, Tensor]]:
-    """``f(params, buffers, x) -> (logits, bn_term)`` for one model; vmappable.
-
-    The BN-statistics term equals :class:`BNStatMatch`'s (unit layer weights). Its hooks live on
-    ``base`` (a private copy) only during the call and collect into a list local to the call.
-    """
-    layers = [m for m in base.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
-
-    def forward(params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
-        terms: list[Tensor] = []
-
-        def hook(module: nn.Module, inputs: tuple[Tensor, ...], _out: Tensor) -> None:
-            h = inputs[0]
-            dims = [0] + list(range(2, h.dim()))
-            terms.append(torch.linalg.vector_norm(h.mean(dims) - module.running_mean)
-                         + torch.linalg.vector_norm(h.var(dims, unbiased=False) - module.running_var))
-
-        handles = [m.register_forward_hook(hook) for m in layers]
-        try:
-            logits = functional_call(base, (params, buffers), (x,))
-        finally:
-            for h in handles:
-                h.remove()
-        return logits, torch.stack(terms).sum() if terms else x.new_zeros(())
-
-    return forward

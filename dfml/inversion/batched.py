@@ -63,14 +63,19 @@ __all__ = [
 ]
 
 
+_GROUP_HINT = ("the batched inverter needs identical architectures: group the models by pool.entry(i).arch/arch_kwargs "
+               "and call invert_many per group, or use GeneratorInverter")
+
+
 def model_generators(generator: torch.Generator, n: int) -> list[torch.Generator]:
     """``n`` independent CPU generators seeded by ``n`` draws from ``generator`` (one per teacher)."""
     seeds = torch.randint(0, 2**62, (n,), generator=generator).tolist()
     return [torch.Generator().manual_seed(int(s)) for s in seeds]
 
 
-def check_same_architecture(teachers: Sequence[nn.Module]) -> None:
-    """Raise ``ValueError`` unless every teacher has teacher 0's class and state (names, shapes, dtypes, devices)."""
+def check_same_architecture(teachers: Sequence[nn.Module], fix: str = _GROUP_HINT) -> None:
+    """Raise ``ValueError`` unless every teacher has teacher 0's class and state (names, shapes, dtypes,
+    devices); ``fix``, what the caller should do, ends the message."""
     ref = teachers[0].state_dict()
     for i, t in enumerate(teachers[1:], start=1):
         state = t.state_dict()
@@ -81,8 +86,7 @@ def check_same_architecture(teachers: Sequence[nn.Module]) -> None:
         if not same:
             raise ValueError(
                 f"teacher {i} ({type(t).__name__}) differs in architecture, dtype or device from teacher 0 "
-                f"({type(teachers[0]).__name__}); the batched inverter needs identical architectures: group the "
-                "models by pool.entry(i).arch/arch_kwargs and call invert_many per group, or use GeneratorInverter"
+                f"({type(teachers[0]).__name__}); {fix}"
             )
 
 
