@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from dfml.datafree.build import BUILD_INVERTER, BUILD_SELECTOR, BUILD_UPDATE
-from dfml.experiment import experiment_config, run_experiment
+from dfml.experiment import experiment_config
 from dfml.inversion import INVERTERS
 from dfml.meta import UPDATES, MAML
 from dfml.models import build_model
@@ -22,6 +22,8 @@ from dfml.pool import build_toy_pool
 from dfml.recipes import base as recipes_base
 from dfml.recipes import RECIPES
 from dfml.selection import SELECTORS
+
+from .recipes.resume import check_a_killed_run_resumes_to_the_same_model
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = REPO / "docs" / "extending.md"
@@ -95,24 +97,9 @@ def test_the_best_of_recipe_trains_from_its_preset_and_a_killed_run_resumes_to_t
         extending, pool, tmp_path):
     cfg = experiment_config("best_of", TINY, {"pool": str(pool.root)})
     assert (cfg.datafree.inverter, cfg.datafree.selector, cfg.datafree.update) == ("best_of", "round_robin", "clipped")
-    full = run_experiment(cfg, tmp_path / "full")
+    full, _ = check_a_killed_run_resumes_to_the_same_model(cfg, tmp_path)
     assert full["info"]["steps"] == 4 and full["info"]["inversion_cost"]["steps"] == 0
     assert 0 <= full["scores"]["5way_1shot"]["mean"] <= 100
-
-    class Kill(Exception):
-        pass
-
-    def kill(stage, i, n, info):
-        if stage == "train" and i == 3:
-            raise Kill
-
-    with pytest.raises(Kill):
-        run_experiment(cfg, tmp_path / "killed", progress=kill)
-    resumed = run_experiment(cfg, tmp_path / "killed")
-    a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)
-    b = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert resumed["scores"]["5way_1shot"]["per_episode"] == full["scores"]["5way_1shot"]["per_episode"]
 
 
 def test_a_recipe_registered_with_a_missing_preset_file_is_refused_naming_it(tmp_path):

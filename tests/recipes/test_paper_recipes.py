@@ -9,6 +9,8 @@ from dfml.experiment import experiment_config, run_experiment
 from dfml.pool import build_toy_pool
 from dfml.recipes import RECIPES, preset
 
+from .resume import check_a_killed_run_resumes_to_the_same_model
+
 PAPERS = ["purer", "bidf_mkd", "robust", "free", "tgr"]
 
 TINY = {
@@ -64,28 +66,10 @@ def test_tgr_recovers_tasks_with_a_label_conditional_generator():
 
 @pytest.mark.parametrize("recipe", PAPERS)
 def test_recipe_trains_and_a_killed_run_resumes_to_the_same_model(recipe, pool, tmp_path):
-    cfg = _cfg(recipe, pool)
-    full = run_experiment(cfg, tmp_path / "full")
+    full, _ = check_a_killed_run_resumes_to_the_same_model(_cfg(recipe, pool), tmp_path)
     assert full["info"]["steps"] == 4 and full["info"]["best_step"] in (2, 4)
     assert full["info"]["inversion_cost"]["teacher_queries"] > 0
     assert 0 <= full["scores"]["5way_1shot"]["mean"] <= 100
-
-    class Kill(Exception):
-        pass
-
-    def kill(stage, i, n, info):
-        if stage == "train" and i == 3:
-            raise Kill
-
-    with pytest.raises(Kill):
-        run_experiment(cfg, tmp_path / "killed", progress=kill)
-    resumed = run_experiment(cfg, tmp_path / "killed")
-    a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)
-    b = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)
-    for k in a:
-        assert torch.equal(a[k], b[k]), (recipe, k)
-    for shot, score in full["scores"].items():
-        assert resumed["scores"][shot]["per_episode"] == score["per_episode"]
 
 
 def test_robust_reports_the_reliability_weights_and_trust(pool, tmp_path):
