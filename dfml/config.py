@@ -90,7 +90,7 @@ def _parse_value(text: str) -> Any:
 
 
 def apply_overrides(cfg: C, overrides: list[str] | None) -> C:
-    """Apply ``["meta.inner_lr=0.01", ...]`` to a (nested, frozen) dataclass; returns a new one.
+    """Apply ``["train.inner_lr=0.01", ...]`` to a (nested, frozen) dataclass; returns a new one.
 
     The overrides are applied together (a later one wins on the same key), so fields that are
     checked against each other can be changed in any order. Each value is read in the type of its
@@ -104,7 +104,7 @@ def apply_overrides(cfg: C, overrides: list[str] | None) -> C:
     mapping: dict[str, Any] = {}
     for item in overrides or []:
         if "=" not in item:
-            raise ValueError(f"override {item!r} is not of the form key=value (e.g. meta.inner_lr=0.01)")
+            raise ValueError(f"override {item!r} is not of the form key=value (e.g. train.inner_lr=0.01)")
         key, text = item.split("=", 1)
         *sections, leaf = key.strip().split(".")
         node, section = mapping, cfg
