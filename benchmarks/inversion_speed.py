@@ -47,7 +47,7 @@ from dfml.inversion import (
     BlackBoxInversionConfig,
     BlackBoxInverter,
     BlackBoxTeacher,
-    PixelBank,
+    PixelBankInverter,
     PixelBankConfig,
     PixelInversionConfig,
     PixelInverter,
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> dict:
                                   for t, i, c in zip(teachers, ids, classes)], device)
         record(f"pixels-{args.generator_steps}", tasks, s, pinv.cost.as_dict())
     if "bank" in want:
-        bank = PixelBank(shape, PixelBankConfig(per_class=ns + nq, steps=args.bank_steps))
+        bank = PixelBankInverter(shape, PixelBankConfig(per_class=ns + nq, steps=args.bank_steps))
         tasks, s = timed(lambda: [bank.invert(t, ns, nq, g(), model_id=i, classes=c)
                                   for t, i, c in zip(teachers, ids, classes)], device)
         record(f"pixel-bank ({args.bank_steps} steps)", tasks, s, bank.cost.as_dict())

@@ -30,7 +30,7 @@ from ..inversion import (
     DomainInverters,
     GeneratorInversionConfig,
     MetaGeneratorInverter,
-    PixelBank,
+    PixelBankInverter,
     PixelInverter,
 )
 from ..inversion.base import Inverter
@@ -103,7 +103,7 @@ def _pixel(cfg: DataFreeConfig, ctx: DataFreeContext, domain: InputDomain) -> In
 
 @BUILD_INVERTER.register("bank")
 def _bank(cfg: DataFreeConfig, ctx: DataFreeContext, domain: InputDomain) -> Inverter:
-    return PixelBank(domain.shape, cfg.bank)
+    return PixelBankInverter(domain.shape, cfg.bank)
 
 
 @BUILD_INVERTER.register("blackbox")

@@ -3,7 +3,7 @@
 A data-free meta-model is meta-trained on inverted (synthetic) tasks but meta-tested on real ones.
 After the usual inner loop on an episode's real support set, :func:`calibrate` inverts the
 *adapted* model into pseudo examples of the episode's classes, with the inversion objective of
-meta-training (dfml's :class:`~dfml.inversion.PixelBank`: class loss on augmented inputs, the
+meta-training (dfml's :class:`~dfml.inversion.PixelBankInverter`: class loss on augmented inputs, the
 BatchNorm-statistics prior, TV/L2 priors), and takes further fine-tuning steps on
 ``support_weight * CE(support) + pseudo_weight * CE(pseudo-support)``, so the adapted model also
 fits data of the kind it was meta-trained on. Only the support set is read: the function never
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..inversion.bank import PixelBank, PixelBankConfig
+from ..inversion.bank import PixelBankInverter, PixelBankConfig
 from ..meta.inner import check_finetune, functional_forward
 from ..models.norm import use_batch_stats
 from ..types import Params
@@ -51,7 +51,7 @@ class CalibrationConfig:
     Attributes:
         enabled: calibrate every meta-test episode (``evaluate`` then also reports the
             uncalibrated score of the same episodes and the paired difference).
-        inversion: the inversion of the adapted model, one :meth:`PixelBank.refine` of
+        inversion: the inversion of the adapted model, one :meth:`PixelBankInverter.refine` of
             ``inversion.steps`` Adam steps on ``inversion.per_class`` inputs per class from
             Gaussian noise (default 5 per class, 50 steps; the other fields as in meta-training's
             bank: ``bn_weight`` 0.1 towards the support set's statistics, L2 0.01, crop-and-flip
@@ -186,7 +186,7 @@ def calibrate(
     pseudo: tuple[Tensor, Tensor] | None = None
     if config.pseudo_weight > 0:
         teacher = adapted_teacher(network, fast, support_x)
-        bank = PixelBank(tuple(support_x.shape[1:]), config.inversion)
+        bank = PixelBankInverter(tuple(support_x.shape[1:]), config.inversion)
         info["inversion"] = bank.refine(teacher, 0, generator)
         images = bank.images(0)  # [n_out, per_class, *input_shape]
         labels = torch.arange(images.shape[0], device=images.device).repeat_interleave(images.shape[1])

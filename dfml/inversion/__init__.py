@@ -1,6 +1,6 @@
 """Inversion: recover pseudo tasks (synthetic support/query sets) from pre-trained models.
 
-White-box inverters optimise pixels (:class:`PixelInverter`, the persistent :class:`PixelBank`) or
+White-box inverters optimise pixels (:class:`PixelInverter`, the persistent :class:`PixelBankInverter`) or
 generators; the black-box inverter sees only the teacher's outputs through a counted, budgeted
 :class:`BlackBoxTeacher` and estimates gradients by zeroth-order differences. All take their
 losses from :mod:`dfml.inversion.losses` and account for their cost in :class:`InversionCost`.
@@ -11,6 +11,7 @@ from __future__ import annotations
 from . import losses as losses
 from .bank import AdaptedStudent as AdaptedStudent
 from .bank import PixelBank as PixelBank
+from .bank import PixelBankInverter as PixelBankInverter
 from .bank import PixelBankConfig as PixelBankConfig
 from .base import INVERTERS as INVERTERS
 from .base import InversionCost as InversionCost
@@ -55,6 +56,7 @@ __all__ = [
     "MetaGeneratorConfig",
     "MetaGeneratorInverter",
     "PixelBank",
+    "PixelBankInverter",
     "PixelBankConfig",
     "PixelInversionConfig",
     "PixelInverter",

@@ -14,8 +14,8 @@ meta-model solves each sampled task; once a moving average of its query accuracy
 post-adaptation query loss while the teacher's class loss keeps them in their class (harder
 episodes), and the hardened images are written back into the bank.
 
-**Batched refinement.** :meth:`PixelBank.refine_many` refines several models of one architecture
-at once, taking exactly the steps :meth:`PixelBank.refine` takes one by one (:mod:`dfml.inversion.bank_batched`).
+**Batched refinement.** :meth:`PixelBankInverter.refine_many` refines several models of one architecture
+at once, taking exactly the steps :meth:`PixelBankInverter.refine` takes one by one (:mod:`dfml.inversion.bank_batched`).
 
 References:
     Hu et al., "Architecture, Dataset and Model-Scale Agnostic Data-free Meta-Learning" (PURER), CVPR 2023;
@@ -40,18 +40,18 @@ from .curriculum import AdaptedStudent as AdaptedStudent
 from .curriculum import Student as Student
 from .losses import BNStatMatch, DiffAugment, class_loss, l2_prior, total_variation
 
-__all__ = ["AdaptedStudent", "PixelBank", "PixelBankConfig", "Student"]
+__all__ = ["AdaptedStudent", "PixelBank", "PixelBankConfig", "PixelBankInverter", "Student"]
 
 _BETAS, _EPS = (0.9, 0.999), 1e-8
 
 
 @dataclass(frozen=True)
 class PixelBankConfig:
-    """Hyper-parameters of :class:`PixelBank`.
+    """Hyper-parameters of :class:`PixelBankInverter`.
 
     Attributes:
         per_class: inputs kept per class of every model.
-        steps: Adam steps on a model's entries per :meth:`PixelBank.invert` call.
+        steps: Adam steps on a model's entries per :meth:`PixelBankInverter.invert` call.
         lr: Adam learning rate on the inputs.
         bn_weight: weight of the BatchNorm-statistics match (teachers without BN ignore it). The
             term sums one norm per BN layer; at weight 1 a Conv4's four terms outweighed the class
@@ -116,7 +116,7 @@ def _adam(x: Tensor, g: Tensor, m: Tensor, v: Tensor, t: int, lr: float) -> tupl
 
 
 @INVERTERS.register("bank")
-class PixelBank(BatchedRefinement, Inverter):
+class PixelBankInverter(BatchedRefinement, Inverter):
     """Learnable inputs ``[n_classes, per_class, *input_shape]`` per pool model, refined in place.
 
     Follows the :class:`~dfml.inversion.base.Inverter` protocol through :meth:`invert`.
@@ -126,7 +126,7 @@ class PixelBank(BatchedRefinement, Inverter):
         config: hyper-parameters.
 
     Example:
-        >>> bank = PixelBank((3, 32, 32), PixelBankConfig(per_class=20, steps=5))
+        >>> bank = PixelBankInverter((3, 32, 32), PixelBankConfig(per_class=20, steps=5))
         >>> task = bank.invert(teacher, 1, 15, generator, model_id=3, classes=entry.class_ids)
 
     References:
@@ -262,7 +262,7 @@ class PixelBank(BatchedRefinement, Inverter):
             holding ``bank_step`` (Adam steps the entry has had) and ``hardened``.
         """
         if model_id is None:
-            raise ValueError("PixelBank.invert needs model_id= (the pool index that keys the model's bank entry)")
+            raise ValueError("PixelBankInverter.invert needs model_id= (the pool index that keys the model's bank entry)")
         k = n_shot + n_query
         if n_shot < 1 or n_query < 0 or k > self.config.per_class:
             raise ValueError(
@@ -354,3 +354,7 @@ class PixelBank(BatchedRefinement, Inverter):
         self.cost = InversionCost(**state["cost"])
         self.student_calls = int(state["counters"]["student_calls"])
         self.hard_steps_taken = int(state["counters"]["hard_steps_taken"])
+
+
+PixelBank = PixelBankInverter
+"""The earlier name of :class:`PixelBankInverter` (kept so that existing imports work)."""

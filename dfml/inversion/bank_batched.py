@@ -3,7 +3,7 @@
 Teacher parameters and buffers are stacked with ``torch.func.stack_module_state`` and run through
 ``torch.vmap(functional_call)``; BatchNorm statistics are captured by forward hooks on a private
 ``meta``-device copy, registered and consumed *inside* each vmapped call so no batched tensor
-escapes. It takes exactly the steps :meth:`PixelBank.refine <dfml.inversion.bank.PixelBank.refine>`
+escapes. It takes exactly the steps :meth:`PixelBankInverter.refine <dfml.inversion.bank.PixelBankInverter.refine>`
 takes one model at a time (same random draws, same losses, same updates; the tests check this in
 float64). Hazard: teachers must be in eval mode. In torch 2.14, second-order gradients through
 ``F.batch_norm`` in *training* mode under ``vmap`` are silently wrong; eval mode (running
@@ -40,7 +40,7 @@ def check_eval_mode(teacher: nn.Module) -> None:
 
 
 class BatchedRefinement:
-    """:meth:`refine_many` of :class:`~dfml.inversion.bank.PixelBank` (a mixin: it uses the bank's entries,
+    """:meth:`refine_many` of :class:`~dfml.inversion.bank.PixelBankInverter` (a mixin: it uses the bank's entries,
     its per-model random streams and its Adam step)."""
 
     def refine_many(

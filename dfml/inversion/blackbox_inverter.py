@@ -143,6 +143,8 @@ class BlackBoxInverter(Inverter):
         make_generator: ``(n_way, torch.Generator) -> nn.Module`` mapping ``z [B, config.nz]`` to
             inputs ``[B, *input_shape]`` (or ``(z, y) -> x`` when ``config.conditional``); ours, so
             autograd runs through it. Default: :func:`dfml.models.build_generator`, seeded.
+        last_generator: the generator network of the last task (``None`` before the first);
+            ``generator`` arguments are always random-number generators (``torch.Generator``).
 
     Example:
         >>> inv = BlackBoxInverter((32,), BlackBoxInversionConfig(steps=10, q=5, on_budget="stop"))
@@ -166,7 +168,12 @@ class BlackBoxInverter(Inverter):
         self.config = config or BlackBoxInversionConfig()
         self.device = torch.device(device)
         self.make_generator: Callable[[int, torch.Generator], nn.Module] = self._default_generator
-        self.generator: nn.Module | None = None  # the last task's generator
+        self.last_generator: nn.Module | None = None
+
+    @property
+    def generator(self) -> nn.Module | None:
+        """The earlier name of :attr:`last_generator` (kept so that existing code works)."""
+        return self.last_generator
 
     def _default_generator(self, n_way: int, rng: torch.Generator) -> nn.Module:
         cfg = self.config
@@ -226,7 +233,7 @@ class BlackBoxInverter(Inverter):
         device = self.device
         with self.cost.timed(device):
             n_way = bb.probe_outputs(self.input_shape)
-            gen = self.generator = self.make_generator(n_way, generator).to(device)
+            gen = self.last_generator = self.make_generator(n_way, generator).to(device)
             y = torch.arange(n_way, device=device).repeat_interleave(n_per_class)
             z = torch.randn((len(y), cfg.nz), generator=generator).to(device)
             best = _Best(len(y))

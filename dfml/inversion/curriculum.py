@@ -1,7 +1,7 @@
 """The student of the pixel bank's episode curriculum: the meta-model as it solves a task now.
 
 A :data:`Student` maps a task's support set and query inputs to query logits, differentiably in the
-query inputs; the bank (:class:`~dfml.inversion.bank.PixelBank`) measures with it how easy its tasks
+query inputs; the bank (:class:`~dfml.inversion.bank.PixelBankInverter`) measures with it how easy its tasks
 are and hardens the easy ones. :class:`AdaptedStudent` makes one of a meta-learner.
 """
 

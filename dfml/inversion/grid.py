@@ -1,7 +1,7 @@
 """Pictures of inversion: recover images from pool models and save one labelled grid per model.
 
 :func:`image_grid` renders ``[rows, cols, C, H, W]`` images (rows = classes) into a Pillow image
-with the class names on the left; :func:`invert_pool` runs a :class:`~dfml.inversion.bank.PixelBank`
+with the class names on the left; :func:`invert_pool` runs a :class:`~dfml.inversion.bank.PixelBankInverter`
 over chosen pool models (models of one architecture refined together, batched) and writes
 ``model_<i>.png`` grids plus ``invert.json`` (teacher accuracy on the recovered images, cost).
 It is the work behind ``dfml invert``.
@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..pool.manifest import PoolEntry, write_atomic
 from ..pool.pool import ModelPool
-from .bank import PixelBank, PixelBankConfig
+from .bank import PixelBankInverter, PixelBankConfig
 from .base import InversionCost
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ def invert_pool(
     """Recover ``per_class`` images per class from pool models; write one grid per model and ``invert.json``.
 
     Models sharing an architecture (``arch`` and ``arch_kwargs``) are refined together with
-    :meth:`PixelBank.refine_many`. Grids are ``out_dir/model_<i:04d>.png`` (rows = classes,
+    :meth:`PixelBankInverter.refine_many`. Grids are ``out_dir/model_<i:04d>.png`` (rows = classes,
     labelled with the manifest's class names; columns = recovered images). ``invert.json`` holds
     every model's teacher accuracy on its recovered images, its classes, the cost of each batch
     and the total cost.
@@ -208,7 +208,7 @@ def _recover(
         groups.setdefault((e.architecture_key, shapes[i]), []).append(i)
     banks, records, batches, total = {}, {}, [], InversionCost()
     for (_, shape), members in groups.items():
-        bank = PixelBank(shape, cfg)
+        bank = PixelBankInverter(shape, cfg)
         teachers = [pool.load(i, device) for i in members]
         bank.refine_many(teachers, members, generator)
         batches.append({"models": members, "cost": bank.cost.as_dict()})

@@ -101,6 +101,10 @@ class MetaGeneratorInverter(Inverter):
         n_way: the teachers' number of outputs (sizes the label embedding).
         config: hyper-parameters.
 
+    Attributes:
+        meta_generator: the meta-learnt generator network (``generator`` arguments are always
+            random-number generators, ``torch.Generator``).
+
     Example:
         >>> inv = MetaGeneratorInverter((32,), 5)
         >>> for i in ids:
@@ -121,12 +125,17 @@ class MetaGeneratorInverter(Inverter):
         super().__init__(input_shape)
         self.n_way = int(n_way)
         self.config = config or MetaGeneratorConfig()
-        self.generator = seeded_generator(
+        self.meta_generator = seeded_generator(
             self.input_shape, self.config.inner, self.n_way, torch.Generator().manual_seed(self.config.seed)
         )
         self.updates = 0
         self._pending: list[list[Tensor]] = []
         self._optimizer: torch.optim.Optimizer | None = None
+
+    @property
+    def generator(self) -> nn.Module:
+        """The earlier name of :attr:`meta_generator` (kept so that existing code works)."""
+        return self.meta_generator
 
     def invert(
         self,
@@ -153,9 +162,9 @@ class MetaGeneratorInverter(Inverter):
         inner = self.config.inner
         with self.cost.timed(like.device):
             n_way = self._check_n_way(self.count_classes(teacher, like=like), [classes])
-            self.generator.to(device=like.device, dtype=like.dtype)
+            self.meta_generator.to(device=like.device, dtype=like.dtype)
             n = n_way * (n_shot + n_query)
-            gen = copy.deepcopy(self.generator)
+            gen = copy.deepcopy(self.meta_generator)
             z = torch.randn((n, inner.nz), generator=generator, dtype=like.dtype).to(like.device)
             z.requires_grad_(inner.learn_z)
             y = torch.arange(n_way, device=like.device).repeat_interleave(n_shot + n_query)
@@ -167,7 +176,7 @@ class MetaGeneratorInverter(Inverter):
             assert grads is not None
             self._pending.append([g.detach() for g in grads])
         else:
-            self._pending.append([(p0 - p).detach() for p0, p in zip(self.generator.parameters(), gen.parameters())])
+            self._pending.append([(p0 - p).detach() for p0, p in zip(self.meta_generator.parameters(), gen.parameters())])
         self.charge((inner.steps + int(fomaml)) * n, inner.steps, n)
         task = split_task(teacher_space(x, inner.augment), n_way, n_shot, n_query, model_id=model_id,
                           classes=classes)
@@ -204,22 +213,22 @@ class MetaGeneratorInverter(Inverter):
             t_params, t_buffers = stack_teachers(teachers)
             rngs = model_generators(generator, m)
             n_way = self._check_n_way(self.count_classes_stacked(teachers[0], t_params, t_buffers, like), classes)
-            self.generator.to(device=like.device, dtype=like.dtype)
+            self.meta_generator.to(device=like.device, dtype=like.dtype)
             n = n_way * per_class
             z = torch.stack([torch.randn((n, inner.nz), generator=r, dtype=like.dtype) for r in rngs]).to(like.device)
             z.requires_grad_(inner.learn_z)
             y = torch.arange(n_way, device=like.device).repeat_interleave(per_class)
-            gens = [self.generator] * m  # stack_module_state copies the parameters
+            gens = [self.meta_generator] * m  # stack_module_state copies the parameters
             x, best_loss, best_step, adapted, grads = optimise_stacked(
                 teachers[0], t_params, t_buffers, gens, z, y, rngs, inner, final_grad=fomaml
             )
-        names = [k for k, _ in self.generator.named_parameters()]
+        names = [k for k, _ in self.meta_generator.named_parameters()]
         for i in range(m):
             if fomaml:
                 assert grads is not None
                 self._pending.append([grads[k][i].detach() for k in names])
             else:
-                self._pending.append([(p0 - adapted[k][i]).detach() for k, p0 in self.generator.named_parameters()])
+                self._pending.append([(p0 - adapted[k][i]).detach() for k, p0 in self.meta_generator.named_parameters()])
         self.charge(m * (inner.steps + int(fomaml)) * n, m * inner.steps, m * n)
         return stacked_tasks(x, best_loss, best_step, inner, n_way, n_shot, n_query, model_ids, classes, "metagen")
 
@@ -244,7 +253,7 @@ class MetaGeneratorInverter(Inverter):
         """
         if not self._pending:
             raise RuntimeError("meta_update() needs at least one invert() since the last update; call invert() first")
-        params = list(self.generator.parameters())
+        params = list(self.meta_generator.parameters())
         if self._optimizer is None:
             self._optimizer = self._make_optimizer()
         n_tasks = len(self._pending)
@@ -268,7 +277,7 @@ class MetaGeneratorInverter(Inverter):
         return n
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        params = list(self.generator.parameters())
+        params = list(self.meta_generator.parameters())
         if self.config.outer == "sgd":
             return torch.optim.SGD(params, lr=self.config.meta_lr)
         return torch.optim.Adam(params, lr=self.config.meta_lr)
@@ -276,7 +285,7 @@ class MetaGeneratorInverter(Inverter):
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume: meta-generator weights, outer optimiser state, counters, cost."""
         return {
-            "generator": {k: v.detach().clone() for k, v in self.generator.state_dict().items()},
+            "generator": {k: v.detach().clone() for k, v in self.meta_generator.state_dict().items()},
             # deep copies: Optimizer.load_state_dict may keep the very tensors it is given
             "optimizer": None if self._optimizer is None else copy.deepcopy(self._optimizer.state_dict()),
             "updates": self.updates,
@@ -295,7 +304,7 @@ class MetaGeneratorInverter(Inverter):
                 f"state was saved by a {state.get('config_algorithm')!r} meta-generator, this one is "
                 f"{self.config.algorithm!r}; build the inverter with the same config"
             )
-        self.generator.load_state_dict(state["generator"])
+        self.meta_generator.load_state_dict(state["generator"])
         self._optimizer = None
         if state["optimizer"] is not None:
             self._optimizer = self._make_optimizer()

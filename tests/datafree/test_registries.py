@@ -65,3 +65,13 @@ def test_an_inverter_must_write_invert():
 
     with pytest.raises(TypeError, match="abstract"):
         NoInvert((2,))
+
+
+def test_the_earlier_names_of_renamed_parts_still_work():
+    from dfml.inversion import MetaGeneratorInverter, PixelBank, PixelBankInverter
+    from dfml.inversion.blackbox_inverter import BlackBoxInverter
+
+    assert PixelBank is PixelBankInverter is INVERTERS.get("bank")
+    metagen = MetaGeneratorInverter((4,), 2)
+    assert metagen.generator is metagen.meta_generator  # a network; `generator` arguments are RNGs
+    assert BlackBoxInverter((4,)).generator is None

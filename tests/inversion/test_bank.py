@@ -1,4 +1,4 @@
-"""PixelBank: accuracy of recovered inputs, exact cost, determinism, teacher untouched, resume, errors."""
+"""PixelBankInverter: accuracy of recovered inputs, exact cost, determinism, teacher untouched, resume, errors."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dfml.data.toy import make_toy_world
-from dfml.inversion import Inverter, PixelBank, PixelBankConfig
+from dfml.inversion import Inverter, PixelBankInverter, PixelBankConfig
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def _acc(teacher, task):
 
 
 def test_bank_follows_the_inverter_protocol_and_recovers_classified_inputs(teacher):
-    bank = PixelBank((32,), PixelBankConfig(per_class=12, steps=25))
+    bank = PixelBankInverter((32,), PixelBankConfig(per_class=12, steps=25))
     assert isinstance(bank, Inverter)
     g = torch.Generator().manual_seed(0)
     accs = [_acc(teacher, bank.invert(teacher, 2, 4, g, model_id=7, classes=(10, 11, 12, 13, 14)))
@@ -65,7 +65,7 @@ def test_bank_follows_the_inverter_protocol_and_recovers_classified_inputs(teach
 
 
 def test_tasks_are_drawn_from_the_bank_entries(teacher):
-    bank = PixelBank((32,), PixelBankConfig(per_class=6, steps=1))
+    bank = PixelBankInverter((32,), PixelBankConfig(per_class=6, steps=1))
     task = bank.invert(teacher, 1, 2, torch.Generator().manual_seed(0), model_id=0)
     x = bank.images(0)
     for c in range(5):
@@ -75,7 +75,7 @@ def test_tasks_are_drawn_from_the_bank_entries(teacher):
 
 
 def test_cost_accounting_is_exact(teacher):
-    bank = PixelBank((32,), PixelBankConfig(per_class=4, steps=3))
+    bank = PixelBankInverter((32,), PixelBankConfig(per_class=4, steps=3))
     g = torch.Generator().manual_seed(0)
     bank.invert(teacher, 1, 1, g, model_id=0)
     # 1 probe query, then 3 steps x 5 classes x 4 inputs; 20 inputs created
@@ -91,7 +91,7 @@ def test_same_seed_same_bank_other_seed_other_bank(bn_teacher):
     cfg = PixelBankConfig(per_class=2, steps=3, tv_weight=0.1)
 
     def run(seed):
-        bank = PixelBank((3, 8, 8), cfg)
+        bank = PixelBankInverter((3, 8, 8), cfg)
         task = bank.invert(bn_teacher, 1, 1, torch.Generator().manual_seed(seed), model_id=0)
         return bank.images(0), task
 
@@ -101,7 +101,7 @@ def test_same_seed_same_bank_other_seed_other_bank(bn_teacher):
 
 def test_teacher_is_left_exactly_as_it_was(bn_teacher):
     before = {k: v.clone() for k, v in bn_teacher.state_dict().items()}
-    bank = PixelBank((3, 8, 8), PixelBankConfig(per_class=2, steps=3))
+    bank = PixelBankInverter((3, 8, 8), PixelBankConfig(per_class=2, steps=3))
     bank.invert(bn_teacher, 1, 1, torch.Generator().manual_seed(0), model_id=0)
     bank.refine_many([bn_teacher], [1], torch.Generator().manual_seed(0))
     assert not bn_teacher.training and not any(m.training for m in bn_teacher.modules())
@@ -114,7 +114,7 @@ def test_teacher_is_left_exactly_as_it_was(bn_teacher):
 def test_bn_prior_pulls_bank_statistics_towards_the_running_ones(bn_teacher):
     gaps = []
     for w in (0.0, 1.0):
-        bank = PixelBank((3, 8, 8), PixelBankConfig(per_class=4, steps=40, bn_weight=w, l2_weight=0.0))
+        bank = PixelBankInverter((3, 8, 8), PixelBankConfig(per_class=4, steps=40, bn_weight=w, l2_weight=0.0))
         bank.refine(bn_teacher, 0, torch.Generator().manual_seed(0))
         h = bn_teacher[0](bank.images(0).view(-1, 3, 8, 8))
         gaps.append((h.mean((0, 2, 3)) - bn_teacher[1].running_mean).norm().item())
@@ -123,12 +123,12 @@ def test_bn_prior_pulls_bank_statistics_towards_the_running_ones(bn_teacher):
 
 def test_state_dict_round_trip_resumes_exactly(teacher):
     cfg = PixelBankConfig(per_class=4, steps=2)
-    a = PixelBank((32,), cfg)
+    a = PixelBankInverter((32,), cfg)
     ga = torch.Generator().manual_seed(0)
     a.invert(teacher, 1, 1, ga, model_id=3)
     a.feedback(3, 0.5)
     state = a.state_dict()
-    b = PixelBank((32,), cfg)
+    b = PixelBankInverter((32,), cfg)
     b.load_state_dict(state)
     gb = torch.Generator()
     gb.set_state(ga.get_state())
@@ -136,11 +136,11 @@ def test_state_dict_round_trip_resumes_exactly(teacher):
     assert torch.equal(ta.query_x, tb.query_x) and torch.equal(a.images(3), b.images(3))
     assert a.cost.teacher_queries == b.cost.teacher_queries and b.easiness == {3: 0.5}
     with pytest.raises(ValueError, match="per_class=5"):
-        PixelBank((32,), PixelBankConfig(per_class=5)).load_state_dict(state)
+        PixelBankInverter((32,), PixelBankConfig(per_class=5)).load_state_dict(state)
 
 
 def test_error_paths_name_the_value_and_the_fix(teacher):
-    bank = PixelBank((32,), PixelBankConfig(per_class=3))
+    bank = PixelBankInverter((32,), PixelBankConfig(per_class=3))
     g = torch.Generator()
     with pytest.raises(ValueError, match="needs model_id="):
         bank.invert(teacher, 1, 1, g)
@@ -153,7 +153,7 @@ def test_error_paths_name_the_value_and_the_fix(teacher):
     with pytest.raises(ValueError, match="per_class must be >= 1, got 0"):
         PixelBankConfig(per_class=0)
     with pytest.raises(ValueError, match="positive sizes"):
-        PixelBank(())
+        PixelBankInverter(())
     teacher.train()
     try:
         with pytest.raises(ValueError, match="eval mode"):

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from dfml.inversion import PixelBank, PixelBankConfig
+from dfml.inversion import PixelBankInverter, PixelBankConfig
 from dfml.models import MLP, Conv4
 
 
@@ -22,7 +22,7 @@ def _teachers(make, n, x_shape):
 
 
 def _compare(teachers, shape, cfg, steps=3):
-    one, many = PixelBank(shape, cfg), PixelBank(shape, cfg)
+    one, many = PixelBankInverter(shape, cfg), PixelBankInverter(shape, cfg)
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     ids = [4, 0, 9][: len(teachers)]
     seq = [one.refine(t, i, g1, steps) for t, i in zip(teachers, ids)]
@@ -66,7 +66,7 @@ def test_a_first_batched_step_gives_exactly_the_one_by_one_gradient():
 def test_refine_many_refuses_mixed_architectures_repeated_ids_and_training_mode():
     a = MLP(6, num_classes=3, hidden=(8,)).eval()
     b = MLP(6, num_classes=3, hidden=(9,)).eval()
-    bank = PixelBank((6,))
+    bank = PixelBankInverter((6,))
     g = torch.Generator()
     with pytest.raises(ValueError, match="one architecture"):
         bank.refine_many([a, b], [0, 1], g)

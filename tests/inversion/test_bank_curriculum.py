@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dfml.inversion import AdaptedStudent, PixelBank, PixelBankConfig
+from dfml.inversion import AdaptedStudent, PixelBankInverter, PixelBankConfig
 from dfml.meta import MAML
 from dfml.models import MLP
 
@@ -27,7 +27,7 @@ def _cfg(**kw):
 
 
 def _task(teacher, cfg, student=None, seed=0):
-    bank = PixelBank((12,), cfg)
+    bank = PixelBankInverter((12,), cfg)
     task = bank.invert(teacher, 2, 3, torch.Generator().manual_seed(seed), model_id=1, student=student)
     return bank, task
 
@@ -78,7 +78,7 @@ def test_below_the_threshold_the_student_is_only_measured_and_nothing_changes(te
 
 
 def test_the_switch_follows_a_moving_average_of_the_feedback(teacher, maml):
-    bank = PixelBank((12,), _cfg(curriculum=True, curriculum_threshold=0.75, curriculum_momentum=0.5))
+    bank = PixelBankInverter((12,), _cfg(curriculum=True, curriculum_threshold=0.75, curriculum_momentum=0.5))
     assert bank.feedback(0, 1.0) == 1.0
     assert bank.feedback(0, 0.0) == 0.5
     assert bank.feedback(0, 1.0) == 0.75

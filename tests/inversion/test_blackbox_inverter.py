@@ -296,7 +296,7 @@ def test_a_conditional_generator_receives_the_target_labels(teacher):
     seen: list[Tensor] = []
     inv.make_generator = _spy(inv.make_generator, seen)
     task = inv.invert(teacher, 1, 1, torch.Generator())
-    assert inv.generator.n_classes == 5 and seen[0].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert inv.last_generator.n_classes == 5 and seen[0].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
     assert task.support_x.shape == (5, 32)
 
 
@@ -313,7 +313,7 @@ def test_any_noise_to_input_module_can_replace_the_generator(teacher):
     inv = inverter(steps=2, nz=4)
     inv.make_generator = lambda n_way, rng: nn.Linear(4, 32)
     assert inv.invert(teacher, 1, 1, torch.Generator()).query_x.shape == (5, 32)
-    assert isinstance(inv.generator, nn.Linear)
+    assert isinstance(inv.last_generator, nn.Linear)
 
 
 def test_bad_configs_requests_and_generators_are_refused(teacher):

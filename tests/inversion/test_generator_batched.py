@@ -114,7 +114,7 @@ def test_batched_meta_generator_equals_one_by_one_in_float64(algorithm):
     for k in ("teacher_queries", "steps", "images"):
         assert getattr(batched.cost, k) == getattr(seq.cost, k)
     assert batched.meta_update() == pytest.approx(seq.meta_update(), rel=1e-12)
-    for p, q in zip(batched.generator.parameters(), seq.generator.parameters()):
+    for p, q in zip(batched.meta_generator.parameters(), seq.meta_generator.parameters()):
         torch.testing.assert_close(p, q, atol=1e-10, rtol=0)  # vmapped matmuls sum in another order
 
 

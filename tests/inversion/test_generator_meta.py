@@ -57,7 +57,7 @@ def test_meta_trained_generator_recovers_a_held_out_teacher_in_5_steps_better_th
 def test_reptile_with_unit_sgd_step_lands_on_the_adapted_generator(teachers):
     config = MetaGeneratorConfig(inner=INNER, algorithm="reptile", meta_lr=1.0, outer="sgd")
     inv = MetaGeneratorInverter((32,), 5, config)
-    start = copy.deepcopy(inv.generator)
+    start = copy.deepcopy(inv.meta_generator)
     inv.invert(teachers[0], 1, 1, torch.Generator().manual_seed(3))
     # redo the adaptation by hand: z is the first draw, nothing else is random for vectors
     g = torch.Generator().manual_seed(3)
@@ -66,19 +66,19 @@ def test_reptile_with_unit_sgd_step_lands_on_the_adapted_generator(teachers):
     optimise_generator(start, z, y, teachers[0], INNER, g)
     stats = inv.meta_update()
     assert stats["n_tasks"] == 1.0 and stats["meta_grad_norm"] > 0
-    for a, b in zip(inv.generator.parameters(), start.parameters()):
+    for a, b in zip(inv.meta_generator.parameters(), start.parameters()):
         assert torch.allclose(a, b, atol=1e-6)
 
 
 def test_fomaml_pays_one_extra_forward_per_teacher_and_moves_the_meta_generator(teachers):
     config = MetaGeneratorConfig(inner=INNER, algorithm="fomaml", meta_lr=1e-2, outer="adam")
     inv = MetaGeneratorInverter((32,), 5, config)
-    before = [p.clone() for p in inv.generator.parameters()]
+    before = [p.clone() for p in inv.meta_generator.parameters()]
     inv.invert(teachers[0], 1, 2, torch.Generator().manual_seed(0))
     inv.invert(teachers[1], 1, 2, torch.Generator().manual_seed(1))
     assert inv.cost.teacher_queries == 2 * (2 + (5 + 1) * 15) and inv.cost.steps == 10
     assert inv.meta_update()["n_tasks"] == 2.0
-    assert any(not torch.equal(a, b) for a, b in zip(before, inv.generator.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, inv.meta_generator.parameters()))
 
 
 def test_state_dict_round_trip_resumes_identically(teachers):
@@ -93,7 +93,7 @@ def test_state_dict_round_trip_resumes_identically(teachers):
     for inv in (a, b):
         inv.invert(teachers[1], 1, 1, torch.Generator().manual_seed(5))
         inv.meta_update()
-    for p, q in zip(a.generator.parameters(), b.generator.parameters()):
+    for p, q in zip(a.meta_generator.parameters(), b.meta_generator.parameters()):
         assert torch.equal(p, q)
 
 
@@ -112,9 +112,9 @@ def test_meta_generator_errors_name_the_fix(teachers):
 
 def test_discarded_adaptations_do_not_move_the_meta_generator(teachers):
     inv = MetaGeneratorInverter((32,), 5, MetaGeneratorConfig(inner=INNER))
-    before = copy.deepcopy(inv.generator.state_dict())
+    before = copy.deepcopy(inv.meta_generator.state_dict())
     inv.invert(teachers[4], 1, 3, torch.Generator().manual_seed(0))
     assert inv.discard_pending() == 1 and inv.discard_pending() == 0
     with pytest.raises(RuntimeError, match="call invert"):
         inv.meta_update()  # nothing left to learn from
-    assert all(torch.equal(before[k], v) for k, v in inv.generator.state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in inv.meta_generator.state_dict().items())
