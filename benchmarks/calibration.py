@@ -32,11 +32,12 @@ from dfml.config import apply_mapping, apply_overrides, from_dict, load_yaml, to
 from dfml.data import get_dataset  # noqa: E402
 from dfml.eval import evaluate, paired  # noqa: E402
 from dfml.experiment import ExperimentConfig, episode_list, load_meta_model  # noqa: E402
+from dfml.upgrade import upgrade_config  # noqa: E402
 
 
 def run_config(run: Path, args: argparse.Namespace) -> ExperimentConfig:
     """The run's own configuration, calibration switched on, then the command line's changes."""
-    cfg = from_dict(ExperimentConfig, load_yaml(run / "config.yaml"))
+    cfg = from_dict(ExperimentConfig, upgrade_config(load_yaml(run / "config.yaml")))  # fields that moved: dfml.upgrade
     layer: dict[str, Any] = {"eval": {"calibration": {"enabled": True}}}
     if args.data_root:
         layer["data_root"] = args.data_root

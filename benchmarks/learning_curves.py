@@ -34,6 +34,7 @@ from dfml.data import EpisodeList, get_dataset  # noqa: E402
 from dfml.data.domain import InputDomain, convert_task  # noqa: E402
 from dfml.eval import evaluate  # noqa: E402
 from dfml.experiment import ExperimentConfig, load_meta_model  # noqa: E402
+from dfml.upgrade import upgrade_config  # noqa: E402
 
 BASELINES = ("random", "average")
 
@@ -68,7 +69,7 @@ def val_baselines(out: Path, runs: dict[str, Path], data_root: str) -> dict[str,
     for name, run in runs.items():
         if name in BASELINES:
             continue
-        cfg = from_dict(ExperimentConfig, load_yaml(run / "config.yaml"))
+        cfg = from_dict(ExperimentConfig, upgrade_config(load_yaml(run / "config.yaml")))  # fields that moved: dfml.upgrade
         for f in sorted((run / "episodes").glob("val_*.json")):
             files.setdefault(f.name, (f, cfg))
     scores: dict[str, dict[str, float]] = {}

@@ -15,15 +15,22 @@ from typing import Any
 from .eval import paired
 from .experiment import EvalConfig, ExperimentConfig, Progress, run_experiment
 from .inversion import PixelInversionConfig
+from .datafree.config import DataFreeConfig, SyntheticBankConfig
 from .datafree.trainer import TrainConfig
 from .pool import build_toy_pool
 
 DEMO_RECIPES = ("random", "average", "maml")
 
 
-def demo_config(pool_dir: Path, episodes_dir: Path, episodes: int = 600) -> ExperimentConfig:
-    """The demo's experiment configuration (the recipe is filled in per run)."""
+MAML_BANK = DataFreeConfig(pixel=PixelInversionConfig(steps=100, lr=0.1, l2_weight=0.05),
+                           synthetic=SyntheticBankConfig(per_class=40))
+"""The ``maml`` run's bank: 40 examples per class of every model, 100 pixel-inversion steps (only ``maml`` reads it)."""
+
+
+def demo_config(pool_dir: Path, episodes_dir: Path, episodes: int = 600, recipe: str = "maml") -> ExperimentConfig:
+    """The demo's experiment configuration for ``recipe``."""
     return ExperimentConfig(
+        recipe=recipe,
         pool=str(pool_dir),
         dataset="toy",
         train=TrainConfig(
@@ -35,15 +42,14 @@ def demo_config(pool_dir: Path, episodes_dir: Path, episodes: int = 600) -> Expe
             inner_steps=5,
             inner_lr=0.1,
             outer_lr=3e-3,
-            bank_per_class=40,
             val_every=50,
             val_episodes=100,
             test_inner_steps=10,
             test_inner_lr=0.1,
             checkpoint_every=50,
-            inversion=PixelInversionConfig(steps=100, lr=0.1, l2_weight=0.05),
         ),
         eval=EvalConfig(shots=(1, 5), episodes=episodes, steps=10, lr=0.1, episodes_dir=str(episodes_dir)),
+        datafree=MAML_BANK if recipe == "maml" else DataFreeConfig(),
     )
 
 
@@ -55,10 +61,10 @@ def run_demo(out: str | Path = "runs/demo", progress: Progress | None = None, ep
     """
     out = Path(out)
     pool = build_toy_pool(out / "pool", n_models=10, seed=0)
-    base = demo_config(out / "pool", out / "episodes", episodes)
     results = {}
     for recipe in DEMO_RECIPES:
-        results[recipe] = run_experiment(replace(base, recipe=recipe), out / recipe, progress)
+        results[recipe] = run_experiment(demo_config(out / "pool", out / "episodes", episodes, recipe), out / recipe,
+                                         progress)
     results["_pool"] = {
         "n_models": len(pool),
         "mean_heldout_acc": sum(e.heldout_acc for e in pool.entries) / len(pool),

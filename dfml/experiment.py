@@ -44,6 +44,7 @@ from .scoring import meta_test as meta_test
 from .scoring import meta_test_files as meta_test_files
 from .scoring import meta_input_domain
 from .tensorboard import LogConfig, TensorBoardMirror, require_tensorboard
+from .upgrade import upgrade_config
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def experiment_config(recipe: str, *layers: dict[str, Any]) -> ExperimentConfig:
     """
     cfg = apply_mapping(ExperimentConfig(recipe=recipe), preset(recipe))
     for layer in layers:
-        cfg = apply_mapping(cfg, layer)
+        cfg = apply_mapping(cfg, upgrade_config(layer, recipe))  # fields that moved: dfml.upgrade
     return cfg
 
 
@@ -246,7 +247,7 @@ def run_inputs(pool: ModelPool, dataset: str, val_ds: Any) -> dict[str, dict[str
 def _run_locked(cfg: ExperimentConfig, out: str | Path, progress: Progress | None, recipe: Any, pool: ModelPool,
                 val_ds: Any, test_ds: Any, extend: bool = False) -> dict[str, Any]:
     with dist.main_first():  # rank 0 creates the run directory; the others open it
-        run = RunDir(out, to_dict(cfg), defaults=saved_defaults(), extend=extend)
+        run = RunDir(out, to_dict(cfg), defaults=saved_defaults(), extend=extend, upgrade=upgrade_config)
         run.check_inputs(run_inputs(pool, cfg.dataset, val_ds), record=dist.is_main())
     if cfg.log.tensorboard and dist.is_main():
         run.mirror_metrics(TensorBoardMirror(run.path / "tb"))

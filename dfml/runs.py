@@ -35,6 +35,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,8 @@ class RunDir:
         defaults: the configuration's defaults as a plain dict. A run saved by an older dfml lacks
             the fields added since; such a field is accepted when ``config`` holds it at its default
             (the behaviour the old run had), so finished and interrupted runs survive upgrades.
+        upgrade: maps a saved configuration's moved fields to their places now
+            (:func:`dfml.upgrade.upgrade_config`) before it is compared with ``config``.
 
     A run that stopped before saving any work (see :meth:`has_work`; e.g. a typo in the dataset
     name) gives way to another configuration: its ``config.yaml`` and ``run.json`` are replaced,
@@ -128,7 +131,7 @@ class RunDir:
     """
 
     def __init__(self, path: str | Path, config: dict[str, Any], defaults: dict[str, Any] | None = None,
-                 extend: bool = False) -> None:
+                 extend: bool = False, upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
             raise NotADirectoryError(f"run directory {str(self.path)!r} exists and is not a directory")
@@ -140,6 +143,8 @@ class RunDir:
         cfg_file = self.path / "config.yaml"
         if cfg_file.exists():
             old = load_yaml(cfg_file, what="run configuration")
+            if upgrade is not None:  # a run saved before some fields moved (see dfml.upgrade)
+                old = upgrade(old)
             plain_new = yaml.safe_load(yaml.safe_dump(config))
             plain_defaults = None if defaults is None else yaml.safe_load(yaml.safe_dump(defaults))
             changes = config_changes(old, plain_new, plain_defaults)

@@ -70,11 +70,11 @@ def toy_eval(pool: Path, out: Path, *extra: str) -> Argv:
 def toy_train(pool: Path, out: Path, *extra: str, recipe: str = "maml") -> Argv:
     """A few steps of ``dfml train`` on the toy pool.
 
-    The bank settings (``train.bank_per_class``, ``train.inversion``) are given to ``maml`` only:
+    The bank settings (``datafree.synthetic``, ``datafree.pixel``) are given to ``maml`` only:
     a recipe refuses ``--set`` values it does not read (the data-free recipes invert with their
     ``datafree.*`` parts, ``random``/``average`` do not meta-train).
     """
-    bank = ["--set", "train.bank_per_class=16", "--set", "train.inversion.steps=5"] if recipe == "maml" else []
+    bank = ["--set", "datafree.synthetic.per_class=16", "--set", "datafree.pixel.steps=5"] if recipe == "maml" else []
     meta = ["--set", "train.steps=2", "--set", "train.val_every=1", "--set", "train.val_episodes=3"]
     return ["train", "--recipe", recipe, "--pool", str(pool), "--dataset", "toy", "--episodes", "5",
             "--shots", "1", "--out", str(out), *(meta if recipe not in ("random", "average") else []), *bank, *extra]
@@ -341,7 +341,7 @@ DATA_CASES: list[Case] = [
          r"eval\.n_query=100 need 101",
          fixed=lambda tmp, pool: toy_eval(pool, tmp / "ev", "--set", "eval.n_query=10")),
     Case("data-val-shots-above-class-size",
-         lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "train.n_shot=90", "--set", "train.bank_per_class=200"),
+         lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "train.n_shot=90", "--set", "datafree.synthetic.per_class=200"),
          r"val split's smallest class holds 100 examples, but meta-validation episodes of train\.n_shot=90",
          fixed=lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "train.n_shot=1")),
     Case("data-more-ways-than-classes",
@@ -420,9 +420,9 @@ CONFIG_CASES: list[Case] = [
     Case("cfg-train-and-eval-n-way-differ", lambda tmp, pool: toy_eval(pool, tmp / "ev", "--set", "train.n_way=3"),
          r"train\.n_way=3 but eval\.n_way=5: .* set both",
          fixed=lambda tmp, pool: toy_eval(pool, tmp / "ev", "--set", "train.n_way=3", "--set", "eval.n_way=3")),
-    Case("cfg-bank-smaller-than-a-task", lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "train.bank_per_class=10"),
-         r"train\.bank_per_class=10 is smaller than n_shot \+ n_query = 16",
-         fixed=lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "train.bank_per_class=20")),
+    Case("cfg-bank-smaller-than-a-task", lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "datafree.synthetic.per_class=10"),
+         r"datafree\.synthetic\.per_class=10 is smaller than n_shot \+ n_query = 16",
+         fixed=lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "datafree.synthetic.per_class=20")),
     Case("cfg-section-given-a-value", lambda tmp, pool: toy_eval(pool, tmp / "ev", "--set", "eval=3"),
          r"config key 'eval' is a section \(EvalConfig\); set its fields",
          fixed=lambda tmp, pool: toy_eval(pool, tmp / "ev", "--set", "eval={steps: 5}")),
@@ -440,8 +440,9 @@ CONFIG_CASES: list[Case] = [
          r"datafree\.pixel\.steps in --config .*c\.yaml: recipe 'random' does not read",
          fixed=lambda tmp, pool: toy_eval(pool, tmp / "ev", "--config", _yaml(tmp, "eval: {steps: 5}\n", "ok.yaml"))),
     Case("cfg-bank-for-a-data-free-recipe",
-         lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "train.bank_per_class=40", recipe="purer"),
-         r"recipe 'purer' does not read train\.bank_per_class, .* choose a recipe that reads it \(maml\)",
+         lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "datafree.synthetic.per_class=40", recipe="purer"),
+         r"recipe 'purer' does not read datafree\.synthetic\.per_class \(it is the maml recipe's bank\), .* choose a "
+         r"recipe that reads it \(maml\)",
          fixed=lambda tmp, pool: toy_train(pool, tmp / "tr", "--set", "datafree.bank.per_class=20",
                                            "--set", "datafree.bank.steps=1", recipe="purer")),
     Case("cfg-part-the-recipe-did-not-choose",

@@ -65,8 +65,8 @@ def test_train_writes_a_complete_run_directory_and_a_rerun_reuses_it(toy_pool, t
     out = tmp_path / "tr"
     args = ["train", "--recipe", "maml", "--pool", str(toy_pool), "--dataset", "toy", "--episodes", "10",
             "--shots", "1", "--out", str(out), "--set", "train.steps=4", "--set", "train.val_every=2",
-            "--set", "train.val_episodes=5", "--set", "train.bank_per_class=16",
-            "--set", "train.inversion.steps=10"]
+            "--set", "train.val_episodes=5", "--set", "datafree.synthetic.per_class=16",
+            "--set", "datafree.pixel.steps=10"]
     assert main(args) == 0
     for f in ("config.yaml", "run.json", "metrics.jsonl", "results.json", "model.pt", "bank.pt",
               "checkpoints/last.pt", "checkpoints/best.pt"):
@@ -82,7 +82,7 @@ def test_extend_goes_on_to_more_steps_as_the_longer_run_would_have_and_keeps_the
                                                                                                 capsys):
     base = ["train", "--recipe", "maml", "--pool", str(toy_pool), "--dataset", "toy", "--episodes", "10",
             "--shots", "1", "--set", "train.val_every=2", "--set", "train.val_episodes=5",
-            "--set", "train.bank_per_class=16", "--set", "train.inversion.steps=10"]
+            "--set", "datafree.synthetic.per_class=16", "--set", "datafree.pixel.steps=10"]
     out = tmp_path / "ext"
     assert main(base + ["--out", str(out), "--set", "train.steps=4"]) == 0
     first = (out / "results.json").read_bytes()
@@ -227,7 +227,7 @@ def test_validation_episodes_belong_to_the_run_directory(toy_pool, tmp_path):
     out = tmp_path / "tr"
     assert main(["train", "--recipe", "maml", "--pool", str(toy_pool), "--dataset", "toy", "--episodes", "5",
                  "--shots", "1", "--out", str(out), "--set", "train.steps=1", "--set", "train.val_episodes=3",
-                 "--set", "train.n_query=3", "--set", "train.bank_per_class=8", "--set", "train.inversion.steps=2",
+                 "--set", "train.n_query=3", "--set", "datafree.synthetic.per_class=8", "--set", "datafree.pixel.steps=2",
                  "--set", f"eval.episodes_dir={shared}"]) == 0
     assert sorted(p.name for p in shared.iterdir()) == ["test_5w1s_5.json"]  # the shared meta-test list only
     assert (out / "episodes" / "val_5w1s_3.json").is_file()
@@ -291,11 +291,11 @@ def _train_args(pool, out, *extra, recipe="maml"):
     (["--set", "train.n_way=1"], "train.n_way must be an integer >= 2"),
     (["--shots", "200"], "the toy test split's smallest class holds 100 examples, but 200-shot episodes \\(eval.shots\\) "
                          "with eval.n_query=15 need 215 per class"),
-    (["--set", "train.n_shot=90", "--set", "train.bank_per_class=200"],
+    (["--set", "train.n_shot=90", "--set", "datafree.synthetic.per_class=200"],
      "the toy val split's smallest class holds 100 examples, but meta-validation episodes of train.n_shot=90 with "
      "eval.n_query=15 need 105 per class"),
     (["--set", "train.n_way=6", "--set", "eval.n_way=6"], r"pool model 0 has 5 classes"),
-    (["--set", "train.bank_per_class=10"], "train.bank_per_class=10 is smaller than n_shot \\+ n_query = 16"),
+    (["--set", "datafree.synthetic.per_class=10"], "datafree.synthetic.per_class=10 is smaller than n_shot \\+ n_query = 16"),
     (["--set", "datafree.inverter=blackbox"], "recipe 'maml' does not read datafree.inverter"),
 ])
 def test_a_bad_setting_is_refused_before_any_work_starts(toy_pool, tmp_path, capsys, extra, match):

@@ -31,7 +31,7 @@ def evaluate(dataset: str, root: Path, pool: Path, out: Path, *options: str) -> 
 
 def train(dataset: str, root: Path, pool: Path, out: Path, *options: str) -> list[str]:
     steps = ["--set", "train.steps=2", "--set", "train.val_every=1", "--set", "train.val_episodes=2",
-             "--set", "train.n_query=2", "--set", "train.bank_per_class=4", "--set", "train.inversion.steps=2",
+             "--set", "train.n_query=2", "--set", "datafree.synthetic.per_class=4", "--set", "datafree.pixel.steps=2",
              "--set", "train.test_inner_lr=0.1"]
     return ["train", "--recipe", "maml", "--pool", str(pool), "--dataset", dataset, "--data-root", str(root),
             *options, "--episodes", "4", "--shots", "1", *TWO_WAY, *steps, "--out", str(out)]

@@ -243,7 +243,7 @@ def test_a_check_of_a_nested_section_names_where_it_is():
     ("train.checkpoint_every=0", r"train\.checkpoint_every must be an integer >= 1"),
     ("datafree.pixel.bn_weight=-1", r"datafree\.pixel: .*bn_weight must be a finite number >= 0"),
     ("datafree.pixel.init_std=0", r"datafree\.pixel: .*init_std must be a finite number > 0"),
-    ("train.inversion.l2_weight=-1", r"train\.inversion: .*l2_weight must be a finite number >= 0"),
+    ("datafree.pixel.l2_weight=-1", r"datafree\.pixel: .*l2_weight must be a finite number >= 0"),
     ("datafree.generator.nz=0", r"datafree\.generator: .*nz must be an integer >= 1"),
     ("datafree.generator.width=0", r"datafree\.generator: .*width must be an integer >= 1"),
     ("datafree.generator.bn_weight=-1", r"datafree\.generator: .*bn_weight must be a finite number >= 0"),

@@ -16,8 +16,8 @@ from dfml.experiment import experiment_config, run_experiment
 from dfml.recipes import RECIPES
 from dfml.recipes.base import recipe_spec
 
-_TRAIN = {"steps": 4, "val_every": 2, "val_episodes": 3, "checkpoint_every": 2, "bank_per_class": 16,
-          "inversion": {"steps": 5}}
+_TRAIN = {"steps": 4, "val_every": 2, "val_episodes": 3, "checkpoint_every": 2}
+_BANK = {"synthetic": {"per_class": 16}, "pixel": {"steps": 5}}
 _EVAL = {"episodes": 5, "shots": [1]}
 
 
@@ -36,13 +36,14 @@ def tensorboard() -> None:
 
 def _train(pool: Path, out: Path, *extra: str) -> list[str]:
     sets = [f"train.{k}={json.dumps(v)}" for k, v in _TRAIN.items()]
+    sets += [f"datafree.{k}={json.dumps(v)}" for k, v in _BANK.items()]
     return ["train", "--recipe", "maml", "--pool", str(pool), "--dataset", "toy", "--episodes", "5", "--shots", "1",
             "--out", str(out), *[a for s in sets for a in ("--set", s)], *extra]
 
 
 def _config(pool: Path, tensorboard: bool) -> object:
-    return experiment_config("maml", {"pool": str(pool), "dataset": "toy", "train": _TRAIN, "eval": _EVAL,
-                                      "log": {"tensorboard": tensorboard}})
+    return experiment_config("maml", {"pool": str(pool), "dataset": "toy", "train": _TRAIN, "datafree": _BANK,
+                                      "eval": _EVAL, "log": {"tensorboard": tensorboard}})
 
 
 def event_scalars(folder: Path) -> list[tuple[str, int, float]]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..config import apply_overrides, dotted_keys, load_yaml, override_keys
 from ..experiment import ExperimentConfig, experiment_config, run_experiment
+from ..upgrade import upgrade_config, upgrade_overrides
 from .common import ProgressBars, data_options, one_process
 
 
@@ -25,8 +26,8 @@ def _experiment_configs(args: argparse.Namespace, recipes: list[str], models: bo
     cfgs = [_experiment_config(args, recipe) for recipe in recipes]
     given = {}
     if args.config:
-        given = {key: f"{key} in --config {args.config}" for key in dotted_keys(load_yaml(args.config))}
-    given.update({key: f"--set {item}" for key, item in override_keys(args.set).items()})
+        given = {key: f"{key} in --config {args.config}" for key in dotted_keys(_config_layer(args))}
+    given.update({key: f"--set {item}" for key, item in override_keys(upgrade_overrides(args.set)).items()})
     if models:
         read = {k for k in given if any(k == r or k.startswith(r + ".") or r.startswith(k + ".") for r in READS)}
         unread = sorted(set(given) - read)
@@ -39,7 +40,7 @@ def _experiment_configs(args: argparse.Namespace, recipes: list[str], models: bo
 
 
 def _experiment_config(args: argparse.Namespace, recipe: str) -> ExperimentConfig:
-    layer = load_yaml(args.config) if args.config else {}
+    layer = _config_layer(args)
     if layer.get("recipe", recipe) != recipe:
         raise ValueError(f"--config {args.config} sets recipe: {layer['recipe']}, but the command runs {recipe!r}; "
                          f"drop recipe from the file or pass --recipe {layer['recipe']}")
@@ -56,7 +57,12 @@ def _experiment_config(args: argparse.Namespace, recipe: str) -> ExperimentConfi
         cfg = replace(cfg, eval=replace(cfg.eval, episodes=args.episodes))
     if args.shots:
         cfg = replace(cfg, eval=replace(cfg.eval, shots=tuple(args.shots)))
-    return apply_overrides(cfg, args.set)
+    return apply_overrides(cfg, upgrade_overrides(args.set))
+
+
+def _config_layer(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--config`` file's settings (``{}`` without one), fields that moved in their new place."""
+    return upgrade_config(load_yaml(args.config)) if args.config else {}
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -15,11 +15,12 @@ from torch import Tensor, nn
 
 from ..data.domain import InputDomain, convert_inputs
 from ..inversion.base import InversionCost
-from ..inversion.pixels import PixelInverter
+from ..inversion.pixels import PixelInversionConfig, PixelInverter
 from ..inversion.sharded import shard_map, sync_cost
 from ..types import Task, TaskSource
 
 if TYPE_CHECKING:
+    from .config import SyntheticBankConfig
     from .trainer import TrainConfig
 
 __all__ = ["SyntheticBank", "build_bank", "check_bank"]
@@ -75,14 +76,16 @@ class SyntheticBank:
 def build_bank(
     teachers: Sequence[tuple[nn.Module, tuple[int, ...]]],
     input_shape: tuple[int, ...] | InputDomain,
-    config: TrainConfig,
+    per_class: int,
+    inversion: PixelInversionConfig,
     generator: torch.Generator,
     progress: Callable[[int], None] | None = None,
     *,
     domains: Sequence[InputDomain] | None = None,
     datasets: Sequence[str | None] | None = None,
 ) -> SyntheticBank:
-    """Invert every ``(teacher, class_ids)`` into ``config.bank_per_class`` examples per class.
+    """Invert every ``(teacher, class_ids)`` into ``per_class`` examples per class with the pixel
+    inverter of ``inversion`` (a run's ``datafree.synthetic.per_class`` and ``datafree.pixel``).
 
     Model ``m`` is inverted with its own generator (one draw per model from ``generator``), so
     under ``torchrun`` each rank inverts its share (``teachers[m]`` is read only for those; pass a
@@ -96,7 +99,6 @@ def build_bank(
             inverted in its own and its examples converted to the meta-model's.
         datasets: each teacher's dataset, recorded as task provenance.
     """
-    check_bank(config)
     target = input_shape if isinstance(input_shape, InputDomain) else InputDomain(tuple(input_shape))
     inverters: dict[tuple[int, ...], PixelInverter] = {}
 
@@ -105,10 +107,10 @@ def build_bank(
         for m, rng in zip(mine, rngs):
             teacher, class_ids = teachers[m]
             source = domains[m] if domains is not None else target
-            inverter = inverters.setdefault(source.shape, PixelInverter(source.shape, config.inversion))
-            x, _ = inverter.synthesize(teacher, config.bank_per_class, rng)
+            inverter = inverters.setdefault(source.shape, PixelInverter(source.shape, inversion))
+            x, _ = inverter.synthesize(teacher, per_class, rng)
             x = convert_inputs(x, source, target)
-            out.append((x.cpu().view(-1, config.bank_per_class, *target.shape), tuple(class_ids)))
+            out.append((x.cpu().view(-1, per_class, *target.shape), tuple(class_ids)))
             if progress is not None:
                 progress(m)
         return out
@@ -122,11 +124,11 @@ def build_bank(
                          list(datasets) if datasets is not None else [])
 
 
-def check_bank(config: TrainConfig) -> None:
-    """Raise ``ValueError`` unless a bank of ``config.bank_per_class`` examples per class holds a task's
-    ``n_shot + n_query`` (only recipes that build a bank read ``bank_per_class``)."""
-    if config.n_shot + config.n_query > config.bank_per_class:
+def check_bank(train: TrainConfig, bank: SyntheticBankConfig) -> None:
+    """Raise ``ValueError`` unless a bank of ``bank.per_class`` examples per class holds a task's
+    ``train.n_shot + train.n_query`` (only ``maml``, which builds a bank, reads ``datafree.synthetic``)."""
+    if train.n_shot + train.n_query > bank.per_class:
         raise ValueError(
-            f"train.bank_per_class={config.bank_per_class} is smaller than n_shot + n_query = "
-            f"{config.n_shot + config.n_query}; raise train.bank_per_class"
+            f"datafree.synthetic.per_class={bank.per_class} is smaller than n_shot + n_query = "
+            f"{train.n_shot + train.n_query}; raise datafree.synthetic.per_class"
         )

@@ -26,7 +26,7 @@ from ..selection import SELECTORS, ReliabilityConfig
 from .rewards import REWARDS, Reward
 from .tasks import TaskAugment
 
-__all__ = ["CHOICES", "BlackBoxAccessConfig", "DataFreeConfig", "StreamConfig"]
+__all__ = ["CHOICES", "BlackBoxAccessConfig", "DataFreeConfig", "StreamConfig", "SyntheticBankConfig"]
 
 CHOICES = {
     "inverter": ("pixel", "bank", "generator", "metagen", "blackbox"),
@@ -66,6 +66,23 @@ class BlackBoxAccessConfig:
 
 
 @dataclass(frozen=True)
+class SyntheticBankConfig:
+    """The ``maml`` recipe's bank: every pool model inverted once, with the pixel inverter's settings
+    (``datafree.pixel``), into ``per_class`` examples per class (:func:`~dfml.datafree.bank.build_bank`).
+
+    Attributes:
+        per_class: examples recovered per class of every pool model (at least a task's
+            ``train.n_shot + train.n_query``). Earlier dfml called it ``train.bank_per_class``.
+    """
+
+    per_class: int = 20
+
+    def __post_init__(self) -> None:
+        if isinstance(self.per_class, bool) or not isinstance(self.per_class, int) or self.per_class < 1:
+            raise ValueError(f"datafree.synthetic.per_class must be an integer >= 1, got {self.per_class!r}")
+
+
+@dataclass(frozen=True)
 class DataFreeConfig:
     """The parts of a data-free meta-training loop (each recipe's preset sets some of them).
 
@@ -77,6 +94,8 @@ class DataFreeConfig:
             (outputs only, zeroth-order gradients into a generator, BiDf-MKD).
         pixel, bank, generator, metagen, blackbox: their settings. Image generators output
             ``[0, 1]`` images; the target dataset's normalisation is applied before the teacher.
+            ``pixel`` is also what the ``maml`` recipe inverts its bank with (earlier ``train.inversion``).
+        synthetic: the ``maml`` recipe's bank (inverted once; the data-free loop never reads it).
         access: query budgets and outputs of black-box teachers (``inverter: blackbox`` only).
         selector: ``uniform``, ``reliability`` (REINFORCE weigher) or ``group`` (TGR groups of
             dissimilar models).
@@ -117,6 +136,7 @@ class DataFreeConfig:
 
     inverter: str = "pixel"
     pixel: PixelInversionConfig = field(default_factory=PixelInversionConfig)
+    synthetic: SyntheticBankConfig = field(default_factory=SyntheticBankConfig)
     bank: PixelBankConfig = field(default_factory=PixelBankConfig)
     generator: GeneratorInversionConfig = field(default_factory=GeneratorInversionConfig)
     metagen: MetaGeneratorConfig = field(default_factory=MetaGeneratorConfig)

@@ -28,7 +28,6 @@ from torch import nn
 from .. import distributed as dist
 from ..config import check_ranges, positive_number
 from ..eval.sharded import evaluate_sharded
-from ..inversion.pixels import PixelInversionConfig
 from ..meta.learner import Learner
 from ..meta.maml import MAML
 from ..meta.parallel import data_parallel_update, replicated
@@ -53,7 +52,6 @@ class TrainConfig:
         inner_steps, inner_lr: MAML inner loop during meta-training.
         first_order: FOMAML instead of second-order MAML.
         outer_lr: Adam learning rate of the meta-update.
-        bank_per_class: synthetic examples recovered per class of every pool model.
         val_every, val_episodes: meta-validation cadence and size (model selection uses it only).
         test_inner_steps, test_inner_lr: fine-tuning at meta-validation/test (10 at 0.01, the papers').
         checkpoint_every: meta-updates between checkpoints.
@@ -70,7 +68,6 @@ class TrainConfig:
             reached is validated and selection proceeds as usual (``None``: no limit but ``steps``).
             Every ``metrics.jsonl`` record carries ``cpu_s``, the CPU seconds used so far.
         seed: seeds task sampling, inversion and the meta-model's initialisation.
-        inversion: the inverter's settings.
         meta_arch, meta_arch_kwargs: the meta-model's architecture, a choice of its own
             (``None``: the pool's, which needs a pool of one architecture). Its input-size
             arguments (``in_channels``, ``image_size``, ``in_features``) and ``num_classes`` come
@@ -89,7 +86,6 @@ class TrainConfig:
     inner_lr: float = 0.01
     first_order: bool = False
     outer_lr: float = 1e-3
-    bank_per_class: int = 20
     val_every: int = 100
     val_episodes: int = 100
     test_inner_steps: int = 10
@@ -99,13 +95,12 @@ class TrainConfig:
     budget_minutes: float | None = None
     meta_init: str = "random"
     seed: int = 0
-    inversion: PixelInversionConfig = field(default_factory=PixelInversionConfig)
     meta_arch: str | None = None
     meta_arch_kwargs: dict[str, Any] = field(default_factory=dict)
     meta_image_size: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("n_way", "n_shot", "n_query", "meta_batch_size", "steps", "bank_per_class", "val_every"):
+        for name in ("n_way", "n_shot", "n_query", "meta_batch_size", "steps", "val_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.n_way < 2:

@@ -37,13 +37,16 @@ PART_SETTINGS = {
 }
 """The ``datafree`` settings of one part: read only when ``datafree.<choice>`` is ``value``."""
 
+NOT_THE_LOOP = ("synthetic",)
+"""``datafree`` settings the data-free loop never reads (``synthetic``: the ``maml`` recipe's bank)."""
+
 
 def datafree_reads(cfg: Any) -> tuple[str, ...]:
     """The keys a data-free recipe reads under the resolved ``cfg``: the loop's ``train`` fields, the
     MAML learner's when ``datafree.learner`` is ``maml``, and the ``datafree`` settings of the chosen parts."""
     df = cfg.datafree
-    parts = tuple(f"datafree.{f.name}" for f in dataclasses.fields(df)
-                  if f.name not in PART_SETTINGS or getattr(df, PART_SETTINGS[f.name][0]) == PART_SETTINGS[f.name][1])
+    parts = tuple(f"datafree.{f.name}" for f in dataclasses.fields(df) if f.name not in NOT_THE_LOOP and (
+        f.name not in PART_SETTINGS or getattr(df, PART_SETTINGS[f.name][0]) == PART_SETTINGS[f.name][1]))
     return META_TRAINING_READS + (MAML_LEARNER_READS if df.learner == "maml" else ()) + parts
 
 
@@ -52,6 +55,8 @@ def _explain_unread(cfg: Any, key: str) -> str:
     if key in MAML_LEARNER_READS:
         return f" (datafree.learner is {df.learner}: its settings are datafree.{df.learner})"
     name = key.split(".")[1] if key.startswith("datafree.") else ""
+    if name in NOT_THE_LOOP:
+        return " (it is the maml recipe's bank)"
     if name in PART_SETTINGS:
         choice, value = PART_SETTINGS[name]
         shown = str(value).lower() if isinstance(value, bool) else value
@@ -60,8 +65,8 @@ def _explain_unread(cfg: Any, key: str) -> str:
 
 
 DATAFREE_RECIPE = RecipeSpec(reads=datafree_reads, pool_classes="at_least", explain=_explain_unread)
-"""What every data-free recipe (``train_datafree``) reads and needs: ``train.bank_per_class`` and
-``train.inversion`` are maml's bank, never read here."""
+"""What every data-free recipe (``train_datafree``) reads and needs: ``datafree.synthetic`` is maml's
+bank, never read here."""
 
 
 def train_datafree(ctx: RecipeContext, cfg: DataFreeConfig) -> nn.Module:

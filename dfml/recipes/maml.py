@@ -23,11 +23,12 @@ from .base import MAML_LEARNER_READS, META_TRAINING_READS, RecipeContext, Recipe
 from .baselines import initial_meta_model
 
 SPEC = RecipeSpec(
-    reads=META_TRAINING_READS + MAML_LEARNER_READS + ("train.bank_per_class", "train.inversion"),
+    reads=META_TRAINING_READS + MAML_LEARNER_READS + ("datafree.synthetic", "datafree.pixel"),
     pool_classes="at_least",
-    check=lambda cfg: check_bank(cfg.train),
+    check=lambda cfg: check_bank(cfg.train, cfg.datafree.synthetic),
 )
-"""maml reads the whole ``train`` section (its bank: ``bank_per_class``, ``inversion``) and no ``datafree`` part."""
+"""maml reads the whole ``train`` section and, of ``datafree``, its bank (``synthetic``) and the pixel
+inverter's settings (``pixel``) it inverts the bank with."""
 
 
 @register_recipe("maml", SPEC)
@@ -89,7 +90,9 @@ def _load_or_build_bank(ctx: RecipeContext) -> SyntheticBank:
 
     domains = ctx.teacher_domains()
     several = any(d != ctx.meta_domain for d in domains)
-    bank = build_bank(_Teachers(ctx), ctx.meta_domain if several else ctx.input_shape, ctx.train, generator, progress,
+    df = ctx.datafree
+    bank = build_bank(_Teachers(ctx), ctx.meta_domain if several else ctx.input_shape, df.synthetic.per_class, df.pixel,
+                      generator, progress,
                       domains=domains if several else None, datasets=[e.dataset for e in ctx.pool.entries])
     if path is not None and dist.is_main():
         atomic_torch_save(bank.state_dict(), path)

@@ -18,7 +18,7 @@ from dfml.selection import ReliabilityWeigher
 from dfml.types import Task, TaskSource
 
 CFG = TrainConfig(n_way=5, n_shot=1, n_query=3, meta_batch_size=3, steps=6, inner_steps=1, inner_lr=0.1,
-                  outer_lr=1e-2, bank_per_class=4, val_every=3, val_episodes=4, checkpoint_every=2)
+                  outer_lr=1e-2, val_every=3, val_episodes=4, checkpoint_every=2)
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,15 @@ from dfml.data import EpisodeList
 from dfml.data.toy import make_toy_world
 from dfml.inversion import PixelInversionConfig
 from dfml.datafree import BankStream, StreamExhausted
-from dfml.datafree import MetaTrainer, SyntheticBank, TrainConfig, build_bank
+from dfml.datafree import MetaTrainer, SyntheticBank, TrainConfig, build_bank, check_bank
+from dfml.datafree.config import SyntheticBankConfig
 from dfml.models import build_model, use_batch_stats
 from dfml.pool import build_toy_pool
 from dfml.runs import RunDir
 
 CFG = TrainConfig(
     n_way=5, n_shot=1, n_query=5, meta_batch_size=2, steps=6, inner_steps=2, inner_lr=0.1,
-    outer_lr=1e-2, bank_per_class=8, val_every=3, val_episodes=5, checkpoint_every=2,
-    inversion=PixelInversionConfig(steps=20),
+    outer_lr=1e-2, val_every=3, val_episodes=5, checkpoint_every=2,
 )
 
 
@@ -34,7 +34,7 @@ def pool(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bank(pool):
     teachers = [(pool.load(i), tuple(pool.entry(i).class_ids)) for i in range(len(pool))]
-    return build_bank(teachers, (32,), CFG, torch.Generator().manual_seed(0))
+    return build_bank(teachers, (32,), 8, PixelInversionConfig(steps=20), torch.Generator().manual_seed(0))
 
 
 def _trainer(bank, world, run=None, cfg=CFG):
@@ -90,9 +90,8 @@ def test_best_model_is_selected_on_meta_validation(bank, world):
 
 
 def test_config_checks_name_the_field():
-    small = replace(CFG, bank_per_class=4, n_query=15)  # only recipes that build a bank read bank_per_class
-    with pytest.raises(ValueError, match="bank_per_class=4 is smaller than n_shot \\+ n_query = 16"):
-        build_bank([], (32,), small, torch.Generator())
+    with pytest.raises(ValueError, match="datafree.synthetic.per_class=4 is smaller than n_shot \\+ n_query = 16"):
+        check_bank(replace(CFG, n_query=15), SyntheticBankConfig(per_class=4))  # maml's check of its bank
     with pytest.raises(ValueError, match="train.steps must be >= 1"):
         replace(CFG, steps=0)
 

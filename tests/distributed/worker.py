@@ -87,7 +87,7 @@ def trainer(pool_dir: str | Path, run_dir: str | Path, steps: int = STEPS) -> Me
         learner=learner,
     )
     cfg = TrainConfig(n_way=5, n_shot=1, n_query=3, meta_batch_size=META_BATCH, steps=steps, inner_steps=2,
-                      inner_lr=0.1, outer_lr=1e-2, bank_per_class=4, val_every=3, val_episodes=6, checkpoint_every=2)
+                      inner_lr=0.1, outer_lr=1e-2, val_every=3, val_episodes=6, checkpoint_every=2)
     eps = EpisodeList.generate(world["val"], cfg.val_episodes, 5, 1, 3, seed=1)
     with dist.main_first():
         run = RunDir(run_dir, {"test": "distributed meta-training"})
@@ -149,8 +149,9 @@ def experiment(pool_dir: str | Path, out: str | Path) -> dict[str, Any]:
 
     cfg = experiment_config("maml", {
         "pool": str(pool_dir), "dataset": "toy",
-        "train": {"steps": 4, "meta_batch_size": 3, "n_query": 3, "bank_per_class": 6, "val_every": 2,
-                  "val_episodes": 5, "checkpoint_every": 2, "inner_steps": 1, "inversion": {"steps": 5}},
+        "train": {"steps": 4, "meta_batch_size": 3, "n_query": 3, "val_every": 2, "val_episodes": 5,
+                  "checkpoint_every": 2, "inner_steps": 1},
+        "datafree": {"synthetic": {"per_class": 6}, "pixel": {"steps": 5}},
         "eval": {"episodes": 7, "shots": [1], "n_query": 3},
     })
     return run_experiment(cfg, out)

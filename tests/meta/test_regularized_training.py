@@ -23,7 +23,7 @@ from dfml.types import Task
 
 CFG = TrainConfig(
     n_way=3, n_shot=1, n_query=2, meta_batch_size=2, steps=3, inner_steps=1, inner_lr=0.1,
-    outer_lr=1e-2, bank_per_class=4, val_every=3, val_episodes=2, checkpoint_every=3,
+    outer_lr=1e-2, val_every=3, val_episodes=2, checkpoint_every=3,
 )
 
 

@@ -31,7 +31,8 @@ from .test_paper_recipes import TINY as PAPER_TINY
 TOY = PretrainConfig(n_models=4, n_way=5, arch=({"name": "mlp", "hidden": [32]}, {"name": "mlp", "hidden": [64, 64]}),
                      epochs=3, batch_size=64, lr=3e-3, weight_decay=0.0, augment=False, seed=0)
 
-# the paper-recipe tests' tiny settings, with a meta-model of its own (the pool has two architectures)
+# the paper-recipe tests' tiny settings, with a meta-model of its own (the pool has two architectures);
+# maml's bank in the earlier train.* fields, which dfml.upgrade moves (tests/test_upgrade.py)
 TINY = {**PAPER_TINY, "train": {**PAPER_TINY["train"], "bank_per_class": 4, "inversion": {"steps": 3},
                                 "meta_arch": "mlp", "meta_arch_kwargs": {"hidden": [64, 64]}}}
 
@@ -156,7 +157,7 @@ def two_sizes(tmp_path_factory):
 
 def _context(pool, val, run=None, progress=None, **train):
     tr = TrainConfig(n_way=2, n_shot=1, n_query=2, meta_batch_size=2, steps=4, inner_steps=1, inner_lr=0.1,
-                     bank_per_class=3, val_every=2, val_episodes=2, checkpoint_every=1, **train)
+                     val_every=2, val_episodes=2, checkpoint_every=1, **train)
     eps = EpisodeList.generate(val, 2, 2, 1, 2, seed=0)
     domain = InputDomain.of_dataset(val)
     return RecipeContext(pool=pool, train=tr, input_shape=domain.shape, val_tasks=lambda: eps.tasks(val), run=run,

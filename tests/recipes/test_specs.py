@@ -7,7 +7,7 @@ import pytest
 from dfml.experiment import ExperimentConfig, experiment_config
 from dfml.recipes import RECIPES
 from dfml.recipes.base import check_reads, recipe_spec
-from dfml.recipes.datafree import PART_SETTINGS
+from dfml.recipes.datafree import NOT_THE_LOOP, PART_SETTINGS
 
 PAPERS = ["bidf_mkd", "free", "purer", "robust", "tgr"]
 
@@ -22,6 +22,9 @@ def test_every_setting_is_read_by_some_recipe_under_some_choice_of_parts():
     for key in keys:
         assert any(not recipe_spec(c.recipe).unread(c, key) for c in cfgs), key
     for key in _fields("datafree", cfgs[0]):
+        if key.split(".")[1] in NOT_THE_LOOP:  # maml's bank
+            assert not recipe_spec("maml").unread(experiment_config("maml"), key), key
+            continue
         choice, value = PART_SETTINGS.get(key.split(".")[1], ("inverter", "pixel"))
         cfg = experiment_config("robust", {"datafree": {choice: value}})
         assert not recipe_spec("robust").unread(cfg, key), key
@@ -33,19 +36,20 @@ def test_baselines_read_the_meta_model_only():
         spec = recipe_spec(name)
         for key in ("train.n_way", "train.seed", "train.meta_arch", "eval.lr", "pool", "device"):
             assert not spec.unread(cfg, key), (name, key)
-        for key in ("train.steps", "train.outer_lr", "train.bank_per_class", "train.inversion.steps", "datafree",
+        for key in ("train.steps", "train.outer_lr", "datafree.synthetic.per_class", "datafree.pixel.steps", "datafree",
                     "datafree.inverter"):
             assert spec.unread(cfg, key), (name, key)
 
 
 def test_maml_reads_its_bank_and_the_data_free_recipes_their_parts():
     maml = experiment_config("maml")
-    assert not recipe_spec("maml").unread(maml, "train.inversion.steps")
+    assert not recipe_spec("maml").unread(maml, "datafree.pixel.steps")
+    assert not recipe_spec("maml").unread(maml, "datafree.synthetic.per_class")
     assert recipe_spec("maml").unread(maml, "datafree.generator.steps")
     for name in PAPERS:
         cfg = experiment_config(name)
         spec = recipe_spec(name)
-        assert spec.unread(cfg, "train.bank_per_class") and spec.unread(cfg, "train.inversion")
+        assert spec.unread(cfg, "datafree.synthetic.per_class") and spec.unread(cfg, "datafree.synthetic")
         assert not spec.unread(cfg, f"datafree.{cfg.datafree.inverter}.steps" if cfg.datafree.inverter != "metagen"
                                else "datafree.metagen.inner.steps")
         assert not spec.unread(cfg, "datafree.inverter") and not spec.unread(cfg, "train.steps")
@@ -73,4 +77,4 @@ def test_a_recipe_registered_without_a_spec_reads_everything(monkeypatch):
     RECIPES.register("undeclared")(lambda ctx: None)
     cfg = experiment_config("undeclared")
     assert not recipe_spec("undeclared").unread(cfg, "datafree.inverter")
-    assert not recipe_spec("undeclared").unread(cfg, "train.bank_per_class")
+    assert not recipe_spec("undeclared").unread(cfg, "datafree.synthetic.per_class")
