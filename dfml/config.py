@@ -222,8 +222,8 @@ def dotted_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
     """The dotted keys of the leaves of nested dicts, in order.
 
     Example:
-        >>> dotted_keys({"train": {"steps": 5, "inversion": {"lr": 0.1}}, "pool": "p"})
-        ['train.steps', 'train.inversion.lr', 'pool']
+        >>> dotted_keys({"train": {"steps": 5}, "datafree": {"pixel": {"lr": 0.1}}, "pool": "p"})
+        ['train.steps', 'datafree.pixel.lr', 'pool']
     """
     out: list[str] = []
     for key, value in tree.items():
