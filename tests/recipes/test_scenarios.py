@@ -157,8 +157,9 @@ def two_sizes(tmp_path_factory):
 
 def _context(pool, val, run=None, progress=None, **train):
     tr = TrainConfig(n_way=2, n_shot=1, n_query=2, meta_batch_size=2, steps=4, inner_steps=1, inner_lr=0.1,
-                     val_every=2, val_episodes=2, checkpoint_every=1, **train)
-    eps = EpisodeList.generate(val, 2, 2, 1, 2, seed=0)
+                     val_every=2, val_episodes=6, checkpoint_every=1, **train)
+    # 6 episodes of 2 queries per class: on 2 (4 queries) a 2-step model answering one class was "degenerate"
+    eps = EpisodeList.generate(val, 6, 2, 1, 2, seed=0)
     domain = InputDomain.of_dataset(val)
     return RecipeContext(pool=pool, train=tr, input_shape=domain.shape, val_tasks=lambda: eps.tasks(val), run=run,
                          progress=progress, input_mean=domain.mean, input_std=domain.std, dataset_domain=domain)
