@@ -24,7 +24,7 @@ from .files import write_atomic
 if TYPE_CHECKING:
     from .runs import RunDir
 
-__all__ = ["EXTENDABLE", "extend_run", "grown_budget"]
+__all__ = ["EXTENDABLE", "budget_stop", "extend_run", "grown_budget"]
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,15 @@ def grown_budget(old: dict[str, Any], new: dict[str, Any], diff: list[str]) -> d
     return grown
 
 
-def what_ended(results: Path, config: dict[str, Any]) -> str | None:
+def budget_stop(stopped: dict[str, Any]) -> bool:
+    """Whether a recorded stop (``{"step", "reason", "kind"}``, see
+    :class:`~dfml.datafree.MetaTrainer`) was the CPU budget's; stops recorded before they had a
+    ``kind`` name the setting in their reason."""
+    default = "budget" if "(train.budget_minutes)" in str(stopped.get("reason")) else "stream"
+    return stopped.get("kind", default) == "budget"
+
+
+def what_ended(results: Path) -> str | None:
     """What ended a finished run: ``"budget"``, ``"steps"`` or the reason its stream gave; ``None``
     when it has not finished (or its results do not say)."""
     try:
@@ -55,7 +63,7 @@ def what_ended(results: Path, config: dict[str, Any]) -> str | None:
         return None
     stop = info.get("stopped_early")
     if isinstance(stop, dict):
-        return "budget" if "(train.budget_minutes)" in str(stop.get("reason")) else str(stop.get("reason"))
+        return "budget" if budget_stop(stop) else str(stop.get("reason"))
     return "steps" if "steps" in info else None
 
 
@@ -79,7 +87,7 @@ def extend_run(run: RunDir, old: dict[str, Any], config: dict[str, Any], grown: 
             f"--extend to go on from its last checkpoint to the new budget (its results so far move to {keep}/), "
             "or use a new --out directory to start again."
         )
-    why = what_ended(run.path / "results.json", old)
+    why = what_ended(run.path / "results.json")
     if why == "budget" and "train.budget_minutes" not in grown:
         raise ValueError(f"{str(run.path)!r}: the run stopped on its CPU budget (train.budget_minutes="
                          f"{_fmt(lookup(old, 'train.budget_minutes'))}), which {change} does not lift; raise "

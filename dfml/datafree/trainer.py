@@ -28,6 +28,7 @@ from torch import nn
 from .. import distributed as dist
 from ..config import check_ranges, positive_number
 from ..eval.sharded import evaluate_sharded
+from ..extension import budget_stop
 from ..meta.learner import Learner
 from ..meta.maml import MAML
 from ..meta.parallel import data_parallel_update, replicated
@@ -217,7 +218,7 @@ class MetaTrainer:
         self.stream.load_state_dict(state.get("stream", {}))
         self.stopped = state.get("stopped")
         self.cpu_seconds = float(state.get("cpu_seconds", 0.0))
-        if self.stopped is not None and _budget_stop(self.stopped) and self._budget_left():
+        if self.stopped is not None and budget_stop(self.stopped) and self._budget_left():
             log.info("train.budget_minutes is now %s (the run stopped at %.1f CPU-minutes, step %d): going on",
                      self.config.budget_minutes, self.cpu_seconds / 60.0, self.step)
             self.stopped = None  # a run extended to a larger budget (dfml train --extend) goes on
@@ -351,12 +352,6 @@ class MetaTrainer:
             self._checkpoint()
         if progress is not None:
             progress(self.step, record)
-
-
-def _budget_stop(stopped: dict[str, Any]) -> bool:
-    """Whether a recorded stop was the CPU budget's (checkpoints written before stops had a ``kind``
-    name the setting in the reason)."""
-    return stopped.get("kind", "budget" if "(train.budget_minutes)" in str(stopped.get("reason")) else "stream") == "budget"
 
 
 def _update_for_world(update: MetaUpdate | None, learner: Any) -> Callable[..., dict[str, float]]:
