@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from .upgrade import moved_hint
+
 C = TypeVar("C")
 ABSENT = object()
 """A field without a default (and, in lookups, a key that is not there)."""
@@ -31,7 +33,8 @@ def build_dataclass(cls: type[C], data: Any, where: str) -> C:
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; valid fields: {sorted(fields)}")
+        moved = "".join(moved_hint(join_key(where, key)) for key in unknown)
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; valid fields: {sorted(fields)}{moved}")
     kwargs = {key: coerce(hints[key], value, join_key(where, key), field_default(fields[key]))
               for key, value in data.items()}
     return checked(lambda: cls(**kwargs), where)

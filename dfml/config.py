@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +23,7 @@ from .coerce import (
     load_text,
     show_value,
 )
+from .upgrade import moved_hint
 
 C = TypeVar("C")
 
@@ -50,6 +53,32 @@ def from_dict(cls: type[C], data: dict[str, Any]) -> C:
             its field's type annotation (see :func:`apply_mapping`).
     """
     return build_dataclass(cls, data, "")
+
+
+def refuse_moved(section: str, how: str = "") -> Callable[[type[C]], type[C]]:
+    """Class decorator of the config dataclass of ``section`` (``"train"``) some of whose fields moved
+    (:data:`dfml.upgrade.MOVED`): building it with one (``TrainConfig(bank_per_class=20)``) raises a
+    ``TypeError`` that names the new place in one line, instead of Python's "unexpected keyword
+    argument". ``how``: what a Python caller does instead, appended to the message."""
+
+    def decorate(cls: type[C]) -> type[C]:
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            try:
+                init(self, *args, **kwargs)
+            except TypeError:
+                gone = [k for k in kwargs if moved_hint(f"{section}.{k}")]
+                if not gone:
+                    raise
+                raise TypeError(f"{cls.__name__}({gone[0]}=...) is not a field any more"
+                                f"{moved_hint(f'{section}.{gone[0]}')}{how}") from None
+
+        cls.__init__ = __init__  # type: ignore[method-assign]
+        return cls
+
+    return decorate
 
 
 def positive_number(value: Any) -> bool:
@@ -111,7 +140,8 @@ def apply_overrides(cfg: C, overrides: list[str] | None) -> C:
         for part in sections:
             names = [f.name for f in dataclasses.fields(section)]
             if part not in names:
-                raise ValueError(f"unknown config key {key!r}: {type(section).__name__} has fields {names}")
+                raise ValueError(f"unknown config key {key!r}: {type(section).__name__} has fields {names}"
+                                 f"{moved_hint(key.strip())}")
             section = getattr(section, part)
             if not dataclasses.is_dataclass(section):
                 raise ValueError(f"config key {key!r}: {part!r} is not a section")
@@ -148,7 +178,7 @@ def apply_mapping(cfg: C, mapping: dict[str, Any], where: str = "") -> C:
     for key, value in mapping.items():
         full = join_key(where, key)
         if key not in names:
-            raise ValueError(f"unknown config key {full!r}: {type(cfg).__name__} has fields {names}")
+            raise ValueError(f"unknown config key {full!r}: {type(cfg).__name__} has fields {names}{moved_hint(full)}")
         child = getattr(cfg, key)
         if dataclasses.is_dataclass(child) and not isinstance(value, type(child)):
             value = load_text(value) if isinstance(value, CommandLineText) else value

@@ -3,7 +3,9 @@
 Each field lives in one section, the section of the part that reads it (issue 14). A field that
 moved keeps working where configurations are read: a run directory's saved ``config.yaml`` (so an
 old run still resumes, and compares equal to the same command today), a preset or ``--config``
-file, and a ``--set key=value``.
+file, and a ``--set key=value``. Building a config in Python with one (``TrainConfig(bank_per_class=20)``)
+raises a ``TypeError`` that names its new place (:func:`dfml.config.refuse_moved`), and an unknown key
+of a mapping that is one says where it went (:func:`moved_hint`).
 
 =======================  ================================  =========================================
 earlier                  now                               read by
@@ -23,12 +25,18 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-__all__ = ["MOVED", "upgrade_config", "upgrade_overrides"]
+__all__ = ["MOVED", "moved_hint", "upgrade_config", "upgrade_overrides"]
 
 MOVED = {"train.bank_per_class": "datafree.synthetic.per_class", "train.inversion": "datafree.pixel"}
 """Earlier dotted key -> where it lives now."""
 READER = "maml"
 """The only recipe that read the moved fields before they moved."""
+
+
+def moved_hint(dotted: str) -> str:
+    """``" (train.inversion moved to datafree.pixel; ...)"`` for an earlier key of :data:`MOVED` (else ``""``)."""
+    new = MOVED.get(dotted)
+    return "" if new is None else f" ({dotted} moved to {new}; dfml/upgrade.py lists the fields that moved)"
 
 
 def upgrade_config(mapping: dict[str, Any], recipe: str | None = None) -> dict[str, Any]:

@@ -90,6 +90,10 @@ def test_meta_and_eval_do_not_import_each_other_both_ways():
     assert not any(_layer(m) == "eval" for m in _uses("meta"))
 
 
+def test_the_table_of_moved_fields_is_a_leaf_that_config_handling_may_use():
+    assert not {m for m in _uses("upgrade") if m.startswith("dfml")}  # dfml.config and dfml.coerce import it
+
+
 def test_nothing_in_dfml_imports_benchmarks():
     for f in ROOT.rglob("*.py"):
         tree = ast.parse(f.read_text())

@@ -11,10 +11,11 @@ import pytest
 import yaml
 
 from dfml.config import config_changes, from_dict, load_yaml, to_dict
+from dfml.datafree.trainer import TrainConfig
 from dfml.experiment import ExperimentConfig, experiment_config, saved_defaults
 from dfml.recipes import RECIPES
 from dfml.runs import RunDir
-from dfml.upgrade import upgrade_config, upgrade_overrides
+from dfml.upgrade import MOVED, upgrade_config, upgrade_overrides
 
 SAVED = Path(__file__).resolve().parent / "fixtures" / "saved_configs"
 RECIPE_FILES = sorted(SAVED.glob("*.yaml"))
@@ -72,3 +73,18 @@ def test_old_override_keys_are_rewritten_to_the_new_ones():
     assert upgrade_overrides(["train.bank_per_class=8", "train.inversion.steps=2", "train.steps=3",
                               "train.inversion={steps: 4}"]) == [
         "datafree.synthetic.per_class=8", "datafree.pixel.steps=2", "train.steps=3", "datafree.pixel={steps: 4}"]
+
+
+def test_a_python_caller_who_names_a_field_that_moved_is_told_its_new_place_in_one_line():
+    with pytest.raises(TypeError, match=r"^TrainConfig\(bank_per_class=...\) is not a field any more \(train.bank_per_class "
+                                        r"moved to datafree.synthetic.per_class; dfml/upgrade.py lists the fields") as err:
+        TrainConfig(bank_per_class=20)
+    assert "\n" not in str(err.value)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        TrainConfig(bogus=1)  # a field that never was: Python's own message
+
+
+def test_a_config_file_that_names_a_field_that_moved_says_where_it_went():
+    with pytest.raises(ValueError, match=r"\(train.bank_per_class moved to datafree.synthetic.per_class; dfml/upgrade"):
+        from_dict(ExperimentConfig, {"train": {"bank_per_class": 20}})  # not upgraded: from_dict alone
+    assert "train.bank_per_class" in MOVED

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .. import distributed as dist
-from ..config import check_ranges, positive_number
+from ..config import check_ranges, positive_number, refuse_moved
 from ..eval.sharded import evaluate_sharded
 from ..extension import budget_stop
 from ..meta.learner import Learner
@@ -42,6 +42,7 @@ from .base import BankStream, StreamExhausted, TaskStream
 log = logging.getLogger(__name__)
 
 
+@refuse_moved("train")
 @dataclass(frozen=True)
 class TrainConfig:
     """Meta-training hyper-parameters (the shape vocabulary of the whole package).
