@@ -148,9 +148,9 @@ def experiment_config(recipe: str, *layers: dict[str, Any]) -> ExperimentConfig:
     Example:
         >>> cfg = experiment_config("robust", {"pool": "pools/p", "train": {"steps": 100}})
     """
-    cfg = apply_mapping(ExperimentConfig(recipe=recipe), preset(recipe))
-    for layer in layers:
-        cfg = apply_mapping(cfg, upgrade_config(layer, recipe))  # fields that moved: dfml.upgrade
+    cfg = ExperimentConfig(recipe=recipe)
+    for layer in (preset(recipe), *layers):  # fields that moved (dfml.upgrade): in their place in what they apply over
+        cfg = apply_mapping(cfg, upgrade_config(layer, recipe, under=to_dict(cfg)))
     return cfg
 
 

@@ -339,8 +339,8 @@ def test_a_setting_the_recipe_does_not_read_is_refused_whoever_sets_it(toy_pool,
     # the recipe's own choices decide: free inverts with a meta-generator, not a generator
     assert main(_train_args(toy_pool, tmp_path / "free", "--set", "datafree.generator.steps=3", recipe="free")) == 2
     assert "(read only with datafree.inverter=generator; it is metagen)" in capsys.readouterr().err
-    assert main(_train_args(toy_pool, tmp_path / "bb", "--set", "train.inner_lr=0.5", recipe="bidf_mkd")) == 2
-    assert "(datafree.learner is distill: its settings are datafree.distill)" in capsys.readouterr().err
+    assert main(_train_args(toy_pool, tmp_path / "bb", "--set", "datafree.distill.temperature=2", recipe="robust")) == 2
+    assert "(read only with datafree.learner=distill; it is maml)" in capsys.readouterr().err
     (tmp_path / "r.yaml").write_text("recipe: robust\n")
     assert main(_train_args(toy_pool, tmp_path / "r", "--config", str(tmp_path / "r.yaml"))) == 2
     assert "sets recipe: robust, but the command runs 'maml'" in capsys.readouterr().err

@@ -112,7 +112,7 @@ def test_every_data_free_recipe_runs_on_one_channel_images(recipe: str, tmp_path
                       "val_every": 2, "val_episodes": 2, "test_inner_lr": 0.1},
             "eval": {"n_way": 2, "episodes": 4, "shots": [1], "n_query": 2, "lr": 0.1},
             "datafree": {"pixel": {"steps": 3}, "bank": {"per_class": 4, "steps": 2}, "blackbox": {"steps": 2, "q": 2},
-                         "distill": {"inner_steps": 1, "inner_lr": 0.1}, "generator": {"steps": 2},
+                         "generator": {"steps": 2},
                          "metagen": {"inner": {"steps": 2}}}}
     results = run_experiment(experiment_config(recipe, tiny), tmp / "run")
     assert results["info"]["meta_inputs"]["shape"] == [1, 28, 28] and results["scores"]["2way_1shot"]["n"] == 4

@@ -1,7 +1,8 @@
 """Fields that moved (dfml.upgrade): a run saved before still loads, compares equal to the same
 configuration today, and resumes. The saved configurations are real: tests/fixtures/saved_configs/
-holds the config.yaml of a run of every recipe (maml: the demo's, the others: CIFAR-FS benchmark runs)
-written before ``train.bank_per_class``/``train.inversion`` moved to ``datafree.synthetic``/``datafree.pixel``."""
+holds the config.yaml of a run of every recipe (maml: the demo's, the others: CIFAR-FS benchmark
+runs), written before ``train.bank_per_class``/``train.inversion`` and ``datafree.distill.inner_*``
+moved."""
 
 from __future__ import annotations
 
@@ -11,27 +12,42 @@ import pytest
 import yaml
 
 from dfml.config import config_changes, from_dict, load_yaml, to_dict
+from dfml.datafree.build import build_learner
 from dfml.datafree.trainer import TrainConfig
 from dfml.experiment import ExperimentConfig, experiment_config, saved_defaults
+from dfml.meta import DistillationConfig, DistillationMAML
+from dfml.models import build_model
 from dfml.recipes import RECIPES
+from dfml.recipes.base import RecipeContext
 from dfml.runs import RunDir
 from dfml.upgrade import MOVED, upgrade_config, upgrade_overrides
 
 SAVED = Path(__file__).resolve().parent / "fixtures" / "saved_configs"
 RECIPE_FILES = sorted(SAVED.glob("*.yaml"))
+DEFAULTS = yaml.safe_load(yaml.safe_dump(saved_defaults()))
+
+
+def _today(saved: dict) -> dict:
+    """``saved`` read by dfml today, as it would write it."""
+    return yaml.safe_load(yaml.safe_dump(to_dict(from_dict(ExperimentConfig, upgrade_config(saved)))))
+
+
+def _holds(tree: dict, dotted: str) -> bool:
+    *sections, leaf = dotted.split(".")
+    for part in sections:
+        tree = tree.get(part, {})
+    return leaf in tree
 
 
 def test_there_is_a_saved_configuration_of_every_recipe():
-    assert {f.stem for f in RECIPE_FILES} == set(RECIPES.names())
+    assert {load_yaml(f)["recipe"] for f in RECIPE_FILES} == set(RECIPES.names())
 
 
 @pytest.mark.parametrize("path", RECIPE_FILES, ids=lambda p: p.stem)
 def test_a_saved_configuration_loads_and_compares_equal_to_itself_today(path):
     saved = load_yaml(path)
-    assert "bank_per_class" in saved["train"] and "inversion" in saved["train"]  # written before the move
-    cfg = from_dict(ExperimentConfig, upgrade_config(saved))
-    now = yaml.safe_load(yaml.safe_dump(to_dict(cfg)))
-    assert config_changes(upgrade_config(saved), now, yaml.safe_load(yaml.safe_dump(saved_defaults()))) == []
+    assert _holds(saved, "datafree.distill.inner_lr")  # written before the move
+    assert config_changes(upgrade_config(saved), _today(saved), DEFAULTS) == []
 
 
 @pytest.mark.parametrize("path", RECIPE_FILES, ids=lambda p: p.stem)
@@ -69,16 +85,60 @@ def test_a_layer_of_old_settings_sets_the_new_fields_of_maml_only():
     assert free.datafree.synthetic.per_class == 20 and free.datafree.pixel.steps == 200 and free.train.steps == 5
 
 
+def test_where_the_distilling_learner_ran_its_inner_loop_becomes_train_s():
+    saved = load_yaml(SAVED / "bidf_mkd.yaml")
+    ran = saved["datafree"]["distill"]
+    assert saved["train"]["first_order"] and not ran["first_order"]  # train's first_order never reached it
+    cfg = from_dict(ExperimentConfig, upgrade_config(saved))
+    assert cfg.train.inner_loop() == {k: ran[k] for k in ("inner_steps", "inner_lr", "first_order", "learn_inner_lr")}
+    assert to_dict(cfg.datafree.distill) == {"temperature": ran["temperature"]}
+
+
+def test_where_the_maml_learner_ran_the_distill_copy_is_dropped_and_train_s_kept():
+    saved = load_yaml(SAVED / "free.yaml")
+    assert saved["train"]["first_order"] and not saved["datafree"]["distill"]["first_order"]
+    up = upgrade_config(saved)
+    assert up["train"] == {k: v for k, v in saved["train"].items() if k not in ("bank_per_class", "inversion")}
+    assert up["datafree"]["distill"] == {"temperature": 1.0}
+    layer = {"datafree": {"distill": {"inner_lr": 0.5}}}  # a layer for every recipe: bidf_mkd's learner distils
+    assert experiment_config("bidf_mkd", layer).train.inner_lr == 0.5
+    assert experiment_config("free", layer).train.inner_lr == 0.01 == experiment_config("maml", layer).train.inner_lr
+
+
+def test_without_a_known_learner_a_distill_setting_moves_unless_it_would_replace_another():
+    assert upgrade_config({"datafree": {"distill": {"inner_lr": 0.5}}}) == {"train": {"inner_lr": 0.5}}
+    assert upgrade_config({"datafree": {"distill": {"inner_lr": 0.5}}, "train": {"inner_lr": 0.5}}) == {
+        "train": {"inner_lr": 0.5}}
+    with pytest.raises(ValueError, match=r"datafree.distill.inner_lr=0.5 and train.inner_lr=0.1: the inner loop now"):
+        upgrade_config({"datafree": {"distill": {"inner_lr": 0.5}}, "train": {"inner_lr": 0.1}})
+
+
+def test_the_bidf_mkd_preset_gives_its_learner_the_inner_loop_it_ran_with_before():
+    ran = load_yaml(SAVED / "bidf_mkd.yaml")["datafree"]["distill"]  # the CIFAR-FS benchmark's run, before the move
+    cfg = experiment_config("bidf_mkd")
+    learner = build_learner(cfg.datafree, RecipeContext(pool=None, train=cfg.train, input_shape=(8,), val_tasks=list),
+                            build_model("mlp", in_features=8, num_classes=5))
+    assert isinstance(learner, DistillationMAML)
+    got = {"inner_steps": learner.inner_steps, "inner_lr": learner.inner_lr, "first_order": learner.first_order,
+           "learn_inner_lr": learner.inner_lrs is not None, "temperature": learner.config.temperature}
+    assert got == ran
+
+
 def test_old_override_keys_are_rewritten_to_the_new_ones():
     assert upgrade_overrides(["train.bank_per_class=8", "train.inversion.steps=2", "train.steps=3",
-                              "train.inversion={steps: 4}"]) == [
-        "datafree.synthetic.per_class=8", "datafree.pixel.steps=2", "train.steps=3", "datafree.pixel={steps: 4}"]
+                              "train.inversion={steps: 4}", "datafree.distill.inner_lr=0.1",
+                              "datafree.distill.temperature=2"]) == [
+        "datafree.synthetic.per_class=8", "datafree.pixel.steps=2", "train.steps=3", "datafree.pixel={steps: 4}",
+        "train.inner_lr=0.1", "datafree.distill.temperature=2"]
 
 
-def test_a_python_caller_who_names_a_field_that_moved_is_told_its_new_place_in_one_line():
-    with pytest.raises(TypeError, match=r"^TrainConfig\(bank_per_class=...\) is not a field any more \(train.bank_per_class "
-                                        r"moved to datafree.synthetic.per_class; dfml/upgrade.py lists the fields") as err:
-        TrainConfig(bank_per_class=20)
+@pytest.mark.parametrize("build, new", [
+    (lambda: TrainConfig(bank_per_class=20), "datafree.synthetic.per_class"),
+    (lambda: DistillationConfig(inner_steps=3), r"train.inner_steps; .* DistillationMAML\(model, inner_steps=...\)"),
+])
+def test_a_python_caller_who_names_a_field_that_moved_is_told_its_new_place_in_one_line(build, new):
+    with pytest.raises(TypeError, match=rf"^\w+\(\w+=...\) is not a field any more \(.* moved to {new}") as err:
+        build()
     assert "\n" not in str(err.value)
     with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
         TrainConfig(bogus=1)  # a field that never was: Python's own message
@@ -87,4 +147,12 @@ def test_a_python_caller_who_names_a_field_that_moved_is_told_its_new_place_in_o
 def test_a_config_file_that_names_a_field_that_moved_says_where_it_went():
     with pytest.raises(ValueError, match=r"\(train.bank_per_class moved to datafree.synthetic.per_class; dfml/upgrade"):
         from_dict(ExperimentConfig, {"train": {"bank_per_class": 20}})  # not upgraded: from_dict alone
-    assert "train.bank_per_class" in MOVED
+    assert set(MOVED) >= {"datafree.distill.inner_steps", "train.bank_per_class"}
+
+
+def test_learning_the_inner_step_sizes_needs_an_inner_step():
+    assert TrainConfig(learn_inner_lr=True).inner_loop()["learn_inner_lr"]
+    with pytest.raises(ValueError, match=r"train.learn_inner_lr=true learns a step size per inner step, but "
+                                         r"train.inner_steps=0"):
+        TrainConfig(learn_inner_lr=True, inner_steps=0)
+

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..config import apply_overrides, dotted_keys, load_yaml, override_keys
+from ..config import apply_overrides, dotted_keys, load_yaml, override_keys, to_dict
 from ..experiment import ExperimentConfig, experiment_config, run_experiment
 from ..upgrade import upgrade_config, upgrade_overrides
 from .common import ProgressBars, data_options, one_process
@@ -26,7 +26,7 @@ def _experiment_configs(args: argparse.Namespace, recipes: list[str], models: bo
     cfgs = [_experiment_config(args, recipe) for recipe in recipes]
     given = {}
     if args.config:
-        given = {key: f"{key} in --config {args.config}" for key in dotted_keys(_config_layer(args))}
+        given = {key: f"{key} in --config {args.config}" for key in _config_keys(args, recipes)}
     given.update({key: f"--set {item}" for key, item in override_keys(upgrade_overrides(args.set)).items()})
     if models:
         read = {k for k in given if any(k == r or k.startswith(r + ".") or r.startswith(k + ".") for r in READS)}
@@ -61,8 +61,20 @@ def _experiment_config(args: argparse.Namespace, recipe: str) -> ExperimentConfi
 
 
 def _config_layer(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``--config`` file's settings (``{}`` without one), fields that moved in their new place."""
-    return upgrade_config(load_yaml(args.config)) if args.config else {}
+    """The ``--config`` file's settings (``{}`` without one); fields that moved go to their place when
+    it is applied (:func:`dfml.experiment.experiment_config`)."""
+    return load_yaml(args.config) if args.config else {}
+
+
+def _config_keys(args: argparse.Namespace, recipes: list[str]) -> list[str]:
+    """The dotted keys the ``--config`` file sets for any of ``recipes``: a field that moved by its new
+    name, one the recipe never read (:func:`dfml.upgrade.upgrade_config`) by its old one."""
+    layer, keys = _config_layer(args), {}
+    for recipe in recipes or [None]:
+        unread: list[str] = []
+        under = to_dict(experiment_config(recipe)) if recipe is not None else None
+        keys.update(dict.fromkeys(dotted_keys(upgrade_config(layer, recipe, under, unread)) + unread))
+    return list(keys)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -79,7 +79,8 @@ class DataFreeContext(Protocol):
 BUILD_INVERTER: Registry[Callable[[DataFreeConfig, DataFreeContext, InputDomain], Inverter]] = Registry("inverter")
 """``datafree.inverter`` name -> builder of the inverter for teachers of one input domain."""
 BUILD_LEARNER: Registry[Callable[[DataFreeConfig, DataFreeContext, nn.Module], nn.Module]] = Registry("learner")
-"""``datafree.learner`` name -> builder of the meta-learner around the meta-model."""
+"""``datafree.learner`` name -> builder of the meta-learner around the meta-model; its inner loop is
+``ctx.train.inner_loop()`` (``train.inner_steps``...), whichever the learner."""
 BUILD_SELECTOR: Registry[Callable[[DataFreeConfig, DataFreeContext, Inverter, torch.device], Selector]] = Registry(
     "selector")
 """``datafree.selector`` name -> builder of the model selector."""
@@ -141,13 +142,12 @@ def build_learner(cfg: DataFreeConfig, ctx: DataFreeContext, model: nn.Module) -
 
 @BUILD_LEARNER.register("maml")
 def _maml(cfg: DataFreeConfig, ctx: DataFreeContext, model: nn.Module) -> nn.Module:
-    tr = ctx.train
-    return MAML(model, inner_steps=tr.inner_steps, inner_lr=tr.inner_lr, first_order=tr.first_order)
+    return MAML(model, **ctx.train.inner_loop())
 
 
 @BUILD_LEARNER.register("distill")
 def _distill(cfg: DataFreeConfig, ctx: DataFreeContext, model: nn.Module) -> nn.Module:
-    return DistillationMAML(model, cfg.distill)
+    return DistillationMAML(model, cfg.distill, **ctx.train.inner_loop())  # the inner loop: train's, as MAML's
 
 
 def build_selector(cfg: DataFreeConfig, ctx: DataFreeContext, inverter: Inverter, device: torch.device) -> Selector:

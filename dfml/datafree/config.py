@@ -110,8 +110,10 @@ class DataFreeConfig:
         mix: new / memory / interpolated tasks per meta-batch and the interpolation settings.
         reward: ``heldout`` or ``agreement`` (data-free rewards for a learning selector, see
             :class:`~dfml.datafree.stream.StreamConfig`) or ``none``.
-        learner: ``maml`` (query cross-entropy) or ``distill`` (bi-level KD on teacher outputs).
-        distill: settings of the distilling learner.
+        learner: ``maml`` (query cross-entropy) or ``distill`` (bi-level KD on teacher outputs); either
+            runs the inner loop of ``train`` (``train.inner_steps``, ``inner_lr``, ``first_order``,
+            ``learn_inner_lr``).
+        distill: what is the distilling learner's own: its temperature.
         update: ``maml`` (the learner's meta-step), ``alignment`` (implicit gradient alignment) or
             ``grouping`` (task-group gradient regularisation).
         alignment, grouping: their settings.

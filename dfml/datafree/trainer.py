@@ -51,8 +51,12 @@ class TrainConfig:
         n_way, n_shot, n_query: shape of the pseudo tasks.
         meta_batch_size: tasks per meta-update.
         steps: meta-updates.
-        inner_steps, inner_lr: MAML inner loop during meta-training.
-        first_order: FOMAML instead of second-order MAML.
+        inner_steps, inner_lr, first_order, learn_inner_lr: the inner loop of meta-training, in one
+            place for every learner (:meth:`inner_loop`): ``datafree.learner`` ``maml`` (cross-entropy)
+            and ``distill`` (knowledge distillation, whose own section ``datafree.distill`` holds only
+            its temperature) both take ``inner_steps`` SGD steps at ``inner_lr`` on each task's support
+            set, drop the second-order terms with ``first_order`` (FOMAML), and learn one step size per
+            step from ``inner_lr`` with ``learn_inner_lr``.
         outer_lr: Adam learning rate of the meta-update.
         val_every, val_episodes: meta-validation cadence and size (model selection uses it only).
         test_inner_steps, test_inner_lr: fine-tuning at meta-validation/test (10 at 0.01, the papers').
@@ -87,6 +91,7 @@ class TrainConfig:
     inner_steps: int = 5
     inner_lr: float = 0.01
     first_order: bool = False
+    learn_inner_lr: bool = False
     outer_lr: float = 1e-3
     val_every: int = 100
     val_episodes: int = 100
@@ -109,6 +114,9 @@ class TrainConfig:
             raise ValueError(f"train.n_way must be an integer >= 2 (a classification task), got {self.n_way}")
         check_ranges(self, "train.", counts=("val_episodes", "checkpoint_every"),
                      naturals=("inner_steps", "test_inner_steps"), positive=("inner_lr", "outer_lr", "test_inner_lr"))
+        if self.learn_inner_lr and self.inner_steps == 0:
+            raise ValueError("train.learn_inner_lr=true learns a step size per inner step, but train.inner_steps=0; "
+                             "set train.inner_steps >= 1 or train.learn_inner_lr=false")
         if self.meta_arch is not None and self.meta_arch not in MODELS:
             raise ValueError(
                 f"train.meta_arch={self.meta_arch!r} is not an architecture; valid: {', '.join(MODELS.names())}"
@@ -139,6 +147,11 @@ class TrainConfig:
                 f"train.budget_minutes must be a number of CPU minutes > 0 or null (no limit), got {budget!r}"
             )
 
+    def inner_loop(self) -> dict[str, Any]:
+        """The inner-loop arguments every learner takes: ``MAML(model, **train.inner_loop())``."""
+        return {"inner_steps": self.inner_steps, "inner_lr": self.inner_lr, "first_order": self.first_order,
+                "learn_inner_lr": self.learn_inner_lr}
+
 
 class MetaTrainer:
     """Meta-trains on pseudo tasks with meta-validation selection and exact resume.
@@ -157,7 +170,7 @@ class MetaTrainer:
         config: hyper-parameters.
         run: where metrics and checkpoints go (``None``: in memory only, no resume).
         device: where meta-training runs.
-        learner: the meta-learner wrapping ``model`` (default: :class:`MAML` from ``config``).
+        learner: the meta-learner wrapping ``model`` (default: :class:`MAML` with ``config.inner_loop()``).
         update: the meta-update (default: the learner's own ``meta_step``).
     """
 
@@ -175,12 +188,7 @@ class MetaTrainer:
     ) -> None:
         self.config = config
         self.device = dist.device_for(device)
-        self.learner = learner if learner is not None else MAML(
-            model,
-            inner_steps=config.inner_steps,
-            inner_lr=config.inner_lr,
-            first_order=config.first_order,
-        )
+        self.learner = learner if learner is not None else MAML(model, **config.inner_loop())
         self.learner.to(self.device)
         self.model = self.learner.network
         if isinstance(tasks, TaskStream):

@@ -131,7 +131,7 @@ class GradientAlignment(MetaUpdate):
     inner rates) get no gradient from this update.
 
     The learner's ``task_loss`` is walked: ``MAML(net, inner_steps=0)`` walks the plain query
-    loss, ``DistillationMAML(net, DistillationConfig(inner_steps=0))`` per-teacher KD.
+    loss, ``DistillationMAML(net, inner_steps=0)`` per-teacher KD.
 
     Args:
         config: the walk's settings.

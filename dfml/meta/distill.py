@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ..config import check_ranges
+from ..config import refuse_moved
 from ..inversion.losses import kd_loss
 from ..types import Params, Task, TaskSource
 from .inner import inner_update
@@ -47,26 +47,24 @@ TEACHER_QUERY_KEY = "teacher_query_logits"
 _KEYS = {"support": TEACHER_SUPPORT_KEY, "query": TEACHER_QUERY_KEY}
 
 
+@refuse_moved("datafree.distill", how="; in Python the learner takes it: DistillationMAML(model, inner_steps=...)")
 @dataclass(frozen=True)
 class DistillationConfig:
-    """Settings of the distilling MAML learner.
+    """What is distillation's own of the distilling MAML learner (``datafree.distill``).
+
+    Its inner loop is every learner's (``MAML``'s arguments, ``train.inner_steps``/``inner_lr``/
+    ``first_order``/``learn_inner_lr`` in a run's configuration); earlier dfml kept a copy here.
 
     Attributes:
-        inner_steps, inner_lr, first_order, learn_inner_lr: as in ``MAML``.
         temperature: KD temperature ``T > 0`` of both the inner and the outer loss.
     """
 
-    inner_steps: int = 5
-    inner_lr: float = 0.01
     temperature: float = 1.0
-    first_order: bool = False
-    learn_inner_lr: bool = False
 
     def __post_init__(self) -> None:
         t = self.temperature
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not (math.isfinite(t) and t > 0):
             raise ValueError(f"distillation.temperature must be a positive finite number, got {t!r}")
-        check_ranges(self, "DistillationConfig.", naturals=("inner_steps",), positive=("inner_lr",))
 
 
 def teacher_logits(task: Task, split: Literal["support", "query"], like: Tensor | None = None) -> Tensor:
@@ -152,7 +150,12 @@ class DistillationMAML(MAML):
 
     Args:
         model: the student network; its output size must be ``n_way``.
-        config: inner loop and temperature.
+        config: the temperature (default ``DistillationConfig()``).
+        inner_steps, inner_lr, first_order, learn_inner_lr: the inner loop, as in ``MAML`` (in a run:
+            ``train.inner_loop()``, the same settings the ``maml`` learner reads).
+
+    Example:
+        >>> kd = DistillationMAML(net, DistillationConfig(temperature=2.0), inner_steps=5, inner_lr=0.01)
 
     References:
         Hu et al., "Learning to Learn from APIs: Black-Box Data-Free Meta-Learning" (BiDf-MKD),
@@ -161,14 +164,15 @@ class DistillationMAML(MAML):
 
     needs_teacher_logits = True
 
-    def __init__(self, model: nn.Module, config: DistillationConfig | None = None) -> None:
+    def __init__(self, model: nn.Module, config: DistillationConfig | None = None, *, inner_steps: int = 5,
+                 inner_lr: float = 0.01, first_order: bool = False, learn_inner_lr: bool = False) -> None:
         cfg = config or DistillationConfig()
         super().__init__(
             model,
-            inner_steps=cfg.inner_steps,
-            inner_lr=cfg.inner_lr,
-            first_order=cfg.first_order,
-            learn_inner_lr=cfg.learn_inner_lr,
+            inner_steps=inner_steps,
+            inner_lr=inner_lr,
+            first_order=first_order,
+            learn_inner_lr=learn_inner_lr,
             loss_fn=partial(kd_loss, temperature=float(cfg.temperature)),
         )
         self.config = cfg

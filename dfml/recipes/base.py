@@ -20,6 +20,7 @@ from ..pool import ModelPool
 from ..registry import Registry
 from ..runs import RunDir
 from ..types import Task
+from ..upgrade import moved_hint
 
 
 @dataclass
@@ -153,8 +154,9 @@ META_TRAINING_READS = META_MODEL_READS + (
     "train.checkpoint_minutes", "train.budget_minutes", "train.meta_init",
 )
 """What the :class:`~dfml.datafree.trainer.MetaTrainer` loop reads (besides its learner's settings)."""
-MAML_LEARNER_READS = ("train.inner_steps", "train.inner_lr", "train.first_order")
-"""What a MAML learner built from ``train`` reads."""
+INNER_LOOP_READS = ("train.inner_steps", "train.inner_lr", "train.first_order", "train.learn_inner_lr")
+"""What a learner's inner loop reads (:meth:`~dfml.datafree.trainer.TrainConfig.inner_loop`): every MAML
+learner's, the distilling one's included."""
 
 
 @dataclass(frozen=True)
@@ -270,7 +272,7 @@ def check_reads(cfgs: Sequence[Any], keys: dict[str, str]) -> None:
             which = f"recipe {names} does not" if len(cfgs) == 1 else f"none of the recipes {names}"
             readers = [r for r in RECIPES.names() if not recipe_spec(r).unread(_as_recipe(cfgs[0], r), key)]
             hint = f", or choose a recipe that reads it ({', '.join(readers)})" if readers else ""
-            why = _why_unread(cfgs[0], key)
+            why = _why_unread(cfgs[0], key) or moved_hint(key)
             raise ValueError(
                 f"{given}: {which} read {key}{why}, so the run would record a setting it never used; drop it{hint} "
                 "(only --set and --config values are checked: presets set sections for every recipe)"

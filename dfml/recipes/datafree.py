@@ -15,13 +15,15 @@ from typing import Any
 from torch import nn
 
 from ..datafree.build import run_datafree
+from ..meta import MAML
+from ..meta.learner import LEARNERS
 from ..datafree.config import BlackBoxAccessConfig as BlackBoxAccessConfig
 from ..datafree.config import DataFreeConfig as DataFreeConfig
 from ..datafree.build import build_inverter as build_inverter
 from ..datafree.build import build_learner as build_learner
 from ..datafree.build import build_selector as build_selector
 from ..datafree.build import build_update as build_update
-from .base import MAML_LEARNER_READS, META_TRAINING_READS, RecipeContext, RecipeSpec
+from .base import INNER_LOOP_READS, META_TRAINING_READS, RecipeContext, RecipeSpec
 from .baselines import initial_meta_model
 
 __all__ = ["DATAFREE_RECIPE", "PART_SETTINGS", "BlackBoxAccessConfig", "DataFreeConfig", "datafree_reads",
@@ -43,17 +45,23 @@ NOT_THE_LOOP = ("synthetic",)
 
 def datafree_reads(cfg: Any) -> tuple[str, ...]:
     """The keys a data-free recipe reads under the resolved ``cfg``: the loop's ``train`` fields, the
-    MAML learner's when ``datafree.learner`` is ``maml``, and the ``datafree`` settings of the chosen parts."""
+    inner loop's when the learner has one (a :class:`~dfml.meta.MAML`: ``maml`` and ``distill``), and
+    the ``datafree`` settings of the chosen parts."""
     df = cfg.datafree
     parts = tuple(f"datafree.{f.name}" for f in dataclasses.fields(df) if f.name not in NOT_THE_LOOP and (
         f.name not in PART_SETTINGS or getattr(df, PART_SETTINGS[f.name][0]) == PART_SETTINGS[f.name][1]))
-    return META_TRAINING_READS + (MAML_LEARNER_READS if df.learner == "maml" else ()) + parts
+    return META_TRAINING_READS + (INNER_LOOP_READS if _inner_loop(df.learner) else ()) + parts
+
+
+def _inner_loop(learner: str) -> bool:
+    """Whether learner ``learner`` runs ``train``'s inner loop (it is a MAML)."""
+    return issubclass(LEARNERS.get(learner), MAML)
 
 
 def _explain_unread(cfg: Any, key: str) -> str:
     df = cfg.datafree
-    if key in MAML_LEARNER_READS:
-        return f" (datafree.learner is {df.learner}: its settings are datafree.{df.learner})"
+    if key in INNER_LOOP_READS:
+        return f" (datafree.learner is {df.learner}, which has no inner loop)"
     name = key.split(".")[1] if key.startswith("datafree.") else ""
     if name in NOT_THE_LOOP:
         return " (it is the maml recipe's bank)"

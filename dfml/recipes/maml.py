@@ -19,11 +19,11 @@ from ..datafree.bank import SyntheticBank, build_bank, check_bank
 from ..datafree.trainer import MetaTrainer
 from ..models.norm import use_batch_stats
 from ..runs import atomic_torch_save
-from .base import MAML_LEARNER_READS, META_TRAINING_READS, RecipeContext, RecipeSpec, register_recipe
+from .base import INNER_LOOP_READS, META_TRAINING_READS, RecipeContext, RecipeSpec, register_recipe
 from .baselines import initial_meta_model
 
 SPEC = RecipeSpec(
-    reads=META_TRAINING_READS + MAML_LEARNER_READS + ("datafree.synthetic", "datafree.pixel"),
+    reads=META_TRAINING_READS + INNER_LOOP_READS + ("datafree.synthetic", "datafree.pixel"),
     pool_classes="at_least",
     check=lambda cfg: check_bank(cfg.train, cfg.datafree.synthetic),
 )

@@ -18,10 +18,10 @@ from ..inversion.base import split_task
 from ..datafree.trainer import MetaTrainer
 from ..models.norm import use_batch_stats
 from ..types import Task
-from .base import MAML_LEARNER_READS, META_TRAINING_READS, RecipeContext, RecipeSpec, register_recipe
+from .base import INNER_LOOP_READS, META_TRAINING_READS, RecipeContext, RecipeSpec, register_recipe
 from .baselines import initial_meta_model
 
-SPEC = RecipeSpec(reads=META_TRAINING_READS + MAML_LEARNER_READS, uses_data=True)
+SPEC = RecipeSpec(reads=META_TRAINING_READS + INNER_LOOP_READS, uses_data=True)
 """maml_data reads the training loop's and the MAML learner's settings, and the real meta-train split."""
 
 

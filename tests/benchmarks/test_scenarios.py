@@ -205,3 +205,44 @@ def test_a_run_another_invocation_holds_is_left_out_of_the_table_naming_the_hold
         assert protocol.main("toy", [*base, "--recipes", "average"]) == 0
     assert "random: left out of the table (run directory" in capsys.readouterr().err
     assert list(json.loads((out / "results.json").read_text())["runs"]) == ["average"]
+
+
+SAVED = Path(__file__).resolve().parents[1] / "fixtures" / "saved_configs"
+BIDF_MKD_RUNS = [(dataset, scale, scenario, name) for dataset in ("cifar_fs", "mini_imagenet")
+                 for scale in ("cpu", "small", "paper")
+                 for scenario in [None, *(protocol.load_preset(dataset, scale).get("scenarios") or {})]
+                 for name, spec in protocol.load_preset(dataset, scale, scenario)["runs"].items()
+                 if spec["recipe"] == "bidf_mkd"]
+
+
+@pytest.mark.parametrize("dataset, scale, scenario, name", BIDF_MKD_RUNS, ids=lambda x: str(x))
+def test_every_bidf_mkd_run_of_a_preset_keeps_the_inner_loop_its_learner_ran_with(dataset, scale, scenario, name):
+    """Before the inner loop had one place, bidf_mkd's distilling learner read datafree.distill (the recipe's
+    preset: 5 steps at 0.01, second order), which no benchmark preset set, and not the presets' train section."""
+    from dfml.config import load_yaml
+
+    ran = load_yaml(SAVED / "bidf_mkd.yaml")["datafree"]["distill"]  # the CIFAR-FS CPU table's run, saved before
+    p = protocol.load_preset(dataset, scale, scenario)
+    layer = {"dataset": p["dataset"], "eval": p.get("eval", {}), "train": p.get("train", {}),
+             "datafree": p.get("datafree", {}), "pool": "unused"}
+    cfg = experiment_config("bidf_mkd", layer, p["runs"][name].get("set", {}))
+    assert {**cfg.train.inner_loop(), "temperature": cfg.datafree.distill.temperature} == ran
+
+
+def test_the_saved_bidf_mkd_run_of_the_cpu_table_is_the_preset_s_run_today():
+    """So its figures are those of the preset as it is, and --extend takes it on."""
+    import yaml
+
+    from dfml.config import config_changes, load_yaml, to_dict
+    from dfml.experiment import saved_defaults
+    from dfml.upgrade import upgrade_config
+
+    saved = load_yaml(SAVED / "bidf_mkd.yaml")
+    p = protocol.load_preset("cifar_fs", "cpu")
+    layer = {"dataset": p["dataset"], "data_root": saved["data_root"], "device": saved["device"],
+             "eval": {**p["eval"], "episodes_dir": saved["eval"]["episodes_dir"]}, "train": p["train"],
+             "datafree": p.get("datafree", {}), "pool": saved["pool"]}
+    now = to_dict(experiment_config("bidf_mkd", layer, p["runs"]["bidf_mkd"]["set"]))
+    plain = yaml.safe_load(yaml.safe_dump(now))
+    assert config_changes(upgrade_config(saved), plain, yaml.safe_load(yaml.safe_dump(saved_defaults()))) == []
+    assert saved["train"]["first_order"] and not plain["train"]["first_order"]  # the distill copy's, as it ran

@@ -41,8 +41,8 @@ def reference_kd(s: torch.Tensor, t: torch.Tensor, temperature: float) -> torch.
 @pytest.mark.parametrize("learn_inner_lr", [False, True], ids=["fixed-lr", "learnt-lr"])
 def test_second_order_meta_gradient_matches_central_finite_differences(learn_inner_lr: bool) -> None:
     torch.manual_seed(0)
-    cfg = DistillationConfig(inner_steps=2, inner_lr=0.5, temperature=2.0, learn_inner_lr=learn_inner_lr)
-    learner = DistillationMAML(mlp(), cfg)
+    learner = DistillationMAML(mlp(), DistillationConfig(temperature=2.0), inner_steps=2, inner_lr=0.5,
+                               learn_inner_lr=learn_inner_lr)
     tasks = [kd_task(1), kd_task(2)]
     loss, _ = learner.meta_loss(tasks)
     got = torch.autograd.grad(loss, list(learner.parameters()))
@@ -66,7 +66,7 @@ def test_loss_equals_a_naive_inner_kd_then_outer_kd_reference() -> None:
     torch.manual_seed(0)
     net = mlp()
     reference = copy.deepcopy(net)
-    learner = DistillationMAML(net, DistillationConfig(inner_steps=2, inner_lr=0.3, temperature=3.0))
+    learner = DistillationMAML(net, DistillationConfig(temperature=3.0), inner_steps=2, inner_lr=0.3)
     task = kd_task(3)
     loss, acc = learner.task_loss(learner.params(), task)
 
@@ -95,7 +95,7 @@ def test_very_confident_teachers_at_temperature_one_give_the_cross_entropy_meta_
             "teacher_query_logits": 60.0 * F.one_hot(t.query_y, 3).to(F64),
         }
         tasks.append(Task(t.support_x, t.support_y, t.query_x, t.query_y, source=TaskSource(extra=extra)))
-    kd = DistillationMAML(mlp(), DistillationConfig(inner_steps=2, inner_lr=0.4, temperature=1.0))
+    kd = DistillationMAML(mlp(), DistillationConfig(temperature=1.0), inner_steps=2, inner_lr=0.4)
     ce = MAML(copy.deepcopy(kd.network), inner_steps=2, inner_lr=0.4)
     kd_loss, kd_metrics = kd.meta_loss(tasks)
     ce_loss, ce_metrics = ce.meta_loss(tasks)
@@ -126,7 +126,7 @@ def test_attach_teacher_logits_selects_the_task_classes_in_label_order_without_m
 
 
 def test_missing_or_malformed_teacher_logits_raise_errors_that_name_the_fix() -> None:
-    learner = DistillationMAML(mlp(), DistillationConfig(inner_steps=1))
+    learner = DistillationMAML(mlp(), inner_steps=1)
     t = kd_task(7)
     bare = Task(t.support_x, t.support_y, t.query_x, t.query_y)
     with pytest.raises(ValueError, match=r"no teacher logits for its query set.*attach_teacher_logits\(task, teacher"):
@@ -150,7 +150,7 @@ def test_missing_or_malformed_teacher_logits_raise_errors_that_name_the_fix() ->
 
 
 def test_zero_inner_steps_is_plain_query_distillation_and_needs_no_support_logits() -> None:
-    learner = DistillationMAML(mlp(), DistillationConfig(inner_steps=0, temperature=2.0))
+    learner = DistillationMAML(mlp(), DistillationConfig(temperature=2.0), inner_steps=0)
     t = kd_task(8)
     query_only = Task(t.support_x, t.support_y, t.query_x, t.query_y,
                       source=TaskSource(extra={"teacher_query_logits": t.source.extra["teacher_query_logits"]}))
@@ -167,7 +167,7 @@ def test_a_bad_temperature_raises(temperature: float) -> None:
 
 def test_meta_steps_reduce_the_distillation_loss() -> None:
     torch.manual_seed(0)
-    learner = DistillationMAML(mlp(), DistillationConfig(inner_steps=1, inner_lr=0.3, temperature=2.0))
+    learner = DistillationMAML(mlp(), DistillationConfig(temperature=2.0), inner_steps=1, inner_lr=0.3)
     tasks = [kd_task(s) for s in (10, 11)]
     opt = torch.optim.Adam(learner.parameters(), lr=0.05)
     first = learner.meta_step(tasks, opt)["loss"]

@@ -62,7 +62,7 @@ def test_apply_meta_gradient_writes_grads_and_steps() -> None:
 
 @pytest.mark.parametrize("update", [GradientAlignment, GroupRegularization])
 def test_regularised_updates_compose_with_the_distillation_and_protonet_learners(update) -> None:
-    for learner in (DistillationMAML(net(), DistillationConfig(inner_steps=1, temperature=2.0)), ProtoNet(net())):
+    for learner in (DistillationMAML(net(), DistillationConfig(temperature=2.0), inner_steps=1), ProtoNet(net())):
         before = [p.detach().clone() for p in learner.network.parameters()]
         metrics = update()(learner, [task(2), task(3)], torch.optim.SGD(learner.parameters(), lr=0.1))
         assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())

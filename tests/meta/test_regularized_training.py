@@ -65,7 +65,7 @@ def test_updates_and_the_distillation_learner_plug_into_the_trainer(update, key:
     val = [Task(torch.randn(3, 6), torch.arange(3), torch.randn(6, 6), torch.arange(3).repeat(2))]
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
-    learner = DistillationMAML(net, DistillationConfig(inner_steps=1, inner_lr=0.1, temperature=2.0))
+    learner = DistillationMAML(net, DistillationConfig(temperature=2.0), inner_steps=1, inner_lr=0.1)
     records: list[dict] = []
     trainer = MetaTrainer(
         net, TeacherStream(bank, teachers), lambda: val, CFG, learner=learner, update=update

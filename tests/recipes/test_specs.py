@@ -61,8 +61,9 @@ def test_maml_reads_its_bank_and_the_data_free_recipes_their_parts():
     pixel = experiment_config("robust", {"datafree": {"inverter": "pixel"}})
     assert not recipe_spec("robust").unread(pixel, "datafree.pixel.steps")
     bidf = experiment_config("bidf_mkd")
-    assert recipe_spec("bidf_mkd").unread(bidf, "train.inner_lr")  # its learner distils: datafree.distill
-    assert not recipe_spec("bidf_mkd").unread(bidf, "datafree.distill.inner_lr")
+    assert not recipe_spec("bidf_mkd").unread(bidf, "train.inner_lr")  # its distilling learner's inner loop
+    assert not recipe_spec("bidf_mkd").unread(bidf, "datafree.distill.temperature")
+    assert recipe_spec("bidf_mkd").unread(bidf, "datafree.alignment.task_lr")
 
 
 def test_a_setting_read_by_one_of_several_recipes_is_accepted():
