@@ -8,7 +8,7 @@ For every finished run of the benchmark folder (``<out>/runs/<name>``):
 * its meta-validation curve against steps and CPU-minutes (``metrics.jsonl``) and its training
   accuracy on its own (pseudo) tasks, early (first 25 steps) and late (last 50 steps);
 * ``random`` and ``average`` scored on the *same* meta-validation episodes with the same fine-tune
-  (``train.test_inner_steps`` / ``test_inner_lr``), so a curve can be read against them;
+  (``eval.val_steps`` / ``val_lr``, by default meta-test's), so a curve can be read against them;
 * how much of the meta-validation gain over ``random`` remains on meta-test: the selected step's
   validation accuracy minus ``random``'s, next to the meta-test accuracy (in the training shot)
   minus ``random``'s on the 600 test episodes.
@@ -82,8 +82,8 @@ def val_baselines(out: Path, runs: dict[str, Path], data_root: str) -> dict[str,
             if base not in runs:
                 continue
             model = load_meta_model(runs[base])
-            res = evaluate(model, (convert_task(t, domain, domain) for t in eps.tasks(val_ds)),
-                           steps=cfg.train.test_inner_steps, lr=cfg.train.test_inner_lr)
+            steps, lr = cfg.eval.validation()
+            res = evaluate(model, (convert_task(t, domain, domain) for t in eps.tasks(val_ds)), steps=steps, lr=lr)
             scores[fname][base] = float(res.mean)  # percent, as metrics.jsonl records val_acc
     return scores
 

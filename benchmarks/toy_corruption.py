@@ -52,7 +52,7 @@ def train(pool: ModelPool, arm: str, seed: int, args: argparse.Namespace, out: P
     cfg = experiment_config("robust", {
         "pool": str(pool.root), "dataset": "toy",
         "train": {"n_query": 10, "meta_batch_size": 4, "steps": args.steps, "inner_steps": 3, "inner_lr": 0.1,
-                  "outer_lr": 3e-3, "val_every": args.steps, "val_episodes": 30, "test_inner_lr": 0.1,
+                  "outer_lr": 3e-3, "val_every": args.steps, "val_episodes": 30,
                   "checkpoint_every": args.steps, "seed": seed},
         "eval": {"episodes": args.episodes, "shots": list(SHOTS), "lr": 0.1,
                  "episodes_dir": str(Path(args.out) / "episodes")},

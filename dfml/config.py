@@ -57,7 +57,7 @@ def from_dict(cls: type[C], data: dict[str, Any]) -> C:
 
 def refuse_moved(section: str, how: str = "") -> Callable[[type[C]], type[C]]:
     """Class decorator of the config dataclass of ``section`` (``"train"``) some of whose fields moved
-    (:data:`dfml.upgrade.MOVED`): building it with one (``TrainConfig(bank_per_class=20)``) raises a
+    (:data:`dfml.upgrade.MOVED`): building it with one (``TrainConfig(test_inner_steps=5)``) raises a
     ``TypeError`` that names the new place in one line, instead of Python's "unexpected keyword
     argument". ``how``: what a Python caller does instead, appended to the message."""
 

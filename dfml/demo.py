@@ -44,8 +44,6 @@ def demo_config(pool_dir: Path, episodes_dir: Path, episodes: int = 600, recipe:
             outer_lr=3e-3,
             val_every=50,
             val_episodes=100,
-            test_inner_steps=10,
-            test_inner_lr=0.1,
             checkpoint_every=50,
         ),
         eval=EvalConfig(shots=(1, 5), episodes=episodes, steps=10, lr=0.1, episodes_dir=str(episodes_dir)),

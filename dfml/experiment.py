@@ -25,11 +25,11 @@ import torch
 
 from . import __version__
 from . import distributed as dist
-from .config import check_ranges, to_dict
+from .config import to_dict
 from .data import DATASETS, InputDomain, convert_task
 from .data.registry import check_options
-from .eval import CalibrationConfig
-from .eval.protocols import DEFAULT_PROTOCOL, EARLIER_PROTOCOL, get_protocol
+from .eval.config import EvalConfig as EvalConfig
+from .eval.protocols import EARLIER_PROTOCOL
 from .datafree.trainer import TrainConfig
 from .pool import ModelPool
 from .config import apply_mapping
@@ -49,53 +49,6 @@ from .upgrade import upgrade_config
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int, dict[str, Any]], None]
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """The meta-test protocol (the DFML papers': 600 episodes, 15 queries, 10 steps at lr 0.01).
-
-    Attributes:
-        n_way: classes per episode.
-        shots: support examples per class; one score per value.
-        n_query: query examples per class.
-        episodes: number of fixed meta-test episodes.
-        steps, lr: fine-tuning on each episode's support set.
-        seed: seed of the episode lists (same seed, same episodes, for every recipe).
-        episodes_dir: where meta-test episode lists are kept and reused, e.g. shared by several runs
-            (default: inside the run directory). Meta-validation lists always live in the run
-            directory. Runs are compared by the content of these files (``episodes_sha256`` in
-            ``results.json``), not by this path.
-        calibration: inversion calibration after the inner loop (PURER's ICFIL; off by default,
-            e.g. ``--set eval.calibration.enabled=true``); when on, each score also carries the
-            uncalibrated score of the same episodes and the paired difference.
-        protocol: the named protocol (:mod:`dfml.eval.protocols`): ``standard`` (default, the DFML
-            papers' code: their Conv4 initialisation, the ``random`` baseline's head bias zeroed) or
-            ``dfml-2025`` (dfml's earlier one, PyTorch's default initialisation). A run saved
-            without this field was scored under ``dfml-2025``; ``dfml compare`` and a resume say so.
-    """
-
-    n_way: int = 5
-    shots: tuple[int, ...] = (1, 5)
-    n_query: int = 15
-    episodes: int = 600
-    steps: int = 10
-    lr: float = 0.01
-    seed: int = 0
-    episodes_dir: str | None = None
-    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
-    protocol: str = DEFAULT_PROTOCOL
-
-    def __post_init__(self) -> None:
-        get_protocol(self.protocol)  # an unknown name raises, naming the valid ones
-        if isinstance(self.n_way, bool) or not isinstance(self.n_way, int) or self.n_way < 2:
-            raise ValueError(f"eval.n_way must be an integer >= 2 (a classification task), got {self.n_way!r}")
-        check_ranges(self, "eval.", counts=("n_query", "episodes"), naturals=("steps",), positive=("lr",))
-        object.__setattr__(self, "shots", tuple(self.shots))
-        if not self.shots:
-            raise ValueError("eval.shots must list at least one shot, e.g. eval.shots=[1, 5] (or --shots 1 5)")
-        if any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in self.shots):
-            raise ValueError(f"eval.shots must be integers >= 1, got {list(self.shots)}; e.g. eval.shots=[1, 5]")
 
 
 @dataclass(frozen=True)
@@ -275,11 +228,14 @@ def _run_locked(cfg: ExperimentConfig, out: str | Path, progress: Progress | Non
     device = dist.device_for(cfg.device)
     data_domain = InputDomain.of_dataset(val_ds)
     meta_domain = meta_input_domain(data_domain, tr)
+    val_steps, val_lr = cfg.eval.validation()
     ctx = RecipeContext(
         pool=pool,
         train=tr,
         input_shape=meta_domain.shape,
         val_tasks=lambda: (convert_task(t, data_domain, meta_domain) for t in val_eps.tasks(val_ds)),
+        val_steps=val_steps,
+        val_lr=val_lr,
         run=run,
         device=device,
         progress=progress,

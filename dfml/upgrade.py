@@ -3,7 +3,7 @@
 Each field lives in one section, the section of the part that reads it (issue 14). A field that
 moved keeps working where configurations are read: a run directory's saved ``config.yaml`` (so an
 old run still resumes, and compares equal to the same command today), a preset or ``--config``
-file, and a ``--set key=value``. Building a config in Python with one (``TrainConfig(bank_per_class=20)``)
+file, and a ``--set key=value``. Building a config in Python with one (``TrainConfig(test_inner_steps=5)``)
 raises a ``TypeError`` that names its new place (:func:`dfml.config.refuse_moved`), and an unknown key
 of a mapping that is one says where it went (:func:`moved_hint`).
 
@@ -16,6 +16,8 @@ earlier                             now                               carried ov
 ``datafree.distill.inner_lr``       ``train.inner_lr``                the learner was ``distill``
 ``datafree.distill.first_order``    ``train.first_order``             the learner was ``distill``
 ``datafree.distill.learn_inner_lr`` ``train.learn_inner_lr``          the learner was ``distill``
+``train.test_inner_steps``          ``eval.val_steps``                it differs from ``eval.steps``
+``train.test_inner_lr``             ``eval.val_lr``                   it differs from ``eval.lr``
 ==================================  ================================  ===================================
 
 An old field is carried over when it was what ran, and dropped when it changed nothing:
@@ -27,11 +29,14 @@ An old field is carried over when it was what ran, and dropped when it changed n
   data-free recipes with ``datafree.learner: maml``), ``datafree.distill`` for the distilling
   learner (``datafree.learner: distill``), which ignored ``train``'s. Where the distilling learner
   ran, its copy replaces ``train``'s; elsewhere it is dropped.
+* Meta-validation fine-tuned with ``train.test_inner_*``, meta-test with ``eval.steps``/``lr``;
+  now validation fine-tunes as meta-test unless ``eval.val_*`` say otherwise, so an old value equal
+  to meta-test's is dropped and one that differs becomes ``eval.val_*``.
 
-What decides (the recipe, ``datafree.learner``) is read from the mapping, else from ``under``, the
-configuration it is applied over. Where it is not known, a field moves (a setting someone gave is
-never dropped unseen); an inner-loop value that would then replace a different one in ``train`` is
-refused.
+What decides (the recipe, ``datafree.learner``, ``eval.steps``/``lr``) is read from the mapping, else
+from ``under``, the configuration it is applied over. Where it is not known, a field moves (a
+setting someone gave is never dropped unseen); an inner-loop value that would then replace a
+different one in ``train`` is refused.
 """
 
 from __future__ import annotations
@@ -48,12 +53,16 @@ MOVED = {
     "datafree.distill.inner_lr": "train.inner_lr",
     "datafree.distill.first_order": "train.first_order",
     "datafree.distill.learn_inner_lr": "train.learn_inner_lr",
+    "train.test_inner_steps": "eval.val_steps",
+    "train.test_inner_lr": "eval.val_lr",
 }
 """Earlier dotted key -> where it lives now."""
 BANK_READER = "maml"
 """The only recipe that read its bank's settings (``train.bank_per_class``, ``train.inversion``)."""
 LEARNER_IGNORED = ("random", "average", "maml", "maml_data")
 """The recipes that never read ``datafree.learner`` (their learner, if any, was MAML from ``train``)."""
+META_TEST = {"train.test_inner_steps": "eval.steps", "train.test_inner_lr": "eval.lr"}
+"""Meta-test's fine-tuning setting that each earlier meta-validation one now defaults to."""
 _ABSENT = object()
 
 
@@ -70,7 +79,7 @@ def upgrade_config(mapping: dict[str, Any], recipe: str | None = None, under: di
     Args:
         recipe: the recipe the configuration is for (default: ``mapping["recipe"]``, else ``under``'s).
         under: the resolved configuration (a plain dict) that ``mapping`` is applied over, for what
-            ``mapping`` does not set itself (its learner); ``None``: unknown.
+            ``mapping`` does not set itself (its learner, its meta-test fine-tuning); ``None``: unknown.
         unread: if given, the earlier keys dropped because the recipe never read them are appended
             (a user's file that sets one is refused, as it was before the move).
 
@@ -89,7 +98,10 @@ def upgrade_config(mapping: dict[str, Any], recipe: str | None = None, under: di
         value = _pop(out, old)
         if value is _ABSENT:
             continue
-        if _ran(out, old, new, value, recipe, learner):
+        if old in META_TEST:
+            if value != _get(out, META_TEST[old], _get(under, META_TEST[old], _ABSENT)):
+                _put(out, new, value)
+        elif _ran(out, old, new, value, recipe, learner):
             _put(out, new, value)
         elif unread is not None:
             unread.append(old)

@@ -31,8 +31,7 @@ def evaluate(dataset: str, root: Path, pool: Path, out: Path, *options: str) -> 
 
 def train(dataset: str, root: Path, pool: Path, out: Path, *options: str) -> list[str]:
     steps = ["--set", "train.steps=2", "--set", "train.val_every=1", "--set", "train.val_episodes=2",
-             "--set", "train.n_query=2", "--set", "datafree.synthetic.per_class=4", "--set", "datafree.pixel.steps=2",
-             "--set", "train.test_inner_lr=0.1"]
+             "--set", "train.n_query=2", "--set", "datafree.synthetic.per_class=4", "--set", "datafree.pixel.steps=2"]
     return ["train", "--recipe", "maml", "--pool", str(pool), "--dataset", dataset, "--data-root", str(root),
             *options, "--episodes", "4", "--shots", "1", *TWO_WAY, *steps, "--out", str(out)]
 
@@ -109,7 +108,7 @@ def test_every_data_free_recipe_runs_on_one_channel_images(recipe: str, tmp_path
     assert main(build("omniglot", tmp / "data", tmp / "pool")) == 0
     tiny = {"dataset": "omniglot", "data_root": str(tmp / "data"), "pool": str(tmp / "pool"),
             "train": {"n_way": 2, "n_query": 2, "meta_batch_size": 2, "steps": 2, "inner_steps": 1, "inner_lr": 0.1,
-                      "val_every": 2, "val_episodes": 2, "test_inner_lr": 0.1},
+                      "val_every": 2, "val_episodes": 2},
             "eval": {"n_way": 2, "episodes": 4, "shots": [1], "n_query": 2, "lr": 0.1},
             "datafree": {"pixel": {"steps": 3}, "bank": {"per_class": 4, "steps": 2}, "blackbox": {"steps": 2, "q": 2},
                          "generator": {"steps": 2},

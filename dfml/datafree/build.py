@@ -61,6 +61,8 @@ class DataFreeContext(Protocol):
     pool: ModelPool
     train: TrainConfig
     val_tasks: Callable[[], Iterable[Task]]
+    val_steps: int
+    val_lr: float
     run: RunDir | None
     device: torch.device | str
     progress: Callable[[str, int, int, dict[str, Any]], None] | None
@@ -241,7 +243,7 @@ def run_datafree(ctx: DataFreeContext, cfg: DataFreeConfig, model: nn.Module) ->
         device=device,
     )
     trainer = MetaTrainer(model, stream, ctx.val_tasks, tr, run=ctx.run, device=device, learner=learner,
-                          update=build_update(cfg))
+                          update=build_update(cfg), val_steps=ctx.val_steps, val_lr=ctx.val_lr)
 
     def progress(step: int, record: dict) -> None:
         if ctx.progress is not None:

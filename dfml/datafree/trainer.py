@@ -58,8 +58,9 @@ class TrainConfig:
             set, drop the second-order terms with ``first_order`` (FOMAML), and learn one step size per
             step from ``inner_lr`` with ``learn_inner_lr``.
         outer_lr: Adam learning rate of the meta-update.
-        val_every, val_episodes: meta-validation cadence and size (model selection uses it only).
-        test_inner_steps, test_inner_lr: fine-tuning at meta-validation/test (10 at 0.01, the papers').
+        val_every, val_episodes: meta-validation cadence and size (model selection uses it only); its
+            fine-tuning is the evaluation section's (``eval.val_steps``/``val_lr``, by default
+            meta-test's ``eval.steps``/``lr``), handed to :class:`MetaTrainer`.
         checkpoint_every: meta-updates between checkpoints.
         checkpoint_minutes: also checkpoint once this many minutes passed since the last checkpoint
             (or the start), so that slow steps (minutes each on 84x84 data) lose little to a kill.
@@ -95,8 +96,6 @@ class TrainConfig:
     outer_lr: float = 1e-3
     val_every: int = 100
     val_episodes: int = 100
-    test_inner_steps: int = 10
-    test_inner_lr: float = 0.01
     checkpoint_every: int = 50
     checkpoint_minutes: float = 10.0
     budget_minutes: float | None = None
@@ -113,7 +112,7 @@ class TrainConfig:
         if self.n_way < 2:
             raise ValueError(f"train.n_way must be an integer >= 2 (a classification task), got {self.n_way}")
         check_ranges(self, "train.", counts=("val_episodes", "checkpoint_every"),
-                     naturals=("inner_steps", "test_inner_steps"), positive=("inner_lr", "outer_lr", "test_inner_lr"))
+                     naturals=("inner_steps",), positive=("inner_lr", "outer_lr"))
         if self.learn_inner_lr and self.inner_steps == 0:
             raise ValueError("train.learn_inner_lr=true learns a step size per inner step, but train.inner_steps=0; "
                              "set train.inner_steps >= 1 or train.learn_inner_lr=false")
@@ -172,6 +171,8 @@ class MetaTrainer:
         device: where meta-training runs.
         learner: the meta-learner wrapping ``model`` (default: :class:`MAML` with ``config.inner_loop()``).
         update: the meta-update (default: the learner's own ``meta_step``).
+        val_steps, val_lr: the fine-tuning of each meta-validation episode (in a run: ``eval.val_steps``
+            and ``eval.val_lr``, by default meta-test's, see :meth:`dfml.eval.EvalConfig.validation`).
     """
 
     def __init__(
@@ -185,8 +186,11 @@ class MetaTrainer:
         *,
         learner: nn.Module | None = None,
         update: MetaUpdate | None = None,
+        val_steps: int = 10,
+        val_lr: float = 0.01,
     ) -> None:
         self.config = config
+        self.val_steps, self.val_lr = val_steps, val_lr
         self.device = dist.device_for(device)
         self.learner = learner if learner is not None else MAML(model, **config.inner_loop())
         self.learner.to(self.device)
@@ -245,16 +249,16 @@ class MetaTrainer:
         """Mean accuracy on the meta-validation episodes (fine-tuned as at meta-test; shared out among ranks).
 
         A diverged fine-tune or a degenerate result (see :func:`~dfml.eval.evaluate`) raises, naming
-        ``train.test_inner_lr``/``train.test_inner_steps``: selecting among chance-level scores would
-        pick an arbitrary step.
+        ``eval.val_lr``/``eval.val_steps``: selecting among chance-level scores would pick an arbitrary step.
         """
         res = evaluate_sharded(
             self.model,
             self.val_tasks(),
-            steps=self.config.test_inner_steps,
-            lr=self.config.test_inner_lr,
+            steps=self.val_steps,
+            lr=self.val_lr,
             device=self.device,
-            settings={"lr": "train.test_inner_lr", "steps": "train.test_inner_steps"},
+            settings={"lr": "eval.val_lr (or eval.lr when unset)",
+                      "steps": "eval.val_steps (or eval.steps when unset)"},
         )
         return float(res.mean)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .calibration import CalibrationConfig as CalibrationConfig
 from .calibration import calibrate as calibrate
+from .config import EvalConfig as EvalConfig
 from .protocol import METHODS as METHODS
 from .protocol import evaluate as evaluate
 from .sharded import evaluate_sharded as evaluate_sharded
@@ -19,6 +20,7 @@ __all__ = [
     "METHODS",
     "PROTOCOLS",
     "CalibrationConfig",
+    "EvalConfig",
     "EvalResult",
     "Protocol",
     "calibrate",

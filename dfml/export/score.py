@@ -14,15 +14,18 @@ from .. import __version__
 from .. import distributed as dist
 from ..config import config_changes, lookup, to_dict
 from ..data import InputDomain
+from ..eval.config import META_TEST_FIELDS
 from ..locks import hold_directory
 from ..runs import RunDir, sha256_file
 from .file import build_exported, read_export
 
 log = logging.getLogger(__name__)
 
-READS = ("dataset", "data_root", "data_options", "device", "eval", "train.n_way")
-"""What :func:`score_exported` reads of an :class:`~dfml.experiment.ExperimentConfig` (``train.n_way``
-only as the twin of ``eval.n_way``, which the configuration keeps equal to it)."""
+READS = ("dataset", "data_root", "data_options", "device", *(f"eval.{name}" for name in META_TEST_FIELDS),
+         "train.n_way")
+"""What :func:`score_exported` reads of an :class:`~dfml.experiment.ExperimentConfig`: the meta-test protocol
+(not meta-validation's ``eval.val_*``), ``train.n_way`` only as the twin of ``eval.n_way``, which the
+configuration keeps equal to it."""
 
 
 def score_exported(path: str | Path, cfg: Any, out: str | Path, progress: Any = None) -> dict[str, Any]:
@@ -52,10 +55,11 @@ def score_exported(path: str | Path, cfg: Any, out: str | Path, progress: Any = 
     check_machine_and_data(cfg, None, test_ds)
     size = _fitting_size(str(path), export, cfg.dataset, InputDomain.of_dataset(test_ds))
     cfg = replace(cfg, train=replace(cfg.train, meta_image_size=size))
-    _warn_of_other_settings(str(path), export["eval"], to_dict(cfg.eval))
+    protocol = {k: v for k, v in to_dict(cfg.eval).items() if k in META_TEST_FIELDS}
+    _warn_of_other_settings(str(path), export["eval"], protocol)
     config = {"model": {"file": str(path), "sha256": sha256_file(Path(path))}, "dataset": cfg.dataset,
               "data_root": cfg.data_root, "data_options": cfg.data_options, "device": cfg.device,
-              "eval": to_dict(cfg.eval)}
+              "eval": protocol}
     fingerprint = json.dumps(test_ds.fingerprint(), sort_keys=True).encode()
     with hold_directory(out, "run directory", "use another --out"):
         with dist.main_first():

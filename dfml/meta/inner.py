@@ -179,7 +179,7 @@ def check_finetune(
         loss: the fine-tune's last loss (a scalar).
         params: the adapted weights.
         lr, steps: the step size and number of steps the fine-tune took (shown in the error).
-        lr_setting: the configuration name of ``lr`` (e.g. ``"eval.lr"``, ``"train.test_inner_lr"``).
+        lr_setting: the configuration name of ``lr`` (e.g. ``"eval.lr"``, ``"eval.val_lr"``).
 
     Raises:
         FloatingPointError: the loss or a weight is not finite; the message names ``lr_setting``

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..config import load_yaml
 from ..data.domain import InputDomain
+from ..eval.config import META_TEST_FIELDS, VALIDATION_FIELDS
 from ..eval.protocols import DEFAULT_PROTOCOL, get_protocol
 from ..datafree.trainer import TrainConfig
 from ..models.registry import build_model, model_arguments
@@ -32,6 +33,8 @@ class RecipeContext:
         train: meta-training hyper-parameters.
         input_shape: shape of one input of the target domain.
         val_tasks: factory of the fixed meta-validation episodes (model selection only).
+        val_steps, val_lr: the fine-tuning of each meta-validation episode
+            (:meth:`dfml.eval.EvalConfig.validation`: ``eval.val_steps``/``val_lr``, by default meta-test's).
         run: the run directory (checkpoints, metrics), or ``None``.
         device: where to train.
         progress: optional callback ``(stage, i, n, info)`` for the CLI's progress bars.
@@ -65,6 +68,8 @@ class RecipeContext:
     dataset_domain: InputDomain | None = None
     protocol: str = DEFAULT_PROTOCOL
     train_data: Callable[[], Any] | None = None
+    val_steps: int = 10
+    val_lr: float = 0.01
 
     @property
     def meta_domain(self) -> InputDomain:
@@ -141,8 +146,10 @@ def describe_architecture(arch: str, kwargs: dict[str, Any]) -> str:
 
 RECIPES: Registry[Callable[[RecipeContext], nn.Module]] = Registry("recipe")
 
-EXPERIMENT_READS = ("recipe", "pool", "dataset", "data_root", "data_options", "device", "eval")
-"""What the experiment driver reads for every recipe (:func:`dfml.experiment.run_experiment`)."""
+EXPERIMENT_READS = ("recipe", "pool", "dataset", "data_root", "data_options", "device",
+                    *(f"eval.{name}" for name in META_TEST_FIELDS))
+"""What the experiment driver reads for every recipe (:func:`dfml.experiment.run_experiment`): the
+meta-test protocol, not meta-validation's fine-tuning (:data:`META_TRAINING_READS`)."""
 LOG_READS = ("log",)
 """Where every recipe's metrics go besides ``metrics.jsonl`` (:class:`~dfml.tensorboard.LogConfig`): a
 recipe that logs nothing accepts it too, so that one setting serves every recipe of a command."""
@@ -150,10 +157,11 @@ META_MODEL_READS = ("train.n_way", "train.seed", "train.meta_arch", "train.meta_
 """What building the meta-model reads (:meth:`RecipeContext.meta_architecture`): every recipe reads it."""
 META_TRAINING_READS = META_MODEL_READS + (
     "train.n_shot", "train.n_query", "train.meta_batch_size", "train.steps", "train.outer_lr", "train.val_every",
-    "train.val_episodes", "train.test_inner_steps", "train.test_inner_lr", "train.checkpoint_every",
-    "train.checkpoint_minutes", "train.budget_minutes", "train.meta_init",
+    "train.val_episodes", "train.checkpoint_every", "train.checkpoint_minutes", "train.budget_minutes",
+    "train.meta_init", *(f"eval.{name}" for name in VALIDATION_FIELDS),
 )
-"""What the :class:`~dfml.datafree.trainer.MetaTrainer` loop reads (besides its learner's settings)."""
+"""What the :class:`~dfml.datafree.trainer.MetaTrainer` loop reads (besides its learner's settings), its
+meta-validation's fine-tuning (``eval.val_steps``/``val_lr``) included."""
 INNER_LOOP_READS = ("train.inner_steps", "train.inner_lr", "train.first_order", "train.learn_inner_lr")
 """What a learner's inner loop reads (:meth:`~dfml.datafree.trainer.TrainConfig.inner_loop`): every MAML
 learner's, the distilling one's included."""

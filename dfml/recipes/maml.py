@@ -38,14 +38,8 @@ def maml_recipe(ctx: RecipeContext) -> nn.Module:
     model = use_batch_stats(initial_meta_model(ctx, cfg.seed))
     bank = _load_or_build_bank(ctx)
     ctx.info["inversion_cost"] = bank.cost
-    trainer = MetaTrainer(
-        model,
-        bank,
-        ctx.val_tasks,
-        cfg,
-        run=ctx.run,
-        device=ctx.device,
-    )
+    trainer = MetaTrainer(model, bank, ctx.val_tasks, cfg, run=ctx.run, device=ctx.device, val_steps=ctx.val_steps,
+                          val_lr=ctx.val_lr)
 
     def progress(step: int, record: dict) -> None:
         if ctx.progress is not None:

@@ -65,7 +65,8 @@ def maml_data_recipe(ctx: RecipeContext) -> nn.Module:
     model = use_batch_stats(initial_meta_model(ctx, cfg.seed))
     tasks = RealTasks(data, InputDomain.of_dataset(data), ctx.meta_domain)
     ctx.info["uses_data"] = True
-    trainer = MetaTrainer(model, tasks, ctx.val_tasks, cfg, run=ctx.run, device=ctx.device)
+    trainer = MetaTrainer(model, tasks, ctx.val_tasks, cfg, run=ctx.run, device=ctx.device, val_steps=ctx.val_steps,
+                          val_lr=ctx.val_lr)
 
     def progress(step: int, record: dict) -> None:
         if ctx.progress is not None:

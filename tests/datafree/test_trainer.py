@@ -37,11 +37,11 @@ def bank(pool):
     return build_bank(teachers, (32,), 8, PixelInversionConfig(steps=20), torch.Generator().manual_seed(0))
 
 
-def _trainer(bank, world, run=None, cfg=CFG):
+def _trainer(bank, world, run=None, cfg=CFG, **kwargs):
     torch.manual_seed(0)
     model = use_batch_stats(build_model("mlp", in_features=32, num_classes=5))
     eps = EpisodeList.generate(world["val"], cfg.val_episodes, 5, 1, 5, seed=1)
-    return MetaTrainer(model, bank, lambda: eps.tasks(world["val"]), cfg, run=run)
+    return MetaTrainer(model, bank, lambda: eps.tasks(world["val"]), cfg, run=run, **kwargs)
 
 
 def test_bank_holds_every_class_of_every_model_and_tasks_carry_provenance(bank, pool):
@@ -216,9 +216,9 @@ def test_checkpoint_minutes_must_be_a_positive_number(bad):
         replace(CFG, checkpoint_minutes=bad)
 
 
-def test_a_diverged_meta_validation_fine_tune_names_train_test_inner_lr(bank, world):
-    t = _trainer(bank, world, cfg=replace(CFG, steps=1, val_every=1, test_inner_lr=1e30))
-    with pytest.raises(FloatingPointError, match=r"fine-tuning diverged: .* lower train\.test_inner_lr \(now 1e\+30\)"):
+def test_a_diverged_meta_validation_fine_tune_names_eval_val_lr(bank, world):
+    t = _trainer(bank, world, cfg=replace(CFG, steps=1, val_every=1), val_lr=1e30)
+    with pytest.raises(FloatingPointError, match=r"fine-tuning diverged: .* lower eval\.val_lr .*\(now 1e\+30\)"):
         t.fit()  # every meta-validation score was chance (20.0), so selection picked an arbitrary step
 
 

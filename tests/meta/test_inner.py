@@ -172,9 +172,9 @@ def test_check_finetune_names_the_first_weight_that_is_not_finite() -> None:
     from dfml.meta.inner import check_finetune
 
     good = {"a": torch.ones(2), "b": torch.zeros(3)}
-    check_finetune(torch.tensor(1.0), good, lr=0.5, steps=2, lr_setting="train.test_inner_lr")
-    with pytest.raises(FloatingPointError, match=r"the loss is not finite .* lower train\.test_inner_lr \(now 0\.5\)"):
-        check_finetune(torch.tensor(float("inf")), good, lr=0.5, steps=2, lr_setting="train.test_inner_lr")
+    check_finetune(torch.tensor(1.0), good, lr=0.5, steps=2, lr_setting="eval.val_lr")
+    with pytest.raises(FloatingPointError, match=r"the loss is not finite .* lower eval\.val_lr \(now 0\.5\)"):
+        check_finetune(torch.tensor(float("inf")), good, lr=0.5, steps=2, lr_setting="eval.val_lr")
     bad = {**good, "b": torch.tensor([0.0, float("nan"), 1.0])}
     with pytest.raises(FloatingPointError, match=r"weights \['b'\] are not finite"):
         check_finetune(torch.tensor(1.0), bad, lr=0.5, steps=2, lr_setting="eval.lr")

@@ -19,7 +19,7 @@ def setup(tmp_path_factory):
     base = {
         "pool": str(root / "pool"), "dataset": "toy",
         "train": {"n_query": 10, "meta_batch_size": 4, "steps": 60, "inner_steps": 3, "inner_lr": 0.1,
-                  "outer_lr": 3e-3, "val_every": 30, "val_episodes": 30, "test_inner_lr": 0.1,
+                  "outer_lr": 3e-3, "val_every": 30, "val_episodes": 30,
                   "checkpoint_every": 1000},
         "eval": {"episodes": 100, "shots": [1], "lr": 0.1, "episodes_dir": str(root / "episodes")},
         "datafree": {"inverter": "pixel", "pixel": {"steps": 30, "l2_weight": 0.05}},

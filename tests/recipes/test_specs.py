@@ -37,7 +37,7 @@ def test_baselines_read_the_meta_model_only():
         for key in ("train.n_way", "train.seed", "train.meta_arch", "eval.lr", "pool", "device"):
             assert not spec.unread(cfg, key), (name, key)
         for key in ("train.steps", "train.outer_lr", "datafree.synthetic.per_class", "datafree.pixel.steps", "datafree",
-                    "datafree.inverter"):
+                    "datafree.inverter", "eval.val_steps", "eval.val_lr"):
             assert spec.unread(cfg, key), (name, key)
 
 
