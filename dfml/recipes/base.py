@@ -15,6 +15,7 @@ from ..config import load_yaml
 from ..data.domain import InputDomain
 from ..eval.config import META_TEST_FIELDS, VALIDATION_FIELDS
 from ..eval.protocols import DEFAULT_PROTOCOL, get_protocol
+from ..datafree.config import DataFreeConfig
 from ..datafree.trainer import TrainConfig
 from ..models.registry import build_model, model_arguments
 from ..pool import ModelPool
@@ -39,7 +40,8 @@ class RecipeContext:
         device: where to train.
         progress: optional callback ``(stage, i, n, info)`` for the CLI's progress bars.
         info: filled in by the recipe (costs, best step...), copied into ``results.json``.
-        datafree: the data-free loop's parts (:class:`dfml.datafree.DataFreeConfig`).
+        datafree: the data-free loop's parts and the ``maml`` recipe's bank (default: ``DataFreeConfig()``,
+            as in an :class:`~dfml.experiment.ExperimentConfig`).
         input_mean, input_std: per-channel normalisation of the target domain's images (what the
             teachers were trained on); generators that output ``[0, 1]`` images use it.
         dataset_domain: the meta-test dataset's own inputs (before ``train.meta_image_size``), for
@@ -62,7 +64,7 @@ class RecipeContext:
     device: torch.device | str = "cpu"
     progress: Callable[[str, int, int, dict[str, Any]], None] | None = None
     info: dict[str, Any] = field(default_factory=dict)
-    datafree: Any = None
+    datafree: DataFreeConfig = field(default_factory=DataFreeConfig)
     input_mean: tuple[float, ...] | None = None
     input_std: tuple[float, ...] | None = None
     dataset_domain: InputDomain | None = None
