@@ -32,6 +32,7 @@ from dfml.config import apply_mapping, apply_overrides, from_dict, load_yaml, to
 from dfml.data import get_dataset  # noqa: E402
 from dfml.eval import evaluate, paired  # noqa: E402
 from dfml.experiment import ExperimentConfig, episode_list, load_meta_model  # noqa: E402
+from dfml.runs import atomic_write_text  # noqa: E402
 from dfml.upgrade import upgrade_config  # noqa: E402
 
 
@@ -131,10 +132,10 @@ def main(argv: list[str] | None = None) -> int:
             if key in cells and cells[key]["calibration"] == to_dict(cfg.eval.calibration):
                 continue
             cells[key] = score_cell(model, cfg, shot, args)
-            store.write_text(json.dumps({"command": command, "cells": cells}, indent=1))
+            atomic_write_text(store, json.dumps({"command": command, "cells": cells}, indent=1))
             print(table({key: cells[key]}).splitlines()[-1], file=sys.stderr, flush=True)
     md = table(cells)
-    (out / "results.md").write_text(f"{md}\n\ncommand: `{command}`\n")
+    atomic_write_text(out / "results.md", f"{md}\n\ncommand: `{command}`\n")
     print(md)
     return 0
 

@@ -35,6 +35,7 @@ if str(ROOT) not in sys.path:
 from dfml.allocator import keep_freed_memory  # noqa: E402
 from dfml.models import build_model  # noqa: E402
 from dfml.models.generator import ImageGenerator  # noqa: E402
+from dfml.runs import atomic_write_text  # noqa: E402
 
 PARTS = ("generator nearest", "generator phases", "teacher")
 
@@ -104,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                 print(table(rows[-1:]).splitlines()[-1], flush=True)
     print(table(rows))
     if args.out:
-        args.out.write_text(json.dumps({"torch": torch.__version__, "rows": rows}, indent=2))
+        atomic_write_text(args.out, json.dumps({"torch": torch.__version__, "rows": rows}, indent=2))
     return rows
 
 

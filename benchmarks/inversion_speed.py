@@ -58,6 +58,7 @@ from dfml.inversion.grid import input_shape_of
 from dfml.inversion.losses import DiffAugment
 from dfml.inversion.metagen import MetaGeneratorConfig, MetaGeneratorInverter
 from dfml.pool import ModelPool, build_toy_pool
+from dfml.runs import atomic_write_text
 from dfml.types import Task
 
 
@@ -280,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(result))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
+        atomic_write_text(Path(args.out), json.dumps(result, indent=2))
     return 0
 
 

@@ -34,6 +34,7 @@ from dfml.data import EpisodeList, get_dataset  # noqa: E402
 from dfml.data.domain import InputDomain, convert_task  # noqa: E402
 from dfml.eval import evaluate  # noqa: E402
 from dfml.experiment import ExperimentConfig, load_meta_model  # noqa: E402
+from dfml.runs import atomic_write_text  # noqa: E402
 from dfml.upgrade import upgrade_config  # noqa: E402
 
 BASELINES = ("random", "average")
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{sel['step'] if sel else '-'} ({sel['val_acc'] if sel else float('nan'):.2f}) | "
               f"{gains[0]} | {gains[1]} |")
     if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=1))
+        atomic_write_text(Path(args.json), json.dumps(summary, indent=1))
     if args.plot:
         plot(summary, Path(args.plot))
     return 0

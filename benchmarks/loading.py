@@ -50,6 +50,7 @@ if str(ROOT) not in sys.path:
 
 from dfml.allocator import keep_freed_memory  # noqa: E402
 from dfml.data.base import ArrayDataset  # noqa: E402
+from dfml.runs import atomic_write_text  # noqa: E402
 
 WORKLOADS = ("batches", "pool", "metatest", "decode")
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -254,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     if args.out:
         env = {"torch": torch.__version__, "python": platform.python_version(), "threads": args.threads,
                "machine": platform.machine(), "cpus": __import__("os").cpu_count()}
-        args.out.write_text(json.dumps({"env": env, "rows": rows}, indent=2))
+        atomic_write_text(args.out, json.dumps({"env": env, "rows": rows}, indent=2))
     return rows
 
 

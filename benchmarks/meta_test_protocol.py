@@ -54,6 +54,7 @@ from dfml.data import get_dataset  # noqa: E402
 from dfml.data.episodes import EpisodeList  # noqa: E402
 from dfml.eval import evaluate, mean_ci95, paired  # noqa: E402
 from dfml.models import Conv4  # noqa: E402
+from dfml.runs import atomic_write_text  # noqa: E402
 from dfml.types import Task  # noqa: E402
 
 OFFICIAL_MEAN = (0.5071, 0.4867, 0.4408)
@@ -171,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                 mean, ci = mean_ci95(scores)
                 results[key] = {"per_episode": scores, "mean": mean, "ci95": ci}
                 print(f"{key}: {mean:.2f} ± {ci:.2f} ({time.perf_counter() - start:.0f} s)", flush=True)
-                res_file.write_text(json.dumps(results))
-    (out / "results.md").write_text(table(results))
+                atomic_write_text(res_file, json.dumps(results))
+    atomic_write_text(out / "results.md", table(results))
     print(table(results))
     return 0
 

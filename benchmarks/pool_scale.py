@@ -50,6 +50,7 @@ if str(ROOT) not in sys.path:
 
 from dfml.data.base import ArrayDataset  # noqa: E402
 from dfml.pool import ModelPool, PoolManifest, PretrainConfig, pretrain_pool  # noqa: E402
+from dfml.runs import atomic_write_text  # noqa: E402
 
 OPS = ("open", "verify", "average", "select", "group", "fisher", "corrupt", "merge")
 
@@ -211,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     print(table(rows, args.sizes))
     if args.out:
         env = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine()}
-        args.out.write_text(json.dumps({"env": env, "rows": rows}, indent=2))
+        atomic_write_text(args.out, json.dumps({"env": env, "rows": rows}, indent=2))
     return rows
 
 

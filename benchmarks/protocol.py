@@ -31,6 +31,7 @@ from dfml.eval import paired
 from dfml.experiment import experiment_config, run_experiment
 from dfml.locks import DirectoryInUseError
 from dfml.pool import UNTRUSTWORTHY_KINDS, ModelPool, PretrainConfig, add_untrustworthy, merge_pools, pretrain_pool
+from dfml.runs import atomic_write_text
 
 PRESETS = Path(__file__).parent / "presets"
 
@@ -239,8 +240,8 @@ def main(dataset: str, argv: list[str] | None = None) -> int:
     runs = run_all(p, args.data_root, out, args.device, args.recipes, args.pool, roots, args.extend)
     md = table(runs, p.get("baseline", "average")) + ("\n\n" + notes(runs) if notes(runs) else "")
     command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
-    (out / "results.md").write_text(f"{md}\n\ncommand: `{command}`\n")
-    (out / "results.json").write_text(json.dumps({"command": command, "preset": p, "runs": runs}, indent=1))
+    atomic_write_text(out / "results.md", f"{md}\n\ncommand: `{command}`\n")
+    atomic_write_text(out / "results.json", json.dumps({"command": command, "preset": p, "runs": runs}, indent=1))
     print(md)
     write_plots(out, list(runs))
     return 0

@@ -37,6 +37,7 @@ from dfml.config import load_yaml  # noqa: E402
 from dfml.data import get_dataset  # noqa: E402
 from dfml.files import load_tensors  # noqa: E402
 from dfml.pool import ModelPool  # noqa: E402
+from dfml.runs import atomic_write_text  # noqa: E402
 
 
 def penultimate(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
               f"| {100 * s['teacher_acc_real']:.1f}% | {s['diversity']:.3f} ({s['diversity_real']:.3f}) "
               f"| {s['relative_diversity']:.2f} | {s['pixel_std']:.2f} ({s['pixel_std_real']:.2f}) |")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        atomic_write_text(Path(args.json), json.dumps(results, indent=1))
     return 0
 
 

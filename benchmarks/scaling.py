@@ -45,6 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from dfml import distributed as dist  # noqa: E402
+from dfml.runs import atomic_write_text  # noqa: E402
 
 WORKLOADS = ("pool", "meta", "datafree")
 
@@ -194,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        atomic_write_text(args.out, json.dumps(result, indent=2, default=str) + "\n")
         print(f"\nwrote {args.out}")
     return result
 

@@ -37,6 +37,7 @@ from dfml.config import from_dict, load_yaml
 from dfml.meta import MAML
 from dfml.models.conv4 import Conv4
 from dfml.models.norm import use_batch_stats
+from dfml.runs import atomic_write_text
 from dfml.types import Task
 
 Step = Callable[[Sequence[Task], torch.optim.Optimizer], None]
@@ -430,7 +431,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
               "skipped": skipped, "rows": rows, "table": table}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
         print(f"\nwrote {args.out}")
     return result
 

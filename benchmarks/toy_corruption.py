@@ -35,6 +35,7 @@ from dfml.data.toy import make_toy_world  # noqa: E402
 from dfml.eval import paired  # noqa: E402
 from dfml.experiment import experiment_config, run_experiment  # noqa: E402
 from dfml.pool import ModelPool, build_toy_pool, subset_pool  # noqa: E402
+from dfml.runs import atomic_write_text  # noqa: E402
 
 ARMS = {"uniform": {"selector": "uniform"}, "weigher": {"forget_below": 0.0}, "robust": {}}
 SHOTS = (1, 5)
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
           + " / ".join(f"{clean[k]['mean_diff']:+.2f} ± {clean[k]['ci95']:.2f}" for k in SHOTS))
     result = {"args": vars(args), "trust": trust, "rows": rows,
               "clean_forgetting_cost": {f"{k}shot": clean[k] for k in SHOTS}}
-    (out / "results.json").write_text(json.dumps(result, indent=2, default=float))
+    atomic_write_text(out / "results.json", json.dumps(result, indent=2, default=float))
     print(f"results: {out / 'results.json'}")
     return 0
 

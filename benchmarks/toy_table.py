@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dfml.eval import paired  # noqa: E402
 from dfml.experiment import experiment_config, run_experiment  # noqa: E402
 from dfml.pool import ModelPool, build_toy_pool  # noqa: E402
+from dfml.runs import atomic_write_text  # noqa: E402
 
 RECIPES = ("random", "average", "robust", "free", "tgr", "purer")
 SHOTS = (1, 5)
@@ -94,9 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     md, rows = table(results)
     command = "python benchmarks/toy_table.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"\n{md}\n\n{args.episodes} fixed episodes, 15 queries per class; command: `{command.strip()}`")
-    (out / "results.md").write_text(f"{md}\n\ncommand: `{command.strip()}`\n")
-    (out / "results.json").write_text(json.dumps({"command": command.strip(), "args": vars(args), "rows": rows},
-                                                 indent=1, default=float))
+    atomic_write_text(out / "results.md", f"{md}\n\ncommand: `{command.strip()}`\n")
+    atomic_write_text(out / "results.json", json.dumps({"command": command.strip(), "args": vars(args), "rows": rows},
+                                                       indent=1, default=float))
     print(f"results: {out / 'results.json'}")
     return 0
 
