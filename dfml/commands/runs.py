@@ -140,7 +140,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"{str(f)!r} does not exist: is {path!r} a finished run directory?")
         results[name] = json.loads(f.read_text())
     from ..config import config_changes
-    from ..eval.config import META_TEST_FIELDS
+    from ..eval.config import meta_test_protocol
     from ..experiment import saved_defaults
 
     # a run saved before a field existed had its default; before eval.protocol, the earlier protocol
@@ -148,7 +148,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     (first, base), *others = list(results.items())
     for name, other in others:
         # the meta-test protocol: meta-validation's fine-tuning (eval.val_*) selected each run's model, like train.*
-        ev_a, ev_b = ({k: v for k, v in r["config"]["eval"].items() if k in META_TEST_FIELDS} for r in (base, other))
+        ev_a, ev_b = (meta_test_protocol(r["config"]["eval"]) for r in (base, other))
         # a field one run lacks counts as its default, whichever run lacks it
         diff = sorted(set(config_changes(ev_a, ev_b, defaults)) & set(config_changes(ev_b, ev_a, defaults)))
         sha_a, sha_b = base.get("episodes_sha256"), other.get("episodes_sha256")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 from ..config import check_ranges
 from .calibration import CalibrationConfig
 from .protocols import DEFAULT_PROTOCOL, get_protocol
 
-__all__ = ["META_TEST_FIELDS", "VALIDATION_FIELDS", "EvalConfig"]
+__all__ = ["META_TEST_FIELDS", "VALIDATION_FIELDS", "EvalConfig", "meta_test_protocol"]
 
 
 @dataclass(frozen=True)
@@ -78,3 +80,9 @@ VALIDATION_FIELDS = ("val_steps", "val_lr")
 are no part of the meta-test protocol that paired runs must share."""
 META_TEST_FIELDS = tuple(f.name for f in fields(EvalConfig) if f.name not in VALIDATION_FIELDS)
 """The fields of ``eval`` that make up the meta-test protocol (every scored run reads them)."""
+
+
+def meta_test_protocol(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The meta-test protocol's part of an ``eval`` section given as a plain mapping (a saved run's, an
+    export's, ``to_dict(cfg.eval)``): :data:`META_TEST_FIELDS`, without meta-validation's ``eval.val_*``."""
+    return {k: v for k, v in settings.items() if k in META_TEST_FIELDS}

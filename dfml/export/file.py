@@ -50,7 +50,7 @@ from torch import nn
 
 from .. import __version__
 from ..config import load_yaml
-from ..eval.config import META_TEST_FIELDS
+from ..eval.config import meta_test_protocol
 from ..files import load_tensors, read_state_dict, torch_bytes, write_atomic
 from ..models.norm import use_batch_stats
 from ..models.registry import build_model
@@ -185,8 +185,8 @@ def exported_dict(run_dir: str | Path, pool: str | Path | None = None) -> dict[s
         "state_dict": read_state_dict(weights, fix="re-run the run's command to write it again"),
         "batch_stats": True,
         "inputs": _plain(record["inputs"]),
-        "eval": {k: v for k, v in _merged(saved_defaults()["eval"], _plain(cfg.get("eval") or {})).items()
-                 if k in META_TEST_FIELDS},  # the meta-test protocol it was scored with
+        # the meta-test protocol it was scored with
+        "eval": meta_test_protocol(_merged(saved_defaults()["eval"], _plain(cfg.get("eval") or {}))),
         "scores": None if not scores else {k: {f: v[f] for f in ("mean", "ci95", "n") if f in v}
                                            for k, v in scores.items()},
         "dataset": {"name": cfg.get("dataset"), "options": _plain(cfg.get("data_options") or {}),

@@ -14,7 +14,7 @@ from .. import __version__
 from .. import distributed as dist
 from ..config import config_changes, lookup, to_dict
 from ..data import InputDomain
-from ..eval.config import META_TEST_FIELDS
+from ..eval.config import META_TEST_FIELDS, meta_test_protocol
 from ..locks import hold_directory
 from ..runs import RunDir, sha256_file
 from .file import build_exported, read_export
@@ -55,7 +55,7 @@ def score_exported(path: str | Path, cfg: Any, out: str | Path, progress: Any = 
     check_machine_and_data(cfg, None, test_ds)
     size = _fitting_size(str(path), export, cfg.dataset, InputDomain.of_dataset(test_ds))
     cfg = replace(cfg, train=replace(cfg.train, meta_image_size=size))
-    protocol = {k: v for k, v in to_dict(cfg.eval).items() if k in META_TEST_FIELDS}
+    protocol = meta_test_protocol(to_dict(cfg.eval))
     _warn_of_other_settings(str(path), export["eval"], protocol)
     config = {"model": {"file": str(path), "sha256": sha256_file(Path(path))}, "dataset": cfg.dataset,
               "data_root": cfg.data_root, "data_options": cfg.data_options, "device": cfg.device,
