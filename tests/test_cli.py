@@ -348,6 +348,11 @@ def test_a_setting_the_recipe_does_not_read_is_refused_whoever_sets_it(toy_pool,
     assert main(_train_args(toy_pool, tmp_path / "rb", "--set", "datafree={pixel: {steps: 3}}", recipe="robust")) == 2
     assert "--set datafree={pixel: {steps: 3}}: recipe 'robust' does not read datafree.pixel.steps" in \
         capsys.readouterr().err
+    # a key that moved is named as the user typed it, with its place now
+    assert main(_train_args(toy_pool, tmp_path / "rv", "--set", "train.test_inner_lr=0.05", recipe="random")) == 2
+    assert ("--set train.test_inner_lr=0.05 (now eval.val_lr): recipe 'random' does not read eval.val_lr"
+            in capsys.readouterr().err)
+    assert not (tmp_path / "rv").exists()
 
 
 def test_a_stopped_pool_build_is_reported_by_info_and_refused_by_verify_eval_and_train(tmp_path, capsys, monkeypatch):

@@ -27,7 +27,10 @@ def _experiment_configs(args: argparse.Namespace, recipes: list[str], models: bo
     given = {}
     if args.config:
         given = {key: f"{key} in --config {args.config}" for key in _config_keys(args, recipes)}
-    given.update({key: f"--set {item}" for key, item in override_keys(upgrade_overrides(args.set)).items()})
+    for item in args.set or []:  # named as typed; a key that moved, with its place now
+        (new,) = upgrade_overrides([item])
+        shown = f"--set {item}" if new == item else f"--set {item} (now {new.partition('=')[0].strip()})"
+        given.update(dict.fromkeys(override_keys([new]), shown))
     if models:
         read = {k for k in given if any(k == r or k.startswith(r + ".") or r.startswith(k + ".") for r in READS)}
         unread = sorted(set(given) - read)
